@@ -1,0 +1,35 @@
+"""Severus: a grid job wrapper (`severus`) and its bookkeeping service (`sbk`)."""
+from setuptools import setup
+
+setup(
+    name="severus",
+    version="0.1.0",
+    description="Grid job wrapper and bookkeeping service (descendant of SuperB's Severus/SBK4)",
+    python_requires=">=3.9",
+    packages=["shared", "wrapper", "server"],
+    package_data={"server": ["templates/*.html", "static/*", "openapi.json"]},
+    include_package_data=True,
+    # The wrapper itself needs nothing beyond the standard library (tomli only
+    # on Python < 3.11); everything else here is for the server and the client.
+    install_requires=[
+        "tomli; python_version < '3.11'",
+        "flask>=2.2",
+        "peewee>=3.15",
+        "requests>=2.25",
+        "psutil>=5.8",
+        "gunicorn>=20",
+        "psycopg2-binary>=2.9",
+        "prometheus-client>=0.14",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout", "vermin", "openapi-spec-validator", "tomli"],
+    },
+    entry_points={
+        "console_scripts": [
+            "severus = wrapper.cli:main",
+            "sbk = server.cli:main",
+        ],
+        # Sites add their own payload modules here (see wrapper/payload.py).
+        "severus.payload_modules": [],
+    },
+)

@@ -1,0 +1,220 @@
+"""The error-code table and the exception hierarchy that carries it.
+
+One table (CODES) holds every three-digit code of CONTRACT §5 with its job
+status, who is to blame, whether a retry elsewhere may help, and its message.
+The server serves it as is (GET /api/v1/error-codes); the wrapper exits with
+the code.
+
+    SeverusError                      code 099 unless a subclass says otherwise
+    ├── JobDescriptionError           001
+    ├── SiteConfigError               002
+    ├── ScratchSpaceError             003
+    ├── NodeCheckError                004
+    ├── SoftwareError                 010-019
+    ├── InputError                    020-029
+    ├── PayloadError                  030-039
+    ├── StageOutError                 040-049
+    ├── LogUploadError                050
+    ├── WrapperSignalled              060
+    ├── AttemptSuperseded             061
+    ├── KilledByManager               062
+    └── WrapperError                  099
+
+This module imports nothing from the rest of the project.
+"""
+from dataclasses import dataclass, asdict
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: int
+    status: str       # the job status this code ends in
+    blame: str        # payload | site | storage | server | wrapper | manager
+    retryable: bool   # would the same job likely succeed on another attempt/site?
+    message: str
+
+    def to_dict(self):
+        return asdict(self)
+
+    @property
+    def label(self):
+        return f"{self.code:03d}"
+
+
+_TABLE = [
+    (0, "done", "wrapper", False, "success"),
+    (1, "sys-failed", "manager", False, "bad job description"),
+    (2, "sys-failed", "site", True, "bad or missing site configuration"),
+    (3, "sys-failed", "site", True, "not enough scratch space"),
+    (4, "sys-failed", "site", True, "worker node check failed"),
+    (10, "sys-failed", "storage", True, "software tarball not found"),
+    (11, "sys-failed", "storage", True, "software tarball checksum mismatch"),
+    (12, "sys-failed", "site", True, "software tarball could not be unpacked"),
+    (13, "sys-failed", "manager", False, "software tarball has members escaping the unpack root"),
+    (14, "sys-failed", "manager", False, "software workdir or executable missing"),
+    (15, "sys-failed", "storage", True, "software transfer failed after retries"),
+    (20, "sys-failed", "storage", False, "input file not found"),
+    (21, "sys-failed", "storage", True, "input file checksum mismatch"),
+    (22, "sys-failed", "storage", True, "input transfer failed after retries"),
+    (30, "failed", "payload", False, "payload exited non-zero"),
+    (31, "failed", "payload", False, "payload killed by a signal"),
+    (32, "timeout", "payload", False, "payload passed its wallclock limit"),
+    (33, "failed", "payload", False, "payload passed its memory limit"),
+    (34, "failed", "payload", False, "payload stalled (no progress)"),
+    (40, "sys-failed", "storage", True, "stage-out failed on every storage element"),
+    (41, "sys-failed", "storage", True, "output checksum mismatch on the storage element"),
+    (42, "sys-failed", "payload", False, "no output files matched the output patterns"),
+    (43, "sys-failed", "server", True, "output registration in the catalog failed"),
+    (50, "sys-failed", "storage", True, "log upload failed (outputs kept)"),
+    (60, "sys-failed", "site", True, "wrapper stopped by a signal from the batch system"),
+    (61, "sys-failed", "server", False, "attempt superseded: the server refused this attempt's reports"),
+    (62, "sys-failed", "manager", False, "killed on a manager's request"),
+    (99, "sys-failed", "wrapper", True, "unexpected wrapper error"),
+    (100, "timeout", "site", True, "heartbeat lost (server side)"),
+]
+
+CODES = {row[0]: ErrorCode(*row) for row in _TABLE}
+SUCCESS = CODES[0]
+
+
+def lookup(code):
+    """The ErrorCode for `code`, or 099's entry for a code we do not know."""
+    return CODES.get(code, CODES[99])
+
+
+class SeverusError(Exception):
+    """Base of every error that ends a job; `code` is the three-digit code."""
+    code = 99
+
+    def __init__(self, detail="", code=None, **data):
+        super().__init__(detail)
+        if code is not None:
+            self.code = code
+        self.detail = detail
+        self.data = data   # extra facts for the final report (exit code, signal, ...)
+
+    @property
+    def entry(self):
+        return lookup(self.code)
+
+    def __str__(self):
+        return self.detail or self.entry.message
+
+    def one_line(self):
+        """What a person sees: `E011 software tarball checksum mismatch: <detail>`."""
+        text = self.entry.message
+        if self.detail and self.detail != text:
+            text = f"{text}: {self.detail}"
+        return f"E{self.code:03d} {text}".replace("\n", " ")
+
+
+class JobDescriptionError(SeverusError):
+    code = 1
+
+
+class SiteConfigError(SeverusError):
+    code = 2
+
+
+class ScratchSpaceError(SeverusError):
+    code = 3
+
+
+class NodeCheckError(SeverusError):
+    code = 4
+
+
+class SoftwareError(SeverusError):
+    code = 15
+
+
+class SoftwareNotFound(SoftwareError):
+    code = 10
+
+
+class SoftwareChecksumMismatch(SoftwareError):
+    code = 11
+
+
+class SoftwareUnpackError(SoftwareError):
+    code = 12
+
+
+class UnsafeArchive(SoftwareError):
+    code = 13
+
+
+class ExecutableMissing(SoftwareError):
+    code = 14
+
+
+class InputError(SeverusError):
+    code = 22
+
+
+class InputNotFound(InputError):
+    code = 20
+
+
+class InputChecksumMismatch(InputError):
+    code = 21
+
+
+class PayloadError(SeverusError):
+    code = 30
+
+
+class PayloadFailed(PayloadError):
+    code = 30
+
+
+class PayloadSignalled(PayloadError):
+    code = 31
+
+
+class PayloadWallclock(PayloadError):
+    code = 32
+
+
+class PayloadMemory(PayloadError):
+    code = 33
+
+
+class PayloadStalled(PayloadError):
+    code = 34
+
+
+class StageOutError(SeverusError):
+    code = 40
+
+
+class OutputChecksumMismatch(StageOutError):
+    code = 41
+
+
+class NoOutputsMatched(StageOutError):
+    code = 42
+
+
+class RegistrationFailed(StageOutError):
+    code = 43
+
+
+class LogUploadError(SeverusError):
+    code = 50
+
+
+class WrapperSignalled(SeverusError):
+    code = 60
+
+
+class AttemptSuperseded(SeverusError):
+    code = 61
+
+
+class KilledByManager(SeverusError):
+    code = 62
+
+
+class WrapperError(SeverusError):
+    code = 99

@@ -1,0 +1,100 @@
+"""The report message: what a wrapper sends to POST /jobs/<id>/events.
+
+Every event carries its idempotency key `(attempt, seq)`: the wrapper numbers
+events from 1 within an attempt and journals them before sending, so a replay
+after a lost reply is harmless. A body is one event or a list of them.
+"""
+import json
+from dataclasses import dataclass, field, asdict
+from typing import Mapping, Optional, Tuple
+
+from . import schema as s
+from .errors import CODES
+from .states import Status, Step, REPORTABLE_STATUSES
+
+KINDS = ("step", "heartbeat", "final", "info")
+MAX_BATCH = 1000
+MAX_REPORT_BYTES = 256 * 1024
+MAX_TAIL_LINES = 100
+
+
+@dataclass(frozen=True)
+class Event:
+    attempt: int
+    seq: int
+    time: float                     # the wrapper's clock, Unix seconds
+    status: str                     # running | done | failed | sys-failed | timeout
+    kind: str = "step"              # step | heartbeat | final | info
+    step: Optional[str] = None      # RUNNING-01 ... RUNNING-07
+    message: str = ""
+    code: Optional[int] = None      # three-digit error code, finals only
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    tail: Tuple[str, ...] = ()      # last lines of the payload's stdout
+    report: Optional[Mapping] = None  # the final report (finals only)
+
+    @property
+    def key(self):
+        return (self.attempt, self.seq)
+
+    def to_dict(self):
+        d = asdict(self)
+        d["tail"] = list(self.tail)
+        return {k: v for k, v in d.items() if v not in (None, {}, [])}
+
+
+def parse_events(body):
+    """Validate one event or a list of events; raise SchemaError."""
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise s.SchemaError("an empty list of events")
+    if len(items) > MAX_BATCH:
+        raise s.SchemaError(f"more than {MAX_BATCH} events in one request")
+    return [parse_event(item, f"[{n}]." if isinstance(body, list) else "")
+            for n, item in enumerate(items)]
+
+
+def parse_event(d, where=""):
+    if not isinstance(d, dict):
+        raise s.SchemaError(f"event {where or ''}must be a JSON object".replace(" .", " "))
+    s.refuse_unknown(d, ("attempt", "seq", "time", "status", "kind", "step", "message",
+                         "code", "metrics", "tail", "report"), where)
+    status = s.text(d, "status", where)
+    if status not in {st.value for st in REPORTABLE_STATUSES}:
+        raise s.SchemaError(f"'{where}status' must be one of running, done, failed, sys-failed, timeout")
+    kind = s.text(d, "kind", where, default="step")
+    if kind not in KINDS:
+        raise s.SchemaError(f"'{where}kind' must be one of {', '.join(KINDS)}")
+    step = d.get("step")
+    if step is not None and step not in {st.value for st in Step}:
+        raise s.SchemaError(f"'{where}step' must be one of RUNNING-01 ... RUNNING-07")
+    code = d.get("code")
+    if code is not None:
+        code = s.integer(d, "code", where, hi=999)
+        if code not in CODES:
+            raise s.SchemaError(f"'{where}code' {code} is not a known error code")
+    final = Status(status).final
+    if (kind == "final") != final:
+        raise s.SchemaError(f"'{where}kind' final goes with a final status, and only with one")
+    if final and code is None:
+        raise s.SchemaError(f"'{where}code' is required with a final status")
+    metrics = d.get("metrics") or {}
+    if not isinstance(metrics, dict) or len(metrics) > 100:
+        raise s.SchemaError(f"'{where}metrics' must be an object of at most 100 numbers")
+    for k, v in metrics.items():
+        s.number(metrics, k, f"{where}metrics.", lo=-1e18, hi=1e18)
+    tail = s.text_list(d, "tail", where, default=(), max_items=MAX_TAIL_LINES, max_len=4096,
+                       empty=True)
+    report = d.get("report")
+    if report is not None:
+        if not isinstance(report, dict):
+            raise s.SchemaError(f"'{where}report' must be an object")
+        if len(json.dumps(report)) > MAX_REPORT_BYTES:
+            raise s.SchemaError(f"'{where}report' is larger than {MAX_REPORT_BYTES} bytes")
+    return Event(
+        attempt=s.integer(d, "attempt", where, lo=1, hi=100000),
+        seq=s.integer(d, "seq", where, lo=1),
+        time=s.number(d, "time", where, lo=0, hi=1e11),
+        status=status, kind=kind, step=step,
+        message=s.text(d, "message", where, default="", max_len=4096, empty=True),
+        code=code, metrics=dict(metrics), tail=tail, report=report,
+    )

@@ -1,0 +1,228 @@
+"""The job description (CONTRACT §1): frozen dataclasses and one parser.
+
+The server writes it when jobs are prepared; `severus run` reads it. Parsing
+is strict: unknown fields, wrong types and paths that escape their root are
+refused, so a mistake is caught before any work starts.
+"""
+import json
+from dataclasses import dataclass, field, asdict
+from typing import Mapping, Optional, Tuple
+
+from . import schema as s
+from .errors import JobDescriptionError
+
+SCHEMA_VERSION = 1
+INPUT_MODES = ("DIR", "FILE", "LIST", "NONE")
+ADLER32_RE = r"[0-9a-f]{8}"
+NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: int
+    runnum: int
+    attempt: int
+    session: str
+    production: str
+    request: Optional[int]
+    events: int
+    test: bool = False
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str
+    token: str
+    heartbeat_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Software:
+    name: str
+    version: str
+    revision: int
+    lfn: str
+    adler32: str
+    workdir: str
+    exe: str
+
+
+@dataclass(frozen=True)
+class Payload:
+    module: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    args: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Input:
+    mode: str
+    paths: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Output:
+    lfn_dir: str
+    sites: Tuple[str, ...] = ()
+    patterns: Tuple[str, ...] = ("*.root",)
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    to_db: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_wct_s: float = 86400.0
+    max_rss_mb: float = 0.0        # 0: no limit
+    stall_s: float = 0.0           # 0: no stall detection
+    grace_s: float = 10.0          # SIGTERM -> SIGKILL
+
+
+@dataclass(frozen=True)
+class JobDescription:
+    job: JobInfo
+    server: ServerInfo
+    software: Software
+    payload: Payload
+    input: Input
+    output: Output
+    log: LogSpec = LogSpec()
+    limits: Limits = Limits()
+    schema: int = SCHEMA_VERSION
+
+    def to_dict(self):
+        return _plain(asdict(self))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def parse_job_description(data):
+    """Validate a decoded job description; raise JobDescriptionError (001)."""
+    try:
+        return _parse(data)
+    except s.SchemaError as exc:
+        raise JobDescriptionError(str(exc)) from None
+
+
+def load_job_description(path):
+    """Read and validate a job description file."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(16 * 1024 * 1024 + 1)
+    except OSError as exc:
+        raise JobDescriptionError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > 16 * 1024 * 1024:
+        raise JobDescriptionError(f"{path} is larger than 16 MiB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise JobDescriptionError(f"{path} is not valid JSON: {exc}") from None
+    return parse_job_description(data)
+
+
+def _parse(d):
+    if not isinstance(d, dict):
+        raise s.SchemaError("a job description must be a JSON object")
+    version = d.get("schema")
+    if version != SCHEMA_VERSION:
+        raise s.SchemaError(f"unknown schema {version!r} (this wrapper reads schema {SCHEMA_VERSION})")
+    s.refuse_unknown(d, ("schema", "job", "server", "software", "payload", "input",
+                         "output", "log", "limits"))
+    j = s.section(d, "job")
+    s.refuse_unknown(j, ("id", "runnum", "attempt", "session", "production", "request",
+                         "events", "test"), "job.")
+    job = JobInfo(
+        id=s.integer(j, "id", "job.", lo=1),
+        runnum=s.integer(j, "runnum", "job.", lo=0),
+        attempt=s.integer(j, "attempt", "job.", lo=1, hi=100000),
+        session=s.text(j, "session", "job.", pattern=NAME_RE, max_len=64),
+        production=s.text(j, "production", "job.", pattern=NAME_RE, max_len=128),
+        request=None if j.get("request") is None else s.integer(j, "request", "job.", lo=1),
+        events=s.integer(j, "events", "job.", lo=0, hi=10 ** 12),
+        test=s.boolean(j, "test", "job.", default=False),
+    )
+    sv = s.section(d, "server")
+    s.refuse_unknown(sv, ("url", "token", "heartbeat_s"), "server.")
+    server = ServerInfo(
+        url=s.text(sv, "url", "server.", pattern=r"https?://[^\s]+", max_len=1024),
+        token=s.text(sv, "token", "server.", max_len=512),
+        heartbeat_s=s.number(sv, "heartbeat_s", "server.", default=300.0, lo=0.05, hi=86400),
+    )
+    sw = s.section(d, "software")
+    s.refuse_unknown(sw, ("name", "version", "revision", "lfn", "adler32", "workdir", "exe"),
+                     "software.")
+    software = Software(
+        name=s.text(sw, "name", "software.", pattern=NAME_RE, max_len=128),
+        version=s.text(sw, "version", "software.", pattern=NAME_RE, max_len=64),
+        revision=s.integer(sw, "revision", "software.", default=0),
+        lfn=s.lfn(sw, "lfn", "software."),
+        adler32=s.text(sw, "adler32", "software.", pattern=ADLER32_RE),
+        workdir=s.relative_path(sw, "workdir", "software."),
+        exe=s.relative_path(sw, "exe", "software."),
+    )
+    if not software.lfn.endswith((".tjz", ".tgz", ".tar.gz")):
+        raise s.SchemaError("'software.lfn' must name a .tjz, .tgz or .tar.gz tarball")
+    p = s.section(d, "payload")
+    s.refuse_unknown(p, ("module", "parameters", "env", "args"), "payload.")
+    payload = Payload(
+        module=s.text(p, "module", "payload.", pattern=NAME_RE, max_len=64),
+        parameters=s.text_map(p, "parameters", "payload.", default={}),
+        env=s.text_map(p, "env", "payload.", default={}),
+        args=s.text_list(p, "args", "payload.", default=(), max_items=1000, empty=True),
+    )
+    for name in payload.env:
+        if not _is_env_name(name):
+            raise s.SchemaError(f"'payload.env.{name}' is not a valid environment variable name")
+    i = s.section(d, "input")
+    s.refuse_unknown(i, ("mode", "paths"), "input.")
+    mode = s.text(i, "mode", "input.")
+    if mode not in INPUT_MODES:
+        raise s.SchemaError(f"'input.mode' must be one of {', '.join(INPUT_MODES)}")
+    paths = s.text_list(i, "paths", "input.", default=())
+    for n, path in enumerate(paths):
+        s.check_lfn(path, f"input.paths[{n}]")
+    want = {"NONE": (0, 0), "FILE": (1, 1), "DIR": (1, 1)}.get(mode, (1, None))
+    if len(paths) < want[0] or (want[1] is not None and len(paths) > want[1]):
+        count = "no paths" if want[1] == 0 else ("exactly one path" if want[1] == 1 else "at least one path")
+        raise s.SchemaError(f"'input.paths' must hold {count} in mode {mode}")
+    input_ = Input(mode=mode, paths=paths)
+    o = s.section(d, "output")
+    s.refuse_unknown(o, ("lfn_dir", "sites", "patterns"), "output.")
+    output = Output(
+        lfn_dir=s.lfn(o, "lfn_dir", "output."),
+        sites=s.text_list(o, "sites", "output.", default=(), max_items=100, pattern=NAME_RE),
+        patterns=s.text_list(o, "patterns", "output.", default=("*.root",), max_items=100,
+                             pattern=r"[^/\x00]+"),
+    )
+    if not output.patterns:
+        raise s.SchemaError("'output.patterns' must not be empty")
+    lg = d.get("log", {})
+    if not isinstance(lg, dict):
+        raise s.SchemaError("'log' must be an object")
+    s.refuse_unknown(lg, ("to_db",), "log.")
+    log = LogSpec(to_db=s.boolean(lg, "to_db", "log.", default=False))
+    lm = d.get("limits", {})
+    if not isinstance(lm, dict):
+        raise s.SchemaError("'limits' must be an object")
+    s.refuse_unknown(lm, ("max_wct_s", "max_rss_mb", "stall_s", "grace_s"), "limits.")
+    limits = Limits(
+        max_wct_s=s.number(lm, "max_wct_s", "limits.", default=86400.0, lo=1, hi=30 * 86400),
+        max_rss_mb=s.number(lm, "max_rss_mb", "limits.", default=0.0, hi=1024 * 1024),
+        stall_s=s.number(lm, "stall_s", "limits.", default=0.0, hi=30 * 86400),
+        grace_s=s.number(lm, "grace_s", "limits.", default=10.0, lo=0, hi=3600),
+    )
+    return JobDescription(job=job, server=server, software=software, payload=payload,
+                          input=input_, output=output, log=log, limits=limits)
+
+
+def _is_env_name(name):
+    return name.replace("_", "a").isalnum() and not name[0].isdigit() and name.isascii()

@@ -1,0 +1,202 @@
+"""Site configuration (CONTRACT §2): one TOML file per site, a frozen dataclass.
+
+Found by `--site-config FILE`, or by name (`--site`, `SEVERUS_SITE`, the batch
+system's site variables) in: the directory of an explicit file,
+`$SEVERUS_SITE_CONFIGS` (colon-separated), then the `site_configs` bundled
+with the wrapper (also inside severus.pyz).
+"""
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11: the pure-Python tomli, bundled in severus.pyz
+    import tomli as tomllib
+
+from shared.errors import SiteConfigError
+
+ACCESS_MODES = ("auto", "direct", "protocol")
+SITE_NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
+# Batch and grid systems that name the site for us, most specific first.
+SITE_ENV_VARS = ("SEVERUS_SITE", "GLIDEIN_Site", "OSG_SITE_NAME", "DIRACSITE", "SITE_NAME")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    lfn_prefix: str
+    urls: Tuple[str, ...] = ()
+    local_path: Optional[str] = None
+    access: str = "auto"
+
+    def relative(self, lfn):
+        """`lfn:/grid/vo/x/y` -> `x/y` (relative to the SE root)."""
+        path = lfn[len("lfn:"):] if lfn.startswith("lfn:") else lfn
+        prefix = self.lfn_prefix.rstrip("/")
+        if path != prefix and not path.startswith(prefix + "/"):
+            raise SiteConfigError(f"{lfn} is not under this SE's lfn_prefix {self.lfn_prefix}")
+        return path[len(prefix):].lstrip("/")
+
+    def url(self, base, lfn):
+        """The physical name of `lfn` below `base` (one of `urls`, or `local_path`)."""
+        rel = self.relative(lfn)
+        return base.rstrip("/") + ("/" + rel if rel else "")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    parallel: int = 4             # files moved at once
+    retries: int = 2              # extra tries per source/destination before the next one
+    backoff_s: float = 1.0        # first wait between tries, doubled each time
+    timeout_base_s: float = 300.0  # a transfer's timeout: base + size / min_rate, capped
+    min_rate_mb_s: float = 1.0
+    timeout_max_s: float = 10800.0
+    probe_timeout_s: float = 5.0  # access detection's stat of an endpoint
+    tool: str = "auto"            # auto | gfal2 | cli
+
+    def timeout_for(self, size_bytes):
+        """PanDA-style: a dead server fails early, a big file gets its time."""
+        size_mb = max(0, size_bytes or 0) / 1e6
+        return min(self.timeout_max_s, self.timeout_base_s + size_mb / self.min_rate_mb_s)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str
+    se: StorageConfig
+    fallback_sites: Tuple[str, ...] = ()
+    min_free_gb: float = 5.0
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    source: str = ""              # the file it came from, for messages
+
+
+def load_site_config(path):
+    """Read and validate one site configuration file; raise SiteConfigError (002)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise SiteConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SiteConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse_site_config(data, str(path))
+
+
+def parse_site_config(data, source="<site config>"):
+    def fail(msg):
+        raise SiteConfigError(f"{source}: {msg}")
+
+    def table(d, key):
+        value = d.get(key, {})
+        if not isinstance(value, dict):
+            fail(f"[{key}] must be a table")
+        return value
+
+    def known(d, allowed, where):
+        extra = sorted(set(d) - set(allowed))
+        if extra:
+            fail(f"unknown key '{where}{extra[0]}'")
+
+    known(data, ("name", "se", "stageout", "scratch", "transfer"), "")
+    name = data.get("name")
+    if not isinstance(name, str) or not re.fullmatch(SITE_NAME_RE, name):
+        fail("'name' must be a site name like INFN-T1")
+    se = table(data, "se")
+    known(se, ("lfn_prefix", "urls", "local_path", "access"), "se.")
+    prefix = se.get("lfn_prefix")
+    if not isinstance(prefix, str) or not prefix.startswith("/") or ".." in prefix.split("/"):
+        fail("'se.lfn_prefix' must be an absolute path like /grid/superbvo.org")
+    urls = se.get("urls", [])
+    if not isinstance(urls, list) or not all(isinstance(u, str) and "://" in u for u in urls):
+        fail("'se.urls' must be a list of URLs like root://host:1094//path")
+    local_path = se.get("local_path")
+    if local_path is not None and (not isinstance(local_path, str) or not local_path.startswith("/")):
+        fail("'se.local_path' must be an absolute path")
+    access = se.get("access", "auto")
+    if access not in ACCESS_MODES:
+        fail(f"'se.access' must be one of {', '.join(ACCESS_MODES)}")
+    if access == "direct" and not local_path:
+        fail("'se.access' is direct but 'se.local_path' is not set")
+    if access == "protocol" and not urls:
+        fail("'se.access' is protocol but 'se.urls' is empty")
+    if not urls and not local_path:
+        fail("the SE needs 'urls' or 'local_path'")
+    stageout = table(data, "stageout")
+    known(stageout, ("fallback_sites",), "stageout.")
+    fallback = stageout.get("fallback_sites", [])
+    if not isinstance(fallback, list) or not all(
+            isinstance(s, str) and re.fullmatch(SITE_NAME_RE, s) for s in fallback):
+        fail("'stageout.fallback_sites' must be a list of site names")
+    scratch = table(data, "scratch")
+    known(scratch, ("min_free_gb",), "scratch.")
+    min_free = scratch.get("min_free_gb", 5.0)
+    if isinstance(min_free, bool) or not isinstance(min_free, (int, float)) or not 0 <= min_free < 1e6:
+        fail("'scratch.min_free_gb' must be a number >= 0")
+    tr = table(data, "transfer")
+    defaults = TransferConfig()
+    known(tr, defaults.__dataclass_fields__, "transfer.")
+    values = {}
+    for key, default in defaults.__dict__.items():
+        value = tr.get(key, default)
+        if isinstance(default, str):
+            if value not in ("auto", "gfal2", "cli"):
+                fail(f"'transfer.{key}' must be auto, gfal2 or cli")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1e7:
+            fail(f"'transfer.{key}' must be a number >= 0")
+        values[key] = type(default)(value)
+    if values["parallel"] < 1 or values["min_rate_mb_s"] <= 0:
+        fail("'transfer.parallel' and 'transfer.min_rate_mb_s' must be positive")
+    return SiteConfig(
+        name=name,
+        se=StorageConfig(lfn_prefix=prefix, urls=tuple(urls), local_path=local_path, access=access),
+        fallback_sites=tuple(fallback),
+        min_free_gb=float(min_free),
+        transfer=TransferConfig(**values),
+        source=source,
+    )
+
+
+def site_name_from_env(environ=os.environ):
+    for var in SITE_ENV_VARS:
+        if environ.get(var):
+            return environ[var]
+    return None
+
+
+def _search_dirs(extra_dirs):
+    dirs = [Path(d) for d in extra_dirs]
+    dirs += [Path(d) for d in os.environ.get("SEVERUS_SITE_CONFIGS", "").split(":") if d]
+    return dirs
+
+
+def find_site_config(name, extra_dirs=()):
+    """The site configuration called `name`; raise SiteConfigError when there is none."""
+    if not isinstance(name, str) or not re.fullmatch(SITE_NAME_RE, name):
+        raise SiteConfigError(f"invalid site name {name!r}")
+    for directory in _search_dirs(extra_dirs):
+        candidate = directory / f"{name}.toml"
+        if candidate.is_file():
+            return load_site_config(candidate)
+    # Bundled configs: read through importlib.resources so this works inside a zip.
+    from importlib import resources
+    try:
+        resource = resources.files("site_configs").joinpath(f"{name}.toml")
+        if resource.is_file():
+            return parse_site_config(tomllib.loads(resource.read_text("utf-8")),
+                                     f"site_configs/{name}.toml")
+    except (ModuleNotFoundError, tomllib.TOMLDecodeError) as exc:
+        raise SiteConfigError(f"bundled site_configs/{name}.toml: {exc}") from None
+    raise SiteConfigError(f"no site configuration for {name}")
+
+
+def resolve_site_config(site=None, site_config=None):
+    """The command line's choice: a file, else a name from --site or the environment."""
+    if site_config:
+        return load_site_config(site_config)
+    name = site or site_name_from_env()
+    if not name:
+        raise SiteConfigError("no site given: use --site, --site-config or SEVERUS_SITE")
+    return find_site_config(name)
