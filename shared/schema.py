@@ -119,7 +119,7 @@ LFN_RE = r"lfn:/[A-Za-z0-9._+=@,:%~/-]*"
 
 def lfn(data, key, where="", default=_MISSING):
     """An LFN: `lfn:/a/b`, no `..`, no empty or dot segments."""
-    value = text(data, key, where, default, max_len=1024, pattern=LFN_RE)
+    value = text(data, key, where, default, max_len=1024)
     if value is default:
         return value
     check_lfn(value, f"{where}{key}")

@@ -1,0 +1,35 @@
+# Two commands on a fresh Debian machine, as root: `make demo`, `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: deps venv demo test test-quick bench reliability pack clean
+
+deps:
+	@scripts/install-deps
+
+# Debian's interpreter with its site packages, so `import gfal2` works (INFRA.md).
+$(STAMP): setup.py
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+venv: deps $(STAMP)
+
+demo: venv
+	$(VENV)/bin/sbk demo
+
+test: venv
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+pack: venv
+	$(VENV)/bin/severus pack -o severus.pyz
+
+bench: venv
+	$(PY) -m bench
+
+reliability: venv
+	$(PY) -m pytest tests/reliability -q -p no:cacheprovider --reliability-full
+
+clean:
+	rm -rf $(VENV) sbk-data severus.pyz *.egg-info

@@ -1,0 +1,153 @@
+"""The project's shared package: the error table, the job description and event schemas."""
+import inspect
+import json
+
+import pytest
+
+from shared import errors, jobdesc, events
+from shared.schema import SchemaError
+from shared.states import Status, Step, FINAL_STATUSES
+from tests.factories import job_description_dict
+
+
+def test_every_error_code_is_unique_and_complete():
+    codes = [row[0] for row in errors._TABLE]
+    assert len(codes) == len(set(codes))
+    for entry in errors.CODES.values():
+        assert entry.status in {s.value for s in Status}
+        assert entry.blame in {"payload", "site", "storage", "server", "wrapper", "manager"}
+        assert entry.message
+
+
+def test_every_exception_class_carries_a_code_of_the_table():
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(c, errors.SeverusError)]
+    assert len(classes) > 20
+    for cls in classes:
+        assert cls.code in errors.CODES, cls
+
+
+def test_contract_codes_have_their_statuses():
+    expected = {0: "done", 1: "sys-failed", 3: "sys-failed", 30: "failed", 31: "failed",
+                32: "timeout", 33: "failed", 34: "failed", 50: "sys-failed", 60: "sys-failed",
+                62: "sys-failed", 99: "sys-failed", 100: "timeout"}
+    for code, status in expected.items():
+        assert errors.CODES[code].status == status
+    for code in range(10, 16):
+        assert errors.CODES[code].status == "sys-failed"
+
+
+def test_one_line_message_names_code_and_detail():
+    err = errors.SoftwareChecksumMismatch("expected 1a2b3c4d, got deadbeef")
+    assert err.one_line() == ("E011 software tarball checksum mismatch: "
+                              "expected 1a2b3c4d, got deadbeef")
+    assert "\n" not in errors.WrapperError("a\nb").one_line()
+
+
+def test_final_statuses_and_steps():
+    assert FINAL_STATUSES == {Status.DONE, Status.FAILED, Status.SYS_FAILED, Status.TIMEOUT}
+    assert [s.value for s in Step] == [f"RUNNING-0{i}" for i in range(1, 8)]
+    assert Step.SOFTWARE.label == "copying software"
+
+
+def test_contract_example_parses_and_round_trips():
+    desc = jobdesc.parse_job_description(job_description_dict())
+    assert desc.job.runnum == 10000003
+    assert desc.payload.parameters["Geometry"] == "DG_4"
+    assert desc.input.mode == "DIR"
+    assert desc.limits.grace_s == 10.0
+    again = jobdesc.parse_job_description(json.loads(json.dumps(desc.to_dict())))
+    assert again == desc
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"schema": 2}, "unknown schema 2"),
+    ({"schema": None}, "unknown schema"),
+    ({"job": {"runnum": "1"}}, "'job.runnum' must be an integer"),
+    ({"job": {"events": True}}, "'job.events' must be an integer"),
+    ({"job": {"events": 10 ** 30}}, "'job.events' must be between"),
+    ({"job": {"attempt": 0}}, "'job.attempt' must be between"),
+    ({"software": {"lfn": "lfn:/grid/../etc/passwd.tgz"}}, "must not contain '..'"),
+    ({"software": {"lfn": "/grid/x.tgz"}}, "must be an LFN"),
+    ({"software": {"lfn": "lfn:/grid/x.zip"}}, ".tjz, .tgz or .tar.gz"),
+    ({"software": {"exe": "../../bin/sh"}}, "'software.exe' must be a relative path"),
+    ({"software": {"workdir": "/abs"}}, "'software.workdir' must be a relative path"),
+    ({"software": {"adler32": "XYZ"}}, "'software.adler32' has an invalid value"),
+    ({"input": {"mode": "SOME"}}, "'input.mode' must be one of"),
+    ({"input": {"mode": "FILE", "paths": []}}, "exactly one path in mode FILE"),
+    ({"input": {"mode": "NONE", "paths": ["lfn:/a"]}}, "no paths in mode NONE"),
+    ({"input": {"mode": "LIST", "paths": ["lfn:/a", "lfn:/b/../../c"]}}, "input.paths[1]"),
+    ({"output": {"patterns": ["../*.root"]}}, "output.patterns["),
+    ({"output": {"patterns": []}}, "'output.patterns' must not be empty"),
+    ({"payload": {"env": {"1BAD": "x"}}}, "not a valid environment variable name"),
+    ({"payload": {"env": {"A": 1}}}, "'payload.env.A' must be a string"),
+    ({"limits": {"max_wct_s": -5}}, "'limits.max_wct_s' must be between"),
+    ({"limits": {"max_wct_s": float("inf")}}, "'limits.max_wct_s' must be a number"),
+    ({"server": {"url": "ftp://x"}}, "'server.url' has an invalid value"),
+    ({"surprise": 1}, "unknown field 'surprise'"),
+    ({"job": {"id": 1, "extra": 2}}, "unknown field 'job.extra'"),
+    ({"job": "nope"}, "'job' must be an object"),
+])
+def test_bad_descriptions_are_refused_with_one_clear_line(change, words):
+    with pytest.raises(errors.JobDescriptionError) as info:
+        jobdesc.parse_job_description(job_description_dict(**change))
+    line = info.value.one_line()
+    assert line.startswith("E001 bad job description: ")
+    assert words in line
+    assert "\n" not in line and "Traceback" not in line
+
+
+def test_missing_section_is_named():
+    data = job_description_dict()
+    del data["software"]
+    with pytest.raises(errors.JobDescriptionError, match="missing field 'software'"):
+        jobdesc.parse_job_description(data)
+
+
+def test_load_refuses_malformed_json(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text("{not json")
+    with pytest.raises(errors.JobDescriptionError, match="is not valid JSON"):
+        jobdesc.load_job_description(path)
+    with pytest.raises(errors.JobDescriptionError, match="cannot read"):
+        jobdesc.load_job_description(tmp_path / "absent.json")
+
+
+def _event(**kw):
+    base = {"attempt": 1, "seq": 1, "time": 1.7e9, "status": "running", "step": "RUNNING-02"}
+    base.update(kw)
+    return base
+
+
+def test_events_parse_one_or_a_list():
+    one = events.parse_events(_event())
+    many = events.parse_events([_event(seq=1), _event(seq=2, kind="heartbeat",
+                                                     metrics={"rss_mb": 10.5}, tail=["x"])])
+    assert one[0].key == (1, 1)
+    assert [e.seq for e in many] == [1, 2] and many[1].metrics == {"rss_mb": 10.5}
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"status": "prepared"}, "'status' must be one of"),
+    ({"step": "RUNNING-09"}, "'step' must be one of"),
+    ({"seq": 0}, "'seq' must be between"),
+    ({"status": "done", "kind": "final"}, "'code' is required"),
+    ({"status": "done", "code": 0}, "'kind' final goes with a final status"),
+    ({"kind": "final", "code": 0}, "'kind' final goes with a final status"),
+    ({"status": "failed", "kind": "final", "code": 555}, "not a known error code"),
+    ({"metrics": {"x": "y"}}, "'metrics.x' must be a number"),
+    ({"tail": "line"}, "'tail' must be a list of strings"),
+    ({"bogus": 1}, "unknown field 'bogus'"),
+])
+def test_bad_events_are_refused(change, words):
+    with pytest.raises(SchemaError, match=words.replace("(", r"\(").replace(".", r"\.")):
+        events.parse_events(_event(**change))
+
+
+def test_event_batches_are_bounded():
+    with pytest.raises(SchemaError, match="empty list"):
+        events.parse_events([])
+    with pytest.raises(SchemaError, match="more than 1000"):
+        events.parse_events([_event(seq=i + 1) for i in range(1001)])
+    with pytest.raises(SchemaError, match=r"\[1\]\.seq"):
+        events.parse_events([_event(), _event(seq="2")])
