@@ -1,0 +1,119 @@
+"""Transfer implementations against a real XRootD SE (root://, http://, dav://) and POSIX."""
+import os
+import sys
+import time
+
+import pytest
+
+from wrapper.siteconfig import TransferConfig
+from wrapper.transfer import (CliTransfer, Gfal2Transfer, PosixTransfer, TransferError,
+                              copy_with_retries, make_transfer)
+from .conftest import adler32, closed_port
+
+IMPLEMENTATIONS = [("gfal2", "root"), ("gfal2", "http"), ("gfal2", "dav"),
+                   ("cli", "root"), ("cli", "http"), ("posix", "path")]
+
+
+def endpoint(area, tool, scheme):
+    if tool == "posix":
+        return PosixTransfer(), str(area.path)
+    return (Gfal2Transfer() if tool == "gfal2" else CliTransfer()), area.url(scheme)
+
+
+@pytest.mark.parametrize("tool,scheme", IMPLEMENTATIONS)
+def test_round_trip_through_every_operation(area, tmp_path, tool, scheme):
+    transfer, base = endpoint(area, tool, scheme)
+    data = os.urandom(300_000)
+    src = tmp_path / "a.bin"
+    src.write_bytes(data)
+    assert transfer.copy_out(src, f"{base}/d/a.tmp", 60) == adler32(data)
+    transfer.rename(f"{base}/d/a.tmp", f"{base}/d/a.bin")
+    assert transfer.listdir(f"{base}/d") == ["a.bin"]
+    st = transfer.stat(f"{base}/d/a.bin")
+    assert (st.size, st.is_dir) == (len(data), False)
+    assert transfer.stat(f"{base}/d").is_dir
+    assert transfer.checksum(f"{base}/d/a.bin") == adler32(data)
+    dst = tmp_path / "back" / "a.bin"
+    assert transfer.copy_in(f"{base}/d/a.bin", dst, 60, adler32=adler32(data)) == adler32(data)
+    assert dst.read_bytes() == data
+    transfer.mkdir(f"{base}/e/f")
+    assert transfer.stat(f"{base}/e/f").is_dir
+    transfer.delete(f"{base}/d/a.bin")
+    assert (area.path / "d").exists() and not (area.path / "d" / "a.bin").exists()
+
+
+@pytest.mark.parametrize("tool,scheme", IMPLEMENTATIONS)
+def test_wrong_checksum_and_missing_file_have_their_kinds(area, tmp_path, tool, scheme):
+    transfer, base = endpoint(area, tool, scheme)
+    area.put("x.bin", b"x" * 1000)
+    with pytest.raises(TransferError) as bad:
+        transfer.copy_in(f"{base}/x.bin", tmp_path / "x.bin", 60, adler32="deadbeef")
+    assert bad.value.kind == "checksum"
+    with pytest.raises(TransferError) as missing:
+        transfer.copy_in(f"{base}/nope.bin", tmp_path / "nope.bin", 60, adler32="deadbeef")
+    assert missing.value.kind == "not_found"
+    with pytest.raises(TransferError) as missing_stat:
+        transfer.stat(f"{base}/nope.bin")
+    assert missing_stat.value.kind == "not_found"
+
+
+@pytest.mark.parametrize("tool", ["gfal2", "cli"])
+@pytest.mark.parametrize("scheme", ["root", "http"])
+def test_dead_endpoint_fails_within_seconds(tool, scheme):
+    transfer = Gfal2Transfer() if tool == "gfal2" else CliTransfer()
+    url = f"{scheme}://127.0.0.1:{closed_port()}//no/where"
+    start = time.monotonic()
+    with pytest.raises(TransferError) as exc:
+        transfer.stat(url)
+    assert time.monotonic() - start < 10
+    assert exc.value.kind in ("failed", "timeout")
+
+
+def test_every_attempt_is_recorded_and_retried(area, tmp_path):
+    records = []
+    config = TransferConfig(retries=2, backoff_s=0.01)
+    area.put("r.bin", b"r" * 100)
+    with pytest.raises(TransferError):
+        copy_with_retries(Gfal2Transfer(), "in", f"{area.url('root')}/r.bin", tmp_path / "r.bin",
+                          size=100, config=config, record=records.append, adler32="00000bad")
+    assert len(records) == 3
+    assert all(r["tool"] == "gfal2" and "checksum" in r["error"] for r in records)
+    assert set(records[0]) >= {"tool", "source", "destination", "seconds", "size", "error"}
+
+
+def test_missing_file_is_not_retried(area, tmp_path):
+    records = []
+    with pytest.raises(TransferError) as exc:
+        copy_with_retries(CliTransfer(), "in", f"{area.url('root')}/none.bin", tmp_path / "n",
+                          size=1, config=TransferConfig(retries=3, backoff_s=0.01), record=records.append)
+    assert exc.value.kind == "not_found" and len(records) == 1
+    assert records[0]["tool"] == "xrdcp"
+
+
+def test_size_based_timeout_is_passed_to_the_tool(area, tmp_path):
+    seen = []
+
+    class Spy(PosixTransfer):
+        def copy_in(self, url, local_path, timeout, adler32=None):
+            seen.append(timeout)
+            return super().copy_in(url, local_path, timeout, adler32)
+
+    area.put("t.bin", b"t")
+    config = TransferConfig(timeout_base_s=10, min_rate_mb_s=1, timeout_max_s=1000)
+    copy_with_retries(Spy(), "in", str(area.path / "t.bin"), tmp_path / "t", size=500_000_000,
+                      config=config, record=lambda r: None)
+    assert seen == [510.0]
+
+
+def test_without_gfal2_bindings_the_command_line_is_chosen(monkeypatch, area):
+    monkeypatch.setitem(sys.modules, "gfal2", None)
+    assert isinstance(make_transfer(area.url("root")), CliTransfer)
+    assert isinstance(make_transfer(area.url("http"), tool="gfal2"), CliTransfer)
+    assert isinstance(make_transfer(str(area.path)), PosixTransfer)
+
+
+def test_gfal2_sets_the_xrootd_client_environment(monkeypatch):
+    monkeypatch.setenv("XRD_CONNECTIONRETRY", "5")
+    monkeypatch.delenv("XRD_CPUSEPGWRTRD", raising=False)
+    Gfal2Transfer()
+    assert os.environ["XRD_CONNECTIONRETRY"] == "1" and os.environ["XRD_CPUSEPGWRTRD"] == "0"

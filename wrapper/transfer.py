@@ -1,0 +1,440 @@
+"""Moving files: one small interface, three implementations.
+
+    Transfer            copy_in, copy_out, stat, checksum, mkdir, delete, listdir, rename
+    ├── Gfal2Transfer   gfal2 bindings (root://, http(s)://, dav(s)://), a context per thread
+    ├── PosixTransfer   direct access: plain paths on a mounted SE
+    └── CliTransfer     xrdcp/xrdfs for root://, gfal-* commands for the other schemes
+
+Every implementation turns its tool's failures into `TransferError(kind)` at
+one place (`_errors` for gfal2, `_run` for commands, `_errors` for POSIX),
+with kind one of not_found / checksum / timeout / failed.
+`copy_with_retries` adds the size-based timeout, retries with backoff and one
+attempt record per try (the final report shows the exact transfer that failed).
+"""
+import errno
+import os
+import shutil
+import stat as stat_mod
+import subprocess
+import threading
+import time
+import urllib.parse
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checksum import CHUNK, adler32_file, format_adler32, normalize_adler32
+
+KINDS = ("not_found", "checksum", "timeout", "failed")
+GFAL_PYTHONBIN = "/usr/bin/python3"   # gfal-* scripts run /usr/bin/python otherwise (INFRA.md)
+
+
+class TransferError(Exception):
+    """A transfer or namespace operation failed; `kind` says how."""
+
+    def __init__(self, kind, message):
+        if kind not in KINDS:
+            raise ValueError(f"unknown transfer error kind {kind!r}")
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RemoteStat:
+    size: int
+    is_dir: bool
+
+
+def classify_error(message, code=None):
+    """The kind of a tool's failure, from its errno (when it has one) and its text."""
+    text = (message or "").lower()
+    if code == errno.ENOENT or any(s in text for s in (
+            "no such file", "[3011]", "http 404", "not found")):
+        return "not_found"
+    if "checksum" in text and any(s in text for s in ("mismatch", "checksum error", "do not match")):
+        return "checksum"
+    if code == errno.ETIMEDOUT or "timed out" in text or "timeout" in text:
+        return "timeout"
+    return "failed"
+
+
+def prepare_xrootd_env(request_timeout=60):
+    """XRootD client settings, read when a client is created: fail fast on dead servers (no
+    5 connection retries over 120 s) and skip page checksums our adler32 makes redundant."""
+    os.environ["XRD_CONNECTIONRETRY"] = "1"
+    os.environ["XRD_CPUSEPGWRTRD"] = "0"
+    os.environ.setdefault("XRD_REQUESTTIMEOUT", str(int(request_timeout)))
+
+
+def gfal2_available():
+    """Whether the gfal2 bindings can be imported here."""
+    try:
+        import gfal2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Transfer:
+    """Copy and namespace operations on one kind of endpoint; URLs or, for POSIX, paths."""
+    tool = "none"
+
+    def tool_for(self, url):
+        """The tool name recorded in attempt records."""
+        return self.tool
+
+    def copy_in(self, url, local_path, timeout, adler32=None):
+        """Download `url` to `local_path`, verified against `adler32` (default: the SE's); return it."""
+        if adler32 is None:
+            adler32 = self.checksum(url)
+        Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+        self._copy(url, str(local_path), timeout, adler32)
+        return adler32
+
+    def copy_out(self, local_path, url, timeout, adler32=None):
+        """Upload, creating parents; the SE's adler32 must match `adler32` (default: the file's)."""
+        if adler32 is None:
+            adler32 = adler32_file(local_path)
+        self._copy(str(local_path), url, timeout, adler32)
+        return adler32
+
+    def _copy(self, src, dst, timeout, adler32):
+        """One copy whose destination's adler32, computed where it lands, must equal `adler32`."""
+        raise NotImplementedError
+
+    def stat(self, url):
+        raise NotImplementedError
+
+    def checksum(self, url):
+        """The adler32 of `url` as the storage computes it."""
+        raise NotImplementedError
+
+    def mkdir(self, url):
+        """Make the directory and its parents (no error when it exists)."""
+        raise NotImplementedError
+
+    def delete(self, url):
+        """Remove a file or an empty directory."""
+        raise NotImplementedError
+
+    def listdir(self, url):
+        """Names (not paths) in a directory."""
+        raise NotImplementedError
+
+    def rename(self, src, dst):
+        """Rename within one storage, replacing `dst`."""
+        raise NotImplementedError
+
+
+class Gfal2Transfer(Transfer):
+    """gfal2 bindings; gfal2 contexts are not thread-safe, so each thread gets its own."""
+    tool = "gfal2"
+
+    def __init__(self):
+        prepare_xrootd_env()   # before the first context: XrdCl reads the environment once
+        import gfal2           # lazy: the wrapper imports only the stdlib at import time
+        self._gfal2 = gfal2
+        self._local = threading.local()
+
+    def _context(self):
+        ctx = getattr(self._local, "ctx", None)
+        if ctx is None:
+            ctx = self._local.ctx = self._gfal2.creat_context()
+        return ctx
+
+    @contextmanager
+    def _errors(self, what):
+        try:
+            yield
+        except self._gfal2.GError as exc:
+            raise TransferError(classify_error(exc.message, exc.code), f"{what}: {exc.message}") from None
+
+    def _copy(self, src, dst, timeout, adler32):
+        gfal2 = self._gfal2
+        params = self._context().transfer_parameters()
+        params.overwrite = True
+        params.create_parent = True
+        params.timeout = int(max(1, timeout))
+        # target mode: one checksum, computed by the destination, compared with the known value.
+        params.set_checksum(gfal2.checksum_mode.target, "adler32", adler32)
+        with self._errors(f"copy {src} -> {dst}"):
+            self._context().filecopy(params, _file_url(src) if is_local(src) else src,
+                                     _file_url(dst) if is_local(dst) else dst)
+
+    def stat(self, url):
+        with self._errors(f"stat {url}"):
+            st = self._context().stat(url)
+        return RemoteStat(size=st.st_size, is_dir=stat_mod.S_ISDIR(st.st_mode))
+
+    def checksum(self, url):
+        with self._errors(f"checksum {url}"):
+            return normalize_adler32(self._context().checksum(url, "adler32"))
+
+    def mkdir(self, url):
+        with self._errors(f"mkdir {url}"):
+            try:
+                self._context().mkdir_rec(url, 0o755)
+            except self._gfal2.GError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+
+    def delete(self, url):
+        with self._errors(f"delete {url}"):
+            ctx = self._context()
+            if stat_mod.S_ISDIR(ctx.stat(url).st_mode):
+                ctx.rmdir(url)
+            else:
+                ctx.unlink(url)
+
+    def listdir(self, url):
+        with self._errors(f"list {url}"):
+            return sorted(n for n in self._context().listdir(url) if n not in (".", ".."))
+
+    def rename(self, src, dst):
+        with self._errors(f"rename {src} -> {dst}"):
+            self._context().rename(src, dst)
+
+
+class PosixTransfer(Transfer):
+    """Direct access: the SE is a mounted file system; adler32 is computed while copying."""
+    tool = "posix"
+
+    @contextmanager
+    def _errors(self, what):
+        try:
+            yield
+        except FileNotFoundError as exc:
+            raise TransferError("not_found", f"{what}: {exc.strerror}") from None
+        except OSError as exc:
+            raise TransferError("failed", f"{what}: {exc.strerror or exc}") from None
+
+    def _stream(self, src, dst, timeout, adler32):
+        """Copy in 1 MiB blocks, computing adler32 on the way: one read of the data."""
+        src, dst = _path(src), _path(dst)
+        deadline = time.monotonic() + timeout
+        value = 1
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        with self._errors(f"copy {src} -> {dst}"):
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            with open(src, "rb") as fin, open(dst, "wb") as fout:
+                while True:
+                    n = fin.readinto(buf)
+                    if not n:
+                        break
+                    value = zlib.adler32(view[:n], value)
+                    fout.write(view[:n])
+                    if time.monotonic() > deadline:
+                        raise TransferError("timeout", f"copy {src} -> {dst}: over {timeout:.0f} s")
+        got = format_adler32(value)
+        if adler32 is not None and got != adler32:
+            raise TransferError("checksum", f"copy {src} -> {dst}: adler32 {got} != expected {adler32}")
+        return got
+
+    def copy_in(self, url, local_path, timeout, adler32=None):
+        return self._stream(url, local_path, timeout, adler32)
+
+    def copy_out(self, local_path, url, timeout, adler32=None):
+        value = self._stream(local_path, url, timeout, adler32)
+        # What the storage holds, read back: the POSIX analogue of the SE's checksum.
+        stored = self.checksum(url)
+        if stored != value:
+            raise TransferError("checksum", f"copy {local_path} -> {url}: stored adler32 {stored} != {value}")
+        return value
+
+    def stat(self, url):
+        with self._errors(f"stat {url}"):
+            st = os.stat(_path(url))
+        return RemoteStat(size=st.st_size, is_dir=stat_mod.S_ISDIR(st.st_mode))
+
+    def checksum(self, url):
+        with self._errors(f"checksum {url}"):
+            return adler32_file(_path(url))
+
+    def mkdir(self, url):
+        with self._errors(f"mkdir {url}"):
+            os.makedirs(_path(url), exist_ok=True)
+
+    def delete(self, url):
+        path = _path(url)
+        with self._errors(f"delete {url}"):
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+
+    def listdir(self, url):
+        with self._errors(f"list {url}"):
+            return sorted(os.listdir(_path(url)))
+
+    def rename(self, src, dst):
+        with self._errors(f"rename {src} -> {dst}"):
+            os.replace(_path(src), _path(dst))
+
+
+class CliTransfer(Transfer):
+    """Command-line tools for nodes without the bindings: xrdcp/xrdfs for root://, gfal-* else."""
+    tool = "cli"
+    namespace_timeout = 120.0
+
+    def __init__(self):
+        env = dict(os.environ)
+        env.update(XRD_CONNECTIONRETRY="1", XRD_CPUSEPGWRTRD="0", GFAL_PYTHONBIN=GFAL_PYTHONBIN)
+        env.setdefault("XRD_REQUESTTIMEOUT", "60")
+        self.env = env
+
+    def tool_for(self, url):
+        return "xrdcp" if _is_root(url) else "gfal-copy"
+
+    def _run(self, args, what, timeout=None):
+        timeout = timeout or self.namespace_timeout
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                                  env=self.env, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise TransferError("timeout", f"{what}: no answer in {timeout:.0f} s ({' '.join(args)})") from None
+        except OSError as exc:
+            raise TransferError("failed", f"{what}: cannot run {args[0]}: {exc.strerror}") from None
+        if proc.returncode != 0:
+            text = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())[-500:]
+            raise TransferError(classify_error(text), f"{what}: {text} ({' '.join(args)})")
+        return proc.stdout
+
+    def _copy(self, src, dst, timeout, adler32):
+        what = f"copy {src} -> {dst}"
+        if _is_root(src) or _is_root(dst):
+            args = ["xrdcp", "-f", "-s", "--path", "--cksum", f"adler32:{adler32}", src, dst]
+        else:
+            args = ["gfal-copy", "-f", "-p", "-t", str(int(max(1, timeout))),
+                    "-K", f"adler32:{adler32}", "--checksum-mode", "target",
+                    _file_url(src) if is_local(src) else src, _file_url(dst) if is_local(dst) else dst]
+        self._run(args, what, timeout)
+
+    def _xrdfs(self, url, *args, what):
+        server, path = _split_root(url)
+        return self._run(["xrdfs", server] + [a if a is not None else path for a in args], what)
+
+    def stat(self, url):
+        what = f"stat {url}"
+        if _is_root(url):
+            out = self._xrdfs(url, "stat", None, what=what)
+            fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+            return RemoteStat(size=int(fields.get("Size", "0").strip()),
+                              is_dir="IsDir" in fields.get("Flags", ""))
+        out = self._run(["gfal-stat", url], what)
+        for line in out.splitlines():
+            if line.strip().startswith("Size:"):
+                parts = line.split()
+                return RemoteStat(size=int(parts[1]), is_dir="directory" in line)
+        raise TransferError("failed", f"{what}: cannot read gfal-stat output")
+
+    def checksum(self, url):
+        what = f"checksum {url}"
+        if _is_root(url):
+            out = self._xrdfs(url, "query", "checksum", None, what=what)
+        else:
+            out = self._run(["gfal-sum", url, "ADLER32"], what)
+        words = out.split()
+        if len(words) < 2:
+            raise TransferError("failed", f"{what}: cannot read the checksum in {out!r}")
+        return normalize_adler32(words[-1])
+
+    def mkdir(self, url):
+        if _is_root(url):
+            self._xrdfs(url, "mkdir", "-p", None, what=f"mkdir {url}")
+        else:
+            self._run(["gfal-mkdir", "-p", url], f"mkdir {url}")
+
+    def delete(self, url):
+        is_dir = self.stat(url).is_dir
+        if _is_root(url):
+            self._xrdfs(url, "rmdir" if is_dir else "rm", None, what=f"delete {url}")
+        else:
+            self._run(["gfal-rm"] + (["-r"] if is_dir else []) + [url], f"delete {url}")
+
+    def listdir(self, url):
+        if _is_root(url):
+            out = self._xrdfs(url, "ls", None, what=f"list {url}")
+            return sorted(os.path.basename(line.rstrip("/")) for line in out.splitlines() if line.strip())
+        out = self._run(["gfal-ls", url], f"list {url}")
+        return sorted(line.strip() for line in out.splitlines() if line.strip() not in ("", ".", ".."))
+
+    def rename(self, src, dst):
+        if _is_root(src):
+            _, dst_path = _split_root(dst)
+            self._xrdfs(src, "mv", None, dst_path, what=f"rename {src} -> {dst}")
+        else:
+            self._run(["gfal-rename", src, dst], f"rename {src} -> {dst}")
+
+
+def make_transfer(url, tool="auto"):
+    """The implementation for `url`: POSIX for paths; else gfal2 bindings unless `tool` is
+    "cli" or the bindings are missing."""
+    if is_local(url):
+        return PosixTransfer()
+    if tool in ("auto", "gfal2") and gfal2_available():
+        return Gfal2Transfer()
+    if tool == "gfal2":
+        # The site asked for gfal2 but this node lacks it: the command line still moves files.
+        return CliTransfer()
+    if tool == "cli" and _is_root(url) and not shutil.which("xrdcp"):
+        raise TransferError("failed", "xrdcp is not installed (Debian: xrootd-client)")
+    return CliTransfer()
+
+
+def copy_with_retries(transfer, direction, source, destination, *, size, config, record,
+                      adler32=None, verify=None):
+    """Copy (direction "in" or "out") with the size-based timeout, retries and backoff;
+    `verify(adler32)` may raise TransferError after a copy; return the verified adler32."""
+    timeout = config.timeout_for(size)
+    tries = 1 + int(config.retries)
+    remote = source if direction == "in" else destination
+    for n in range(tries):
+        start = time.monotonic()
+        error = None
+        try:
+            if direction == "in":
+                value = transfer.copy_in(source, destination, timeout, adler32=adler32)
+            else:
+                value = transfer.copy_out(source, destination, timeout, adler32=adler32)
+            if verify is not None:
+                verify(value)
+            return value
+        except TransferError as exc:
+            error = exc
+            # A missing source stays missing; everything else may be a passing fault.
+            if exc.kind == "not_found" or n == tries - 1:
+                raise
+        finally:
+            record({"tool": transfer.tool_for(remote), "direction": direction, "source": str(source),
+                    "destination": str(destination), "seconds": round(time.monotonic() - start, 3),
+                    "size": size, "error": None if error is None else str(error)})
+        time.sleep(config.backoff_s * (2 ** n))
+    raise AssertionError("unreachable")
+
+
+def is_local(url):
+    """A plain path or a file:// URL."""
+    return urllib.parse.urlsplit(str(url)).scheme in ("", "file")
+
+
+def _path(url):
+    url = str(url)
+    return urllib.parse.urlsplit(url).path if url.startswith("file://") else url
+
+
+def _file_url(path):
+    path = str(path)
+    return path if path.startswith("file://") else "file://" + os.path.abspath(path)
+
+
+def _is_root(url):
+    return str(url).startswith(("root://", "xroot://"))
+
+
+def _split_root(url):
+    """root://host:port//abs/path -> ("root://host:port", "/abs/path")."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}", "/" + parts.path.lstrip("/")
