@@ -1,0 +1,198 @@
+"""Input stage-in (seed modes DIR / FILE / LIST / NONE), and fetching any catalogued file.
+
+Inputs land in `ctx.workdir / "inputs"` (FILE and LIST: by file name; DIR: by
+path below the directory), never directly in the work dir, so that input
+files can never be mistaken for outputs by the output patterns. The payload
+runs in `ctx.workdir` and is given the returned paths.
+
+Each file is copied to `<name>.part` and renamed only once its adler32
+matches the catalog's (or, for files the catalog does not know, the SE's);
+up to `site.transfer.parallel` files move at once; replicas at the local
+site come first.
+"""
+import os
+import posixpath
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from shared.errors import (InputChecksumMismatch, InputError, InputNotFound, ScratchSpaceError,
+                           SiteConfigError)
+from .access import SiteAccesses
+from .catalog import Catalog, FileEntry, Replica
+from .client import ServerError
+from .transfer import TransferError, copy_with_retries, make_transfer
+
+INPUT_DIR = "inputs"
+GB = 1e9
+
+
+class Sources:
+    """Where a catalogued file can be read from; each site's access is probed once."""
+
+    def __init__(self, ctx, transfer_factory=make_transfer):
+        self.ctx = ctx
+        self.transfer_factory = transfer_factory
+        self.accesses = SiteAccesses(ctx, "read", transfer_factory)
+
+    def access(self, site_name):
+        return self.accesses.get(site_name)
+
+    def candidates(self, entry):
+        """(transfer, url) pairs to try for `entry`: the local site's replica first."""
+        local = self.ctx.site.name
+        replicas = sorted(entry.replicas, key=lambda r: r.site != local)
+        for replica in replicas:
+            access = self.access(replica.site)
+            if access is not None:
+                try:
+                    yield access.transfer, access.url(entry.lfn)
+                    continue
+                except SiteConfigError:   # the LFN is outside that SE's prefix: use its SURL
+                    pass
+            yield self.transfer_factory(replica.surl, self.ctx.site.transfer.tool), replica.surl
+
+
+def fetch_entry(ctx, sources, entry, dest, adler32=None):
+    """Copy a catalogued file to `dest` through `<dest>.part`, verified against `adler32`
+    (default: the catalog's); raise TransferError whose kind sums up every replica's failure."""
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    expected = adler32 or entry.adler32
+    kinds, last = [], None
+    for transfer, url in sources.candidates(entry):
+        try:
+            copy_with_retries(transfer, "in", url, part, size=entry.size, config=ctx.site.transfer,
+                              record=ctx.transfers.append, adler32=expected)
+            os.replace(part, dest)
+            return dest
+        except TransferError as exc:
+            kinds.append(exc.kind)
+            last = exc
+            ctx.log.warning("%s from %s: %s", entry.lfn, url, exc.message)
+        finally:
+            if part.exists():
+                part.unlink()
+    if last is None:
+        raise TransferError("not_found", f"{entry.lfn}: no replica in the catalog")
+    # A bad checksum anywhere means the data is damaged; all not_found means it is gone.
+    kind = "checksum" if "checksum" in kinds else ("not_found" if set(kinds) == {"not_found"} else last.kind)
+    raise TransferError(kind, f"{entry.lfn}: every replica failed, last: {last.message}")
+
+
+def stage_inputs(ctx, catalog=None, transfer_factory=make_transfer):
+    """Copy the job's inputs below ctx.workdir/inputs; return their paths in order."""
+    spec = ctx.desc.input
+    if spec.mode == "NONE":
+        return []
+    catalog = catalog or Catalog(ctx.server)
+    sources = Sources(ctx, transfer_factory)
+    planned = _plan(ctx, catalog, sources, spec)
+    root = Path(ctx.workdir) / INPUT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    check_free_space(root, sum(e.size for e, _ in planned), ctx.site.min_free_gb)
+    ctx.log.info("stage-in: %d files, %d bytes, %d at once", len(planned),
+                 sum(e.size for e, _ in planned), ctx.site.transfer.parallel)
+    dests = [root / rel for _, rel in planned]
+    failed = threading.Event()
+
+    def one(item):
+        (entry, _), dest = item
+        if failed.is_set():
+            return None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return fetch_entry(ctx, sources, entry, dest)
+        except TransferError:
+            failed.set()   # the job fails anyway: do not start the remaining copies
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, min(ctx.site.transfer.parallel, len(planned))),
+                            thread_name_prefix="severus-stagein") as pool:
+        futures = [pool.submit(one, item) for item in zip(planned, dests)]
+        errors = [f.exception() for f in futures]
+    for (entry, _), error in zip(planned, errors):
+        if error is not None:
+            raise _input_error(entry.lfn, error)
+    ctx.facts["inputs"] = {"files": len(dests), "bytes": sum(e.size for e, _ in planned)}
+    return dests
+
+
+def check_free_space(directory, needed_bytes, min_free_gb):
+    """Refuse (003) when the scratch cannot hold `needed_bytes` plus the site's margin."""
+    free = shutil.disk_usage(directory).free
+    want = needed_bytes + min_free_gb * GB
+    if free < want:
+        raise ScratchSpaceError(f"{directory}: {free / GB:.2f} GB free, need {needed_bytes / GB:.2f} GB"
+                                f" + {min_free_gb:g} GB margin")
+
+
+def _input_error(lfn, error):
+    if isinstance(error, TransferError):
+        cls = {"not_found": InputNotFound, "checksum": InputChecksumMismatch}.get(error.kind, InputError)
+        return cls(error.message)
+    return error
+
+
+def _plan(ctx, catalog, sources, spec):
+    """[(FileEntry, relative destination)] for the job's input spec."""
+    try:
+        if spec.mode == "DIR":
+            lfn_dir = spec.paths[0].rstrip("/")
+            entries = catalog.files_under(lfn_dir) or _list_on_se(ctx, sources, lfn_dir)
+            if not entries:
+                raise InputNotFound(f"{lfn_dir}: no files in the catalog or on the SE")
+            return [(e, posixpath.relpath(e.lfn, lfn_dir)) for e in entries]
+        planned = []
+        for lfn in spec.paths:
+            entry = catalog.replicas(lfn) or _stat_on_se(ctx, sources, lfn)
+            if entry is None:
+                raise InputNotFound(f"{lfn}: not in the catalog nor on the SE of {ctx.site.name}")
+            planned.append((entry, posixpath.basename(lfn)))
+    except ServerError as exc:
+        raise InputError(f"catalog: {exc}") from None
+    names = [rel for _, rel in planned]
+    if len(set(names)) != len(names):
+        raise InputError("two inputs have the same file name: " +
+                         ", ".join(sorted({n for n in names if names.count(n) > 1})))
+    return planned
+
+
+def _stat_on_se(ctx, sources, lfn):
+    """A FileEntry for an LFN the catalog lacks, from the local SE itself (size and adler32)."""
+    access = sources.access(ctx.site.name)
+    if access is None:
+        return None
+    url = access.url(lfn)
+    try:
+        st = access.transfer.stat(url)
+        if st.is_dir:
+            return None
+        return FileEntry(lfn, st.size, access.transfer.checksum(url), (Replica(ctx.site.name, url),))
+    except TransferError as exc:
+        if exc.kind == "not_found":
+            return None
+        raise InputError(f"{lfn}: {exc.message}") from None
+
+
+def _list_on_se(ctx, sources, lfn_dir):
+    """Every file below `lfn_dir` on the local SE, for directories the catalog does not know."""
+    access = sources.access(ctx.site.name)
+    if access is None:
+        return []
+    entries, pending = [], [lfn_dir]
+    try:
+        while pending:
+            current = pending.pop()
+            for name in access.transfer.listdir(access.url(current)):
+                lfn = f"{current}/{name}"
+                if access.transfer.stat(access.url(lfn)).is_dir:
+                    pending.append(lfn)
+                else:
+                    entries.append(_stat_on_se(ctx, sources, lfn))
+    except TransferError as exc:
+        if exc.kind == "not_found":
+            return []
+        raise InputError(f"{lfn_dir}: {exc.message}") from None
+    return sorted((e for e in entries if e is not None), key=lambda e: e.lfn)
