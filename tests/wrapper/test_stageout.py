@@ -1,0 +1,158 @@
+"""Stage-out: verified upload, fallback sites, all or nothing, registration where files went."""
+import os
+import sys
+
+import pytest
+
+from shared.errors import NoOutputsMatched, OutputChecksumMismatch, StageOutError
+from wrapper.stageout import UPLOAD_SUFFIX, match_outputs, output_sites, register_outputs, stage_outputs
+from wrapper.transfer import make_transfer
+from .conftest import adler32, lfn, make_area, site_for
+
+OUT_DIR = "out/run1"
+
+
+def write_outputs(ctx, names=("a.root", "b.root")):
+    outputs = {}
+    for name in names:
+        data = os.urandom(100_000)
+        (ctx.workdir / name).write_bytes(data)
+        outputs[name] = data
+    return outputs
+
+
+@pytest.mark.parametrize("scheme", ["root", "http", "dav", "direct"])
+def test_outputs_are_verified_renamed_and_registered(area, catalog, make_site, make_ctx, scheme):
+    site = site_for(make_site, area, scheme)
+    ctx = make_ctx(site)
+    outputs = write_outputs(ctx)
+    (ctx.workdir / "notes.txt").write_text("not an output")
+    stored = stage_outputs(ctx, match_outputs(ctx))
+    register_outputs(ctx, stored, catalog=catalog)
+    for s in stored:
+        name = s.lfn.rsplit("/", 1)[1]
+        assert (area.path / OUT_DIR / name).read_bytes() == outputs[name]
+        entry = catalog.replicas(lfn(f"{OUT_DIR}/{name}"))
+        assert (entry.size, entry.adler32) == (len(outputs[name]), adler32(outputs[name]))
+        assert entry.replicas[0].site == "SITE-A"
+        # Direct writes are registered under the site's protocol URL, usable from other nodes.
+        assert entry.replicas[0].surl == f"{area.url('root' if scheme == 'direct' else scheme)}/{OUT_DIR}/{name}"
+    assert sorted(os.listdir(area.path / OUT_DIR)) == ["a.root", "b.root"]   # no temporary names left
+
+
+def test_no_matching_output_is_042(area, make_site, make_ctx):
+    ctx = make_ctx(site_for(make_site, area, "root"))
+    (ctx.workdir / "out.txt").write_text("x")
+    with pytest.raises(NoOutputsMatched) as exc:
+        match_outputs(ctx)
+    assert exc.value.code == 42
+    with pytest.raises(NoOutputsMatched):
+        stage_outputs(ctx, [])
+
+
+def test_target_order_local_first_then_fallbacks(area, make_site, make_ctx):
+    site = site_for(make_site, area, "root", name="SITE-A", fallback=["SITE-C", "SITE-B"])
+    assert output_sites(make_ctx(site, output={"sites": ["SITE-B", "SITE-A"]})) == ["SITE-A", "SITE-B", "SITE-C"]
+    assert output_sites(make_ctx(site)) == ["SITE-A", "SITE-C", "SITE-B"]
+
+
+def test_stopped_se_sends_outputs_to_the_fallback_site_and_says_so(fresh_se, area, catalog, make_site,
+                                                                   make_ctx):
+    local_area = make_area(fresh_se)
+    site = site_for(make_site, local_area, "root", name="SITE-A", fallback=["SITE-B"])
+    site_for(make_site, area, "root", name="SITE-B")
+    fresh_se.stop()
+    ctx = make_ctx(site)
+    outputs = write_outputs(ctx, ["a.root"])
+    stored = stage_outputs(ctx, match_outputs(ctx))
+    register_outputs(ctx, stored, catalog=catalog)
+    assert [s.site for s in stored] == ["SITE-B"]
+    assert (area.path / OUT_DIR / "a.root").read_bytes() == outputs["a.root"]
+    assert catalog.replicas(lfn(f"{OUT_DIR}/a.root")).replicas[0].site == "SITE-B"
+    assert ctx.facts["access"]["SITE-A/write"]["mode"] is None
+    assert ctx.facts["outputs"][0]["site"] == "SITE-B"
+    assert any("fallback site SITE-B" in n for n in ctx.notes)
+
+
+def corrupting_factory(area, names):
+    """Transfers that overwrite bytes of the SE's copy right after each upload (a faulty SE)."""
+    def factory(url, tool="auto"):
+        transfer = make_transfer(url, tool)
+        real_copy_out = transfer.copy_out
+
+        def copy_out(local_path, url, timeout, adler32=None):
+            value = real_copy_out(local_path, url, timeout, adler32=adler32)
+            if any(f"/{n}{UPLOAD_SUFFIX}" in url for n in names):
+                on_disk = area.path / url.split(area.name + "/", 1)[1]
+                data = bytearray(on_disk.read_bytes())
+                data[10:20] = bytes(10)
+                on_disk.write_bytes(bytes(data))
+                # A later write: XRootD keys its cached checksum on the mtime, in whole seconds.
+                mtime = on_disk.stat().st_mtime + 2
+                os.utime(on_disk, (mtime, mtime))
+            return value
+
+        transfer.copy_out = copy_out
+        return transfer
+    return factory
+
+
+@pytest.mark.parametrize("scheme", ["root", "direct"])
+def test_se_file_corrupted_after_upload_is_detected_and_not_registered(area, catalog, make_site,
+                                                                      make_ctx, scheme):
+    site = site_for(make_site, area, scheme)
+    ctx = make_ctx(site)
+    write_outputs(ctx, ["a.root"])
+    with pytest.raises(OutputChecksumMismatch) as exc:
+        stored = stage_outputs(ctx, match_outputs(ctx), transfer_factory=corrupting_factory(area, ["a.root"]))
+        register_outputs(ctx, stored, catalog=catalog)
+    assert exc.value.code == 41
+    assert catalog.files == {}
+    assert os.listdir(area.path / OUT_DIR) == []   # neither the final nor the temporary name
+    assert len(ctx.transfers) == 2 and all("adler32" in t["error"] for t in ctx.transfers)
+
+
+def test_all_or_nothing_removes_what_was_stored(area, catalog, make_site, make_ctx):
+    site = site_for(make_site, area, "root", parallel=1)
+    ctx = make_ctx(site)
+    write_outputs(ctx, ["a.root", "b.root"])
+    with pytest.raises(StageOutError) as exc:
+        stage_outputs(ctx, match_outputs(ctx), transfer_factory=corrupting_factory(area, ["b.root"]))
+    assert 40 <= exc.value.code <= 49
+    assert os.listdir(area.path / OUT_DIR) == []   # a.root was stored, then removed
+    assert any(t["destination"].endswith("a.root" + UPLOAD_SUFFIX) and t["error"] is None
+               for t in ctx.transfers)
+
+
+def test_every_se_dead_is_040(fresh_se, make_site, make_ctx):
+    site = site_for(make_site, make_area(fresh_se), "root")
+    fresh_se.stop()
+    ctx = make_ctx(site)
+    write_outputs(ctx, ["a.root"])
+    with pytest.raises(StageOutError) as exc:
+        stage_outputs(ctx, match_outputs(ctx))
+    assert exc.value.code == 40
+
+
+def test_a_second_attempt_replaces_an_earlier_file_and_registration_is_idempotent(area, catalog,
+                                                                                   make_site, make_ctx):
+    site = site_for(make_site, area, "root")
+    area.put(f"{OUT_DIR}/a.root", b"left by an earlier attempt")
+    ctx = make_ctx(site)
+    outputs = write_outputs(ctx, ["a.root"])
+    stored = stage_outputs(ctx, match_outputs(ctx))
+    register_outputs(ctx, stored, catalog=catalog)
+    register_outputs(ctx, stored, catalog=catalog)
+    assert (area.path / OUT_DIR / "a.root").read_bytes() == outputs["a.root"]
+    assert len(catalog.replicas(lfn(f"{OUT_DIR}/a.root")).replicas) == 1
+
+
+def test_without_gfal2_the_command_line_stores_the_same_files(monkeypatch, area, catalog, make_site,
+                                                             make_ctx):
+    monkeypatch.setitem(sys.modules, "gfal2", None)
+    ctx = make_ctx(site_for(make_site, area, "root"))
+    outputs = write_outputs(ctx)
+    stored = stage_outputs(ctx, match_outputs(ctx))
+    assert {s.adler32 for s in stored} == {adler32(d) for d in outputs.values()}
+    assert {t["tool"] for t in ctx.transfers} == {"xrdcp"}
+    assert sorted(os.listdir(area.path / OUT_DIR)) == ["a.root", "b.root"]
