@@ -1,0 +1,43 @@
+"""sbk, the bookkeeping server: `create_app()` builds the Flask app."""
+import logging
+
+from flask import Flask, request
+
+from . import api, db, errors, metrics, migrations
+from .errors import ApiError
+from .settings import layer
+
+log = logging.getLogger("sbk")
+
+
+def create_app(config=None):
+    """The app: defaults, then `config`, then SBK_* environment variables."""
+    app = Flask(__name__)
+    settings = layer(app.config, config)
+    app.extensions["sbk.settings"] = settings
+    # werkzeug's own ceiling; the per-route limits below are the ones people meet.
+    app.config["MAX_CONTENT_LENGTH"] = max(settings.max_body_bytes, settings.max_log_bytes) + 1
+    app.json.sort_keys = False
+
+    db.bind(settings.db_url)
+    if settings.auto_init:
+        migrations.upgrade()
+
+    @app.before_request
+    def open_connection():
+        metrics.start_timer()
+        limit = settings.max_log_bytes if request.endpoint == "jobs.put_log" else settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, "too-large", f"the request body is larger than {limit} bytes")
+        db.database.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def close_connection(exc):
+        if not db.database.is_closed():
+            db.database.close()
+
+    app.after_request(metrics.observe)
+    errors.register(app)
+    api.register(app)
+    app.register_blueprint(metrics.bp)
+    return app

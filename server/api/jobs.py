@@ -1,0 +1,188 @@
+"""Jobs: the job monitor query, details, descriptions, reports, logs, kill and resubmit."""
+import datetime
+import time
+
+from flask import Blueprint, Response, jsonify, request
+
+from shared.events import parse_events
+from shared.states import Status
+
+from .. import auth, db, jobs, metrics
+from .. import models as m
+from ..errors import ApiError, bad_request, not_found
+from ..settings import settings
+from .params import json_body, query_float, query_int, query_list, query_text, query_time
+
+bp = Blueprint("jobs", __name__)
+
+STATUSES = tuple(s.value for s in Status)
+SUBMITTERS = ("shifter-submission", "expert-submission")
+SORTS = {"runnum": m.Job.runnum, "id": m.Job.id, "status": m.Job.status, "site": m.Job.site,
+         "prepared_at": m.Job.prepared_at, "finished_at": m.Job.finished_at, "wct": m.Job.wct,
+         "events": m.Job.events, "error_code": m.Job.error_code}
+MAX_PER_PAGE = 1000
+
+
+def _ids_by_name(model, names):
+    """Ids of the named rows; an unknown name matches nothing (a filter, not a lookup)."""
+    return [r for (r,) in model.select(model.id).where(model.name.in_(names)).tuples()] or [-1]
+
+
+def _contains(field, text):
+    """`field LIKE %text%` with the user's own % and _ taken literally."""
+    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return m.pw.NodeList((field, m.pw.SQL("LIKE"), f"%{escaped}%", m.pw.SQL("ESCAPE '!'")))
+
+
+def job_filters():
+    """The peewee condition for the job monitor's query-string filters (None: all jobs)."""
+    cond = []
+    user = query_text("user", 64)
+    if user is not None:
+        cond.append(m.Job.user.in_(_ids_by_name(m.User, [user])))
+    productions = query_list("production")
+    if productions:
+        cond.append(m.Job.production.in_(_ids_by_name(m.Production, productions)))
+    requests = query_list("request")
+    if requests:
+        try:
+            cond.append(m.Job.request.in_([int(r) for r in requests]))
+        except ValueError:
+            raise bad_request("query parameter 'request' must be a comma list of request ids") from None
+    runnum_from, runnum_to = query_int("runnum_from"), query_int("runnum_to")
+    if runnum_from is not None:
+        cond.append(m.Job.runnum >= runnum_from)
+    if runnum_to is not None:
+        cond.append(m.Job.runnum <= runnum_to)
+    statuses = query_list("status", STATUSES)
+    if statuses:
+        cond.append(m.Job.status.in_(statuses))
+    error_code = query_int("error_code", hi=999)
+    if error_code is not None:
+        cond.append(m.Job.error_code == error_code)
+    sites = query_list("site")
+    if sites:
+        cond.append(m.Job.site.in_(_ids_by_name(m.Site, sites)))
+    older = query_float("older_than_hours", hi=1e6)
+    if older is not None:
+        cutoff = m.utcnow() - datetime.timedelta(hours=older)
+        cond.append(m.Job.submitted_at.is_null(False) & (m.Job.submitted_at < cutoff))
+    prepared_from, prepared_to = query_time("prepared_from"), query_time("prepared_to")
+    if prepared_from is not None:
+        cond.append(m.Job.prepared_at >= prepared_from)
+    if prepared_to is not None:
+        cond.append(m.Job.prepared_at <= prepared_to)
+    q = query_text("q", 128)
+    if q is not None:
+        text = q.strip().lower()
+        match = _contains(m.Job.search, text) | (m.Job.status == text) | (m.Job.gjid == q)
+        if text.isdigit() and len(text) < 16:
+            match = match | (m.Job.runnum == int(text))
+        cond.append(match)
+    last = query_int("last", lo=1, hi=100_000)
+    if last is not None:
+        inner = m.Job.select(m.Job.id)
+        if cond:
+            inner = inner.where(*cond)
+        cond = [m.Job.id.in_(inner.order_by(m.Job.id.desc()).limit(last))]
+    return cond
+
+
+@bp.get("/jobs")
+@auth.require("monitoring")
+def list_jobs():
+    cond = job_filters()
+    sort = query_text("sort", 32) or "runnum"
+    field = SORTS.get(sort.lstrip("-"))
+    if field is None:
+        raise bad_request(f"query parameter 'sort' must be one of {', '.join(SORTS)} (prefix - for descending)")
+    page = query_int("page", 1, lo=1, hi=10 ** 6)
+    per_page = query_int("per_page", 50, lo=1, hi=MAX_PER_PAGE)
+    query = m.Job.select(m.Job, m.Site, m.Production, m.Session, m.User).join(m.Site).switch(m.Job) \
+        .join(m.Production).switch(m.Job).join(m.Session).switch(m.Job) \
+        .join(m.User, m.JOIN.LEFT_OUTER)
+    count = m.Job.select()
+    if cond:
+        query, count = query.where(*cond), count.where(*cond)
+    order = field.desc() if sort.startswith("-") else field.asc()
+    rows = list(query.order_by(order, m.Job.id).paginate(page, per_page))
+    params = {r.id: r.parameters for r in m.Request.select(m.Request.id, m.Request.parameters)
+              .where(m.Request.id.in_({j.request_id for j in rows} or {-1}))}
+    return jsonify({"jobs": [jobs.job_summary(j, params.get(j.request_id)) for j in rows],
+                    "total": count.count(), "page": page, "per_page": per_page})
+
+
+@bp.get("/jobs/<int:job_id>")
+@auth.require("monitoring")
+def get_job(job_id):
+    return jsonify(jobs.job_details(jobs.get_job(job_id)))
+
+
+def base_url():
+    """Where wrappers reach this server: SBK_PUBLIC_URL, else the URL of this request."""
+    return settings().public_url or request.host_url.rstrip("/")
+
+
+@bp.get("/jobs/<int:job_id>/description")
+@auth.require(*SUBMITTERS)
+def get_description(job_id):
+    with db.write_transaction():
+        job = jobs.get_job(job_id)
+        return jsonify(jobs.job_description(job, base_url()))
+
+
+@bp.post("/jobs/<int:job_id>/events")
+def post_events(job_id):
+    attempt = auth.job_attempt(job_id)
+    events = parse_events(json_body((dict, list)))
+    reply = jobs.record_events(job_id, attempt, events)
+    metrics.EVENTS_RECEIVED.inc(reply["accepted"])
+    return jsonify(reply)
+
+
+@bp.post("/jobs/<int:job_id>/kill")
+@auth.require(*SUBMITTERS)
+def kill(job_id):
+    return jsonify(jobs.kill_job(job_id))
+
+
+@bp.post("/jobs/<int:job_id>/resubmit")
+@auth.require(*SUBMITTERS)
+def resubmit(job_id):
+    return jsonify(jobs.resubmit_job(job_id))
+
+
+@bp.put("/jobs/<int:job_id>/log")
+def put_log(job_id):
+    attempt = auth.job_attempt(job_id)
+    number = query_int("attempt", attempt.number, lo=1, hi=100_000)
+    if number != attempt.number:
+        raise ApiError(403, "forbidden", f"this token is for attempt {attempt.number}, not {number}")
+    limit = settings().max_log_bytes
+    data = request.get_data(cache=False)
+    if len(data) > limit:
+        raise ApiError(413, "too-large", f"the log is larger than {limit} bytes")
+    with db.write_transaction():
+        job = jobs.get_job(job_id)
+        if job.attempt != attempt.number:
+            raise ApiError(409, "attempt-superseded", f"attempt {attempt.number} of job {job_id} was superseded")
+        m.JobLog.insert(job=job_id, attempt=attempt.number, data=data, size=len(data),
+                        created_at=m.utcnow()).on_conflict(
+            conflict_target=[m.JobLog.job, m.JobLog.attempt],
+            update={m.JobLog.data: data, m.JobLog.size: len(data), m.JobLog.created_at: m.utcnow()}).execute()
+    return jsonify({"stored": len(data)})
+
+
+@bp.get("/jobs/<int:job_id>/log")
+@auth.require("monitoring")
+def get_log(job_id):
+    job = jobs.get_job(job_id)
+    query = m.JobLog.select().where(m.JobLog.job == job.id)
+    number = query_int("attempt", lo=1, hi=100_000)
+    if number is not None:
+        query = query.where(m.JobLog.attempt == number)
+    row = query.order_by(m.JobLog.attempt.desc()).first()
+    if row is None:
+        raise not_found(f"job {job_id} has no log stored" + (f" for attempt {number}" if number else ""))
+    return Response(bytes(row.data), mimetype="application/gzip", headers={
+        "Content-Disposition": f"attachment; filename=job-{job.runnum}-{row.attempt}.tgz"})

@@ -1,0 +1,150 @@
+"""`sbk`: serve, init-db, user add, reap, demo.
+
+Flags become SBK_* environment variables before anything starts, so the
+server, its gunicorn workers and the reaper all read one configuration
+(create_app's layers: defaults, mapping, environment).
+"""
+import argparse
+import logging
+import os
+import sys
+
+from flask import Config
+
+from . import auth, db, migrations, reaper
+from .settings import layer
+
+log = logging.getLogger("sbk")
+
+
+def _settings():
+    return layer(Config(os.getcwd()))
+
+
+def _bound_settings():
+    settings = _settings()
+    db.bind(settings.db_url)
+    return settings
+
+
+def cmd_init_db(args):
+    _bound_settings()
+    applied = migrations.upgrade()
+    with db.connection():
+        version = migrations.current_version()
+    print(f"schema at version {version}" + (f" (applied {', '.join(map(str, applied))})" if applied else
+                                             " (already up to date)"))
+
+
+def cmd_user_add(args):
+    _bound_settings()
+    migrations.upgrade()
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    with db.connection():
+        token = auth.add_user(args.name, groups)
+    # The token itself is shown here once and stored nowhere.
+    print(token)
+
+
+def cmd_reap(args):
+    settings = _bound_settings()
+    reaped = reaper.reap_once(settings.heartbeat_multiple)
+    print(f"timed out {len(reaped)} job(s)" + (f": {' '.join(map(str, reaped))}" if reaped else ""))
+
+
+def _gunicorn_app(bind, workers):
+    """A gunicorn application on create_app (None when gunicorn is not installed)."""
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:
+        return None
+
+    class SbkGunicorn(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", bind)
+            self.cfg.set("workers", workers)
+            self.cfg.set("worker_class", "sync")
+            self.cfg.set("timeout", 60)
+            self.cfg.set("accesslog", None)
+
+        def load(self):
+            # Runs in each worker after the fork: every worker binds its own database.
+            from . import create_app
+            return create_app({"AUTO_INIT": False})
+
+    return SbkGunicorn()
+
+
+def cmd_serve(args):
+    settings = _bound_settings()
+    migrations.upgrade()
+    # Nothing opened here may leak into forked workers.
+    close_all = getattr(db.database.obj, "close_all", None)
+    if close_all:
+        close_all()
+    liveness = reaper.Reaper(settings.heartbeat_multiple, settings.reap_interval_s).start()
+    bind = f"{args.host}:{args.port}"
+    app = None if args.workers == 0 else _gunicorn_app(bind, args.workers)
+    print(f"sbk serving on http://{bind} ({settings.db_url}; "
+          f"{'gunicorn, %d workers' % args.workers if app else 'Flask development server'})", flush=True)
+    try:
+        if app is not None:
+            app.run()
+        else:
+            from . import create_app
+            create_app({"AUTO_INIT": False}).run(host=args.host, port=args.port, threaded=True)
+    finally:
+        liveness.stop()
+
+
+def cmd_demo(args):
+    from . import demo
+    return demo.main(args.rest)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="sbk", description="Severus bookkeeping server")
+    parser.add_argument("--db", help="database URL (sqlite:///path or postgresql://user@host:port/db); env SBK_DB")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server (gunicorn when installed) and the reaper")
+    serve.add_argument("--db", default=argparse.SUPPRESS, help="database URL; env SBK_DB")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=2,
+                       help="gunicorn sync workers; 0 = Flask's threaded server (also used without gunicorn)")
+    serve.add_argument("--public-url", help="URL written into job descriptions; env SBK_PUBLIC_URL")
+    serve.set_defaults(func=cmd_serve)
+    init = sub.add_parser("init-db", help="create or upgrade the schema (keeps data)")
+    init.add_argument("--db", default=argparse.SUPPRESS)
+    init.set_defaults(func=cmd_init_db)
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    add = user.add_parser("add", help="add a user (or a token to one) and print a new API token once")
+    add.add_argument("name")
+    add.add_argument("--groups", default="", help="comma list: webui, FastProdMgr, FullProdMgr, Shift, Developer")
+    add.add_argument("--db", default=argparse.SUPPRESS)
+    add.set_defaults(func=cmd_user_add)
+    reap = sub.add_parser("reap", help="time out running jobs whose heartbeats stopped (code 100)")
+    reap.add_argument("--db", default=argparse.SUPPRESS)
+    reap.set_defaults(func=cmd_reap)
+    demo = sub.add_parser("demo", help="run a small production on this machine", add_help=False)
+    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if getattr(args, "db", None):
+        os.environ["SBK_DB"] = args.db
+    if getattr(args, "public_url", None):
+        os.environ["SBK_PUBLIC_URL"] = args.public_url
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.func(args) or 0
+    except ValueError as exc:   # bad settings or database URL: one line, no traceback
+        print(f"sbk: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Jobs after preparation: descriptions, reports, kill, resubmit, submission marks, reaping.
+
+Every change of a job happens in a write transaction holding the job's row
+(FOR UPDATE on PostgreSQL, the database write lock on SQLite), so an event,
+a kill, a resubmit and the reaper never interleave on one job.
+"""
+import datetime
+import time
+
+from shared.errors import lookup
+from shared.jobdesc import JobDescriptionError, parse_job_description
+from shared.states import FINAL_STATUSES, STEP_LABELS, Status, Step
+
+from . import auth, db
+from . import models as m
+from .errors import ApiError, conflict, not_found
+
+FINAL = frozenset(s.value for s in FINAL_STATUSES)
+REDACTED = "redacted"
+SERVER_SEQ = 0   # seq of the events the server itself writes (wrappers count from 1)
+
+
+def get_job(job_id):
+    """The job, or 404."""
+    job = m.Job.get_or_none(m.Job.id == job_id)
+    if job is None:
+        raise not_found(f"job {job_id} does not exist")
+    return job
+
+
+def _locked_job(job_id):
+    job = db.for_update(m.Job.select().where(m.Job.id == job_id)).first()
+    if job is None:
+        raise not_found(f"job {job_id} does not exist")
+    return job
+
+
+def _current_attempt(job):
+    return m.Attempt.get((m.Attempt.job == job.id) & (m.Attempt.number == job.attempt))
+
+
+def job_summary(job, parameters=None):
+    """The job as the job monitor lists it."""
+    return {
+        "id": job.id, "runnum": job.runnum, "events": job.events,
+        "status": job.status, "step": job.step, "message": job.message,
+        "error_code": job.error_code, "site": job.site.name if job.site_id else None,
+        "user": job.user.name if job.user_id else None,
+        "production": job.production.name, "request": job.request_id,
+        "session": job.session.name, "parameters": parameters,
+        "test": job.test, "log_to_db": job.log_to_db, "gjid": job.gjid, "backend": job.backend,
+        "attempt": job.attempt, "wct": job.wct,
+        "prepared_at": m.iso(job.prepared_at), "submitted_at": m.iso(job.submitted_at),
+        "started_at": m.iso(job.started_at), "finished_at": m.iso(job.finished_at),
+        "last_heartbeat": m.iso(job.heartbeat_at),
+    }
+
+
+def job_details(job):
+    """The job with its history, outputs, log link and final report."""
+    d = job_summary(job, job.request.parameters)
+    d["history"] = [
+        {"attempt": e.attempt, "seq": e.seq, "time": m.iso(e.time), "received_at": m.iso(e.received_at),
+         "status": e.status, "kind": e.kind, "step": e.step, "message": e.message, "code": e.code,
+         "metrics": e.metrics or {}, "tail": e.tail or []}
+        for e in m.Event.select().where(m.Event.job == job.id).order_by(m.Event.attempt, m.Event.seq)]
+    d["outputs"] = [
+        {"lfn": r.file.lfn, "size": r.file.size, "adler32": r.file.adler32, "site": r.site,
+         "surl": r.surl, "attempt": r.attempt}
+        for r in m.Replica.select(m.Replica, m.CatalogFile).join(m.CatalogFile)
+        .where(m.Replica.job == job.id).order_by(m.CatalogFile.lfn)]
+    logs = m.JobLog.select(m.JobLog.attempt, m.JobLog.size).where(m.JobLog.job == job.id)
+    d["logs"] = [{"attempt": lg.attempt, "size": lg.size,
+                  "url": f"/api/v1/jobs/{job.id}/log?attempt={lg.attempt}"} for lg in logs]
+    d["log"] = d["logs"][-1]["url"] if d["logs"] else None
+    d["report"] = job.report
+    if job.error_code is not None:
+        d["error"] = lookup(job.error_code).to_dict()
+    return d
+
+
+def job_description(job, base_url, mint_token=True):
+    """The job description (CONTRACT §1) as a dict, validated by the wrapper's parser.
+
+    For a prepared or submitted job with `mint_token`, a new token replaces the
+    current attempt's old one (the description is a credential); a running or
+    finished job's description carries the token "redacted".
+    """
+    req, prod = job.request, job.production
+    sw, session = prod.software, job.session
+    token = REDACTED
+    if mint_token and job.status in (Status.PREPARED.value, Status.SUBMITTED.value):
+        token = auth.new_token(auth.JOB_PREFIX)
+        m.Attempt.update(token_hash=auth.hash_token(token)).where(
+            (m.Attempt.job == job.id) & (m.Attempt.number == job.attempt)).execute()
+    description = {
+        "schema": 1,
+        "job": {"id": job.id, "runnum": job.runnum, "attempt": job.attempt, "session": session.name,
+                "production": prod.name, "request": req.id, "events": job.events, "test": job.test},
+        "server": {"url": base_url.rstrip("/"), "token": token, "heartbeat_s": job.heartbeat_s},
+        "software": {"name": sw.name, "version": sw.version, "revision": sw.revision, "lfn": sw.lfn,
+                     "adler32": sw.adler32, "workdir": sw.workdir, "exe": sw.exe},
+        "payload": {"module": session.payload_module, "parameters": dict(req.parameters),
+                    "env": dict(sw.env)},
+        "input": {"mode": req.input_mode, "paths": list(req.input_paths)},
+        "output": {"lfn_dir": req.output_lfn, "sites": list(req.output_sites),
+                   "patterns": list(req.output_patterns)},
+        "log": {"to_db": job.log_to_db},
+        "limits": {"max_wct_s": req.max_wct_s, "max_rss_mb": req.max_rss_mb, "stall_s": req.stall_s},
+    }
+    try:
+        parse_job_description(description)
+    except JobDescriptionError as exc:
+        # Stored settings that make no valid description: the manager must fix the request.
+        raise ApiError(422, "invalid-description", f"job {job.id}: {exc}") from None
+    return description
+
+
+def record_events(job_id, attempt, events):
+    """Store a wrapper's events idempotently and move the job; return the reply body."""
+    for e in events:
+        if e.attempt != attempt.number:
+            raise ApiError(403, "forbidden",
+                           f"this token is for attempt {attempt.number}, not attempt {e.attempt}")
+    with db.write_transaction():
+        job = _locked_job(job_id)
+        if attempt.number != job.attempt:
+            raise conflict("attempt-superseded",
+                           f"attempt {attempt.number} of job {job_id} was superseded by attempt {job.attempt}")
+        seqs = sorted({e.seq for e in events})
+        known = set()
+        for chunk in _chunks(seqs, 500):
+            known.update(seq for (seq,) in m.Event.select(m.Event.seq).where(
+                (m.Event.job == job.id) & (m.Event.attempt == attempt.number)
+                & m.Event.seq.in_(chunk)).tuples())
+        fresh = {}
+        for e in events:
+            if e.seq not in known:
+                fresh.setdefault(e.seq, e)
+        new = [fresh[seq] for seq in sorted(fresh)]
+        received = m.utcnow()
+        rows = [{"job": job.id, "attempt": e.attempt, "seq": e.seq, "time": e.time,
+                 "received_at": received, "status": e.status, "kind": e.kind, "step": e.step,
+                 "message": e.message, "code": e.code, "metrics": dict(e.metrics) or None,
+                 "tail": list(e.tail) or None} for e in new]
+        for chunk in _chunks(rows, 200):
+            m.Event.insert_many(chunk).execute()
+        _apply(job, new)
+        job.save()
+        command = None
+        if job.status not in FINAL:
+            command = _take_command(job)
+    return {"accepted": len(new), "duplicates": len(events) - len(new),
+            "status": job.status, "command": command}
+
+
+def _chunks(items, size):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _apply(job, new_events):
+    """Move the job along `new_events` (sorted by seq); a final status never changes."""
+    now = time.time()
+    for e in new_events:
+        if job.status in FINAL:
+            return
+        if e.status in FINAL:
+            _finish(job, e.status, e.code, e.message, step=e.step, report=e.report,
+                    wct=e.metrics.get("wct_s"))
+        elif e.seq > job.last_seq:
+            job.status = Status.RUNNING.value
+            if e.step:
+                job.step = e.step
+                job.message = e.message or STEP_LABELS[Step(e.step)]
+            elif e.message and e.kind != "heartbeat":
+                job.message = e.message
+            if job.started_at is None:
+                job.started_at = datetime.datetime.fromtimestamp(e.time, datetime.timezone.utc).replace(tzinfo=None) \
+                    if e.time else m.utcnow()
+        job.last_seq = max(job.last_seq, e.seq)
+    if job.status not in FINAL:
+        job.heartbeat_at = now
+
+
+def _finish(job, status, code, message, step=None, report=None, wct=None):
+    job.status = status
+    job.error_code = code
+    job.message = message or lookup(code).message
+    job.step = step or job.step
+    job.finished_at = m.utcnow()
+    if report is not None:
+        job.report = report
+    if wct is None and report:
+        wct = report.get("wct_s")
+    if wct is None and job.started_at is not None:
+        wct = (job.finished_at - job.started_at).total_seconds()
+    job.wct = float(wct) if isinstance(wct, (int, float)) else None
+
+
+def _take_command(job):
+    """The current attempt's pending command, handed out once."""
+    attempt = db.for_update(m.Attempt.select().where(
+        (m.Attempt.job == job.id) & (m.Attempt.number == job.attempt))).first()
+    if attempt is None or attempt.command is None or attempt.command_delivered_at is not None:
+        return None
+    attempt.command_delivered_at = m.utcnow()
+    attempt.save(only=[m.Attempt.command_delivered_at])
+    return attempt.command
+
+
+def _server_final(job, status, code, message):
+    """Finish `job` on the server's own decision, with an event in its history."""
+    _finish(job, status, code, message)
+    job.save()
+    m.Event.insert(job=job.id, attempt=job.attempt, seq=SERVER_SEQ, time=time.time(),
+                   status=status, kind="final", code=code, message=job.message).on_conflict_ignore().execute()
+
+
+def kill_job(job_id):
+    """Kill a job: a prepared one ends now (062); a started one gets `kill` in its next reply."""
+    with db.write_transaction():
+        job = _locked_job(job_id)
+        if job.status in FINAL:
+            raise conflict("job-final", f"job {job_id} already ended ({job.status})")
+        if job.status == Status.PREPARED.value:
+            _server_final(job, Status.SYS_FAILED.value, 62, "killed on a manager's request before it started")
+            return {"id": job.id, "status": job.status, "command": None}
+        m.Attempt.update(command="kill", command_delivered_at=None).where(
+            (m.Attempt.job == job.id) & (m.Attempt.number == job.attempt)).execute()
+    return {"id": job.id, "status": job.status, "command": "kill", "attempt": job.attempt}
+
+
+def resubmit_job(job_id):
+    """Start a new attempt: the job is prepared again and the old attempt's token gets 409."""
+    with db.write_transaction():
+        job = _locked_job(job_id)
+        if job.status == Status.PREPARED.value:
+            raise conflict("not-submitted", f"job {job_id} is prepared and was never submitted")
+        job.attempt += 1
+        m.Attempt.create(job=job.id, number=job.attempt)
+        for field in ("step", "error_code", "gjid", "heartbeat_at", "wct", "report",
+                      "submitted_at", "started_at", "finished_at"):
+            setattr(job, field, None)
+        job.status, job.message, job.last_seq = Status.PREPARED.value, "", 0
+        job.prepared_at = m.utcnow()
+        job.save()
+    return {"id": job.id, "status": job.status, "attempt": job.attempt}
+
+
+def mark_submitted(job_id, gjid=None, backend=None):
+    """A backend handed the job to a batch system: prepared -> submitted (for backends)."""
+    with db.write_transaction():
+        job = _locked_job(job_id)
+        if job.status != Status.PREPARED.value:
+            raise conflict("not-prepared", f"job {job_id} is {job.status}, not prepared")
+        job.status, job.gjid, job.backend = Status.SUBMITTED.value, gjid, backend
+        job.submitted_at = m.utcnow()
+        job.save()
+    return job
+
+
+def reap(multiple, now=None):
+    """Mark running jobs silent for more than `multiple` x heartbeat_s as timeout 100; return their ids."""
+    now = time.time() if now is None else now
+    silent = ((m.Job.status == Status.RUNNING.value)
+              & (m.Job.heartbeat_at + m.Job.heartbeat_s * multiple < now))
+    reaped = []
+    for (job_id,) in m.Job.select(m.Job.id).where(silent).tuples():
+        with db.write_transaction():
+            job = db.for_update(m.Job.select().where((m.Job.id == job_id) & silent)).first()
+            if job is None:   # a report arrived meanwhile
+                continue
+            _server_final(job, Status.TIMEOUT.value, 100,
+                          f"no report for {now - job.heartbeat_at:.0f} s (heartbeat every {job.heartbeat_s:g} s)")
+            reaped.append(job_id)
+    return reaped

@@ -1,0 +1,318 @@
+"""The SBK4 model (seed 000) as peewee models bound to `db.database`.
+
+Times are naive UTC datetimes, except `Job.heartbeat_at` (Unix seconds) so the
+reaper can compare `heartbeat_at + k * heartbeat_s` with now in plain SQL on
+both SQLite and PostgreSQL.
+"""
+import datetime
+import json
+
+import peewee as pw
+from peewee import JOIN, fn  # noqa: F401  (re-exported: queries elsewhere use m.fn, m.JOIN)
+
+from .db import database
+
+PRIVILEGES = ("create-productions", "create-requests", "shifter-submission",
+              "expert-submission", "monitoring")
+# The seed's groups and what they grant; `sbk init-db` keeps these rows present.
+GROUP_PRIVILEGES = {
+    "webui": ("monitoring",),
+    "FastProdMgr": ("monitoring", "create-productions", "create-requests"),
+    "FullProdMgr": ("monitoring", "create-productions", "create-requests"),
+    "Shift": ("monitoring", "shifter-submission"),
+    "Developer": PRIVILEGES,
+}
+REQUEST_STATUSES = ("open", "valid", "running", "closed")
+PRODUCTION_STATUSES = ("open", "closed")
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def iso(value):
+    """A stored time as ISO 8601 UTC text (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        value = datetime.datetime.fromtimestamp(value, datetime.timezone.utc).replace(tzinfo=None)
+    return value.isoformat(timespec="seconds") + "Z"
+
+
+class JSONField(pw.TextField):
+    """JSON stored as text, the same on SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    version = pw.IntegerField()
+    applied_at = pw.DateTimeField(default=utcnow)
+
+
+class User(BaseModel):
+    name = pw.CharField(max_length=64, unique=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class Group(BaseModel):
+    name = pw.CharField(max_length=64, unique=True)
+
+
+class GroupPrivilege(BaseModel):
+    group = pw.ForeignKeyField(Group, on_delete="CASCADE")
+    privilege = pw.CharField(max_length=32)
+
+    class Meta:
+        indexes = ((("group", "privilege"), True),)
+
+
+class UserGroup(BaseModel):
+    user = pw.ForeignKeyField(User, on_delete="CASCADE")
+    group = pw.ForeignKeyField(Group, on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("user", "group"), True),)
+
+
+class ApiToken(BaseModel):
+    user = pw.ForeignKeyField(User, on_delete="CASCADE")
+    token_hash = pw.CharField(max_length=64, unique=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class Session(BaseModel):
+    name = pw.CharField(max_length=64, unique=True)
+    description = pw.TextField(default="")
+    payload_module = pw.CharField(max_length=64, default="generic")
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class JobParameter(BaseModel):
+    """A session's job parameter (Analysis, Generator, ...) and its allowed values."""
+    session = pw.ForeignKeyField(Session, backref="parameters", on_delete="CASCADE")
+    name = pw.CharField(max_length=64)
+    allowed = JSONField(default=list)     # empty: any value
+    position = pw.IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("session", "name"), True),)
+
+
+class Software(BaseModel):
+    session = pw.ForeignKeyField(Session, backref="software", on_delete="CASCADE")
+    name = pw.CharField(max_length=128)
+    version = pw.CharField(max_length=64)
+    revision = pw.IntegerField(default=0)
+    lfn = pw.CharField(max_length=1024)
+    adler32 = pw.CharField(max_length=8)
+    workdir = pw.CharField(max_length=1024)
+    exe = pw.CharField(max_length=1024)
+    env = JSONField(default=dict)
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("session", "version", "revision"), True),)
+
+
+class Production(BaseModel):
+    name = pw.CharField(max_length=128, unique=True)
+    session = pw.ForeignKeyField(Session, on_delete="CASCADE")
+    software = pw.ForeignKeyField(Software)
+    status = pw.CharField(max_length=16, default="open")
+    is_test = pw.BooleanField(default=False)
+    twin = pw.ForeignKeyField("self", null=True, on_delete="SET NULL")  # main <-> _test
+    note = pw.CharField(max_length=255, default="")
+    created_by = pw.ForeignKeyField(User, null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class Request(BaseModel):
+    production = pw.ForeignKeyField(Production, backref="requests", on_delete="CASCADE")
+    parameters = JSONField(default=dict)
+    params_key = pw.CharField(max_length=2048)   # canonical JSON, for the 409 on duplicates
+    priority = pw.IntegerField(default=0)
+    min_runnum = pw.BigIntegerField(default=1)
+    required_events = pw.BigIntegerField(default=0)
+    events_per_job = pw.BigIntegerField(default=0)
+    num_jobs = pw.IntegerField(default=0)
+    event_time_s = pw.FloatField(default=0.0)
+    max_wct_s = pw.FloatField(default=86400.0)
+    max_rss_mb = pw.FloatField(default=0.0)
+    stall_s = pw.FloatField(default=0.0)
+    input_mode = pw.CharField(max_length=8, default="NONE")
+    input_paths = JSONField(default=list)
+    output_lfn = pw.CharField(max_length=1024)
+    output_abs = pw.CharField(max_length=1024, default="")
+    output_sites = JSONField(default=list)
+    output_patterns = JSONField(default=lambda: ["*.root"])
+    note = pw.CharField(max_length=255, default="")
+    status = pw.CharField(max_length=16, default="open")
+    test_request = pw.ForeignKeyField("self", null=True, on_delete="SET NULL")
+    created_by = pw.ForeignKeyField(User, null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("production", "params_key"), True),)
+
+
+class Site(BaseModel):
+    name = pw.CharField(max_length=64, unique=True)
+    description = pw.TextField(default="")
+    threshold_prepared = pw.IntegerField(default=0)    # 0: no limit
+    threshold_running = pw.IntegerField(default=0)
+    threshold_failed = pw.IntegerField(default=0)
+    bunch_size = pw.IntegerField(default=50)
+    se = JSONField(default=dict)                        # from site_configs/<SITE>.toml
+    last_activity = pw.DateTimeField(null=True)
+    last_submission = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class SiteSession(BaseModel):
+    site = pw.ForeignKeyField(Site, backref="sessions", on_delete="CASCADE")
+    session = pw.ForeignKeyField(Session, on_delete="CASCADE")
+    enabled = pw.BooleanField(default=True)
+    supported = pw.BooleanField(default=True)
+
+    class Meta:
+        indexes = ((("site", "session"), True),)
+
+
+class SiteProduction(BaseModel):
+    site = pw.ForeignKeyField(Site, backref="productions", on_delete="CASCADE")
+    production = pw.ForeignKeyField(Production, on_delete="CASCADE")
+    allowed = pw.BooleanField(default=True)
+    last_submission = pw.DateTimeField(null=True)
+    last_submitted_by = pw.ForeignKeyField(User, null=True)
+
+    class Meta:
+        indexes = ((("site", "production"), True),)
+
+
+class Job(BaseModel):
+    runnum = pw.BigIntegerField(unique=True)
+    events = pw.BigIntegerField()
+    request = pw.ForeignKeyField(Request, on_delete="CASCADE")
+    production = pw.ForeignKeyField(Production, on_delete="CASCADE")   # denormalised: filters
+    session = pw.ForeignKeyField(Session, on_delete="CASCADE")
+    site = pw.ForeignKeyField(Site)
+    user = pw.ForeignKeyField(User, null=True)
+    test = pw.BooleanField(default=False)
+    log_to_db = pw.BooleanField(default=False)
+    status = pw.CharField(max_length=16, default="prepared")
+    step = pw.CharField(max_length=16, null=True)
+    message = pw.CharField(max_length=4096, default="")
+    error_code = pw.IntegerField(null=True)
+    gjid = pw.CharField(max_length=256, null=True)
+    backend = pw.CharField(max_length=32, null=True)
+    attempt = pw.IntegerField(default=1)          # the current attempt number
+    last_seq = pw.BigIntegerField(default=0)      # highest seq applied in this attempt
+    heartbeat_s = pw.FloatField(default=300.0)
+    heartbeat_at = pw.FloatField(null=True)       # Unix seconds of the last report
+    wct = pw.FloatField(null=True)
+    report = JSONField(null=True)
+    search = pw.CharField(max_length=1024, default="")   # lower-case text for `q`
+    prepared_at = pw.DateTimeField(default=utcnow)
+    submitted_at = pw.DateTimeField(null=True)
+    started_at = pw.DateTimeField(null=True)
+    finished_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        # The job monitor filters by one of these and pages by runnum: an index
+        # ending in runnum serves both without a sort (INFRA.md: 37 ms -> < 1 ms).
+        indexes = (
+            (("status", "runnum"), False),
+            (("site", "runnum"), False),
+            (("site", "status", "runnum"), False),
+            (("production", "status", "runnum"), False),
+            (("request", "runnum"), False),
+            (("user", "runnum"), False),
+            (("error_code", "runnum"), False),
+            (("prepared_at",), False),
+            (("status", "heartbeat_at"), False),
+        )
+
+
+class Attempt(BaseModel):
+    job = pw.ForeignKeyField(Job, backref="attempts", on_delete="CASCADE")
+    number = pw.IntegerField()
+    token_hash = pw.CharField(max_length=64, null=True, unique=True)
+    command = pw.CharField(max_length=16, null=True)     # pending: kill
+    command_delivered_at = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("job", "number"), True),)
+
+
+class Event(BaseModel):
+    job = pw.ForeignKeyField(Job, on_delete="CASCADE")
+    attempt = pw.IntegerField()
+    seq = pw.BigIntegerField()
+    time = pw.FloatField()
+    received_at = pw.DateTimeField(default=utcnow)
+    status = pw.CharField(max_length=16)
+    kind = pw.CharField(max_length=16)
+    step = pw.CharField(max_length=16, null=True)
+    message = pw.TextField(default="")
+    code = pw.IntegerField(null=True)
+    metrics = JSONField(null=True)
+    tail = JSONField(null=True)
+
+    class Meta:
+        indexes = ((("job", "attempt", "seq"), True),)
+
+
+class CatalogFile(BaseModel):
+    lfn = pw.CharField(max_length=1024, unique=True)
+    size = pw.BigIntegerField()
+    adler32 = pw.CharField(max_length=8)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class Replica(BaseModel):
+    file = pw.ForeignKeyField(CatalogFile, backref="replicas", on_delete="CASCADE")
+    site = pw.CharField(max_length=64)
+    surl = pw.CharField(max_length=2048)
+    job = pw.ForeignKeyField(Job, null=True, on_delete="SET NULL")   # who registered it
+    attempt = pw.IntegerField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("file", "site"), True),)
+
+
+class JobLog(BaseModel):
+    job = pw.ForeignKeyField(Job, on_delete="CASCADE")
+    attempt = pw.IntegerField()
+    data = pw.BlobField()
+    size = pw.IntegerField()
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("job", "attempt"), True),)
+
+
+class Activity(BaseModel):
+    user = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    kind = pw.CharField(max_length=32)      # job-submission | production-created | request-created
+    session = pw.CharField(max_length=64, default="")
+    info = pw.TextField(default="")
+    ref = JSONField(default=dict)
+    time = pw.DateTimeField(default=utcnow, index=True)
+
+
+ALL_MODELS = (SchemaVersion, User, Group, GroupPrivilege, UserGroup, ApiToken, Session,
+              JobParameter, Software, Production, Request, Site, SiteSession, SiteProduction,
+              Job, Attempt, Event, CatalogFile, Replica, JobLog, Activity)

@@ -1,0 +1,187 @@
+"""The OpenAPI 3 document of /api/v1, built from one compact route table."""
+import copy
+import functools
+
+from shared.errors import CODES
+from shared.states import Status, Step
+
+STATUSES = [s.value for s in Status]
+JSON = "application/json"
+
+
+def _obj(properties, required=()):
+    schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+STR, INT, NUM, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+STRS = {"type": "array", "items": STR}
+ANY_OBJ = {"type": "object", "additionalProperties": True}
+
+SCHEMAS = {
+    "Error": _obj({"error": STR, "message": STR}, ("error", "message")),
+    "ErrorCode": _obj({"code": INT, "status": {"type": "string", "enum": STATUSES}, "blame": STR,
+                       "retryable": BOOL, "message": STR}),
+    "Event": _obj({"attempt": {"type": "integer", "minimum": 1}, "seq": {"type": "integer", "minimum": 1},
+                   "time": NUM, "status": {"type": "string", "enum": ["running", "done", "failed", "sys-failed", "timeout"]},
+                   "kind": {"type": "string", "enum": ["step", "heartbeat", "final", "info"]},
+                   "step": {"type": "string", "enum": [s.value for s in Step]}, "message": STR,
+                   "code": {"type": "integer", "enum": sorted(CODES)},
+                   "metrics": {"type": "object", "additionalProperties": NUM}, "tail": STRS, "report": ANY_OBJ},
+                  ("attempt", "seq", "time", "status")),
+    "EventsReply": _obj({"accepted": INT, "duplicates": INT, "status": STR,
+                         "command": {"type": "string", "nullable": True, "enum": ["kill", None]}}),
+    "Job": ANY_OBJ,
+    "JobPage": _obj({"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                     "total": INT, "page": INT, "per_page": INT}),
+    "Replica": _obj({"lfn": STR, "site": STR, "surl": STR, "size": {"type": "integer", "minimum": 0},
+                     "adler32": {"type": "string", "pattern": "^[0-9a-f]{8}$"}},
+                    ("lfn", "site", "surl", "size", "adler32")),
+    "CatalogFile": _obj({"lfn": STR, "size": INT, "adler32": STR,
+                         "replicas": {"type": "array", "items": _obj({"site": STR, "surl": STR})}}),
+    "SessionIn": _obj({"name": STR, "description": STR, "payload_module": STR,
+                       "parameters": {"type": "array", "items": _obj({"name": STR, "allowed": STRS}, ("name",))}},
+                      ("name",)),
+    "ParameterIn": _obj({"name": STR, "allowed": STRS}, ("name",)),
+    "SoftwareIn": _obj({"name": STR, "version": STR, "revision": INT, "lfn": STR, "adler32": STR,
+                        "workdir": STR, "exe": STR, "env": {"type": "object", "additionalProperties": STR}},
+                       ("name", "version", "lfn", "adler32", "workdir", "exe")),
+    "ProductionIn": _obj({"name": STR, "session": STR, "version": STR, "revision": INT, "note": STR},
+                         ("name", "session", "version")),
+    "ProductionPatch": _obj({"status": {"type": "string", "enum": ["open", "closed"]}, "note": STR}),
+    "RequestIn": _obj({"production": STR, "from": INT,
+                       "parameters": {"type": "object", "additionalProperties": STR},
+                       "priority": INT, "min_runnum": INT, "required_events": INT, "events_per_job": INT,
+                       "num_jobs": INT, "event_time_s": NUM, "max_wct_s": NUM, "max_rss_mb": NUM, "stall_s": NUM,
+                       "input_mode": {"type": "string", "enum": ["DIR", "FILE", "LIST", "NONE"]},
+                       "input_paths": STRS, "output_lfn": STR, "output_abs": STR, "output_sites": STRS,
+                       "output_patterns": STRS, "note": {"type": "string", "maxLength": 255},
+                       "test_output_lfn": STR, "test_output_abs": STR}, ("production",)),
+    "RequestPatch": _obj({"status": {"type": "string", "enum": ["open", "valid", "running", "closed"]},
+                          "note": STR, "priority": INT}),
+    "SiteIn": _obj({"name": STR, "description": STR, "threshold_prepared": INT, "threshold_running": INT,
+                    "threshold_failed": INT, "bunch_size": INT}, ("name",)),
+    "SitePatch": _obj({"description": STR, "threshold_prepared": INT, "threshold_running": INT,
+                       "threshold_failed": INT, "bunch_size": INT, "reload_se": BOOL,
+                       "sessions": {"type": "object", "additionalProperties": _obj({"enabled": BOOL, "supported": BOOL})},
+                       "productions": {"type": "object", "additionalProperties": _obj({"allowed": BOOL})}}),
+    "Submission": _obj({"production": STR, "dry_run": BOOL, "override_thresholds": BOOL, "backend": STR,
+                        "bulks": {"type": "array", "items": _obj(
+                            {"request": INT, "test": BOOL, "sites": STRS, "runs": INT, "events": INT,
+                             "log_to_db": BOOL}, ("request", "sites", "runs", "events"))}},
+                       ("production", "bulks")),
+}
+
+JOB_FILTERS = [("user", STR), ("production", STR), ("request", STR), ("runnum_from", INT),
+               ("runnum_to", INT), ("status", STR), ("error_code", INT), ("site", STR), ("last", INT),
+               ("older_than_hours", NUM), ("prepared_from", STR), ("prepared_to", STR), ("q", STR),
+               ("sort", STR), ("page", INT), ("per_page", INT)]
+
+# (method, path, summary, security, query parameters, body schema, success code, reply schema)
+ROUTES = [
+    ("get", "/health", "Liveness and database check", None, [], None, 200, ANY_OBJ),
+    ("get", "/error-codes", "The error-code table", None, [], None, 200,
+     {"type": "array", "items": {"$ref": "#/components/schemas/ErrorCode"}}),
+    ("get", "/openapi.json", "This document", None, [], None, 200, ANY_OBJ),
+    ("get", "/me", "The calling user", "user", [], None, 200, ANY_OBJ),
+    ("get", "/jobs", "Job monitor query", "user", JOB_FILTERS, None, 200, "JobPage"),
+    ("get", "/jobs/{job_id}", "A job with history, outputs, log link, report", "user", [], None, 200, "Job"),
+    ("get", "/jobs/{job_id}/description", "The job description (mints the attempt's token)", "user", [],
+     None, 200, ANY_OBJ),
+    ("post", "/jobs/{job_id}/events", "A wrapper's events (job token)", "job", [],
+     {"oneOf": [{"$ref": "#/components/schemas/Event"},
+                {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]}, 200, "EventsReply"),
+    ("post", "/jobs/{job_id}/kill", "Kill a job", "user", [], None, 200, ANY_OBJ),
+    ("post", "/jobs/{job_id}/resubmit", "New attempt for a job", "user", [], None, 200, ANY_OBJ),
+    ("put", "/jobs/{job_id}/log", "Upload the log tarball (job token)", "job", [("attempt", INT)],
+     "gzip", 200, ANY_OBJ),
+    ("get", "/jobs/{job_id}/log", "Download the log tarball", "user", [("attempt", INT)], None, 200, "gzip"),
+    ("post", "/catalog/replicas", "Register a replica", "job", [], "Replica", 201, "CatalogFile"),
+    ("get", "/catalog/replicas", "Replicas of an LFN", "user", [("lfn", STR)], None, 200, "CatalogFile"),
+    ("delete", "/catalog/replicas", "Delete a replica", "user", [("lfn", STR), ("site", STR)], None, 200, ANY_OBJ),
+    ("get", "/catalog/files", "Files below an LFN directory", "user", [("dir", STR)], None, 200, ANY_OBJ),
+    ("get", "/sessions", "Sessions", "user", [], None, 200, ANY_OBJ),
+    ("post", "/sessions", "Create a session", "user", [], "SessionIn", 201, ANY_OBJ),
+    ("get", "/sessions/{name}", "A session with parameters and software", "user", [], None, 200, ANY_OBJ),
+    ("post", "/sessions/{name}/parameters", "Define a job parameter", "user", [], "ParameterIn", 201, ANY_OBJ),
+    ("post", "/sessions/{name}/software", "Register a software release", "user", [], "SoftwareIn", 201, ANY_OBJ),
+    ("get", "/productions", "Productions", "user", [("session", STR), ("status", STR)], None, 200, ANY_OBJ),
+    ("post", "/productions", "Create a production and its _test twin", "user", [], "ProductionIn", 201, ANY_OBJ),
+    ("get", "/productions/{name}", "A production", "user", [], None, 200, ANY_OBJ),
+    ("patch", "/productions/{name}", "Open or close a production", "user", [], "ProductionPatch", 200, ANY_OBJ),
+    ("get", "/requests", "Production requests", "user", [("production", STR), ("status", STR), ("limit", INT)],
+     None, 200, ANY_OBJ),
+    ("post", "/requests", "Create a request and its test twin", "user", [], "RequestIn", 201, ANY_OBJ),
+    ("get", "/requests/{request_id}", "A request", "user", [], None, 200, ANY_OBJ),
+    ("patch", "/requests/{request_id}", "Change status (open, valid, running, closed) or settings", "user", [],
+     "RequestPatch", 200, ANY_OBJ),
+    ("get", "/sites", "Sites", "user", [], None, 200, ANY_OBJ),
+    ("post", "/sites", "Create a site", "user", [], "SiteIn", 201, ANY_OBJ),
+    ("get", "/sites/{name}", "A site with its switches", "user", [], None, 200, ANY_OBJ),
+    ("patch", "/sites/{name}", "Thresholds, bunch size, description, switches", "user", [], "SitePatch", 200, ANY_OBJ),
+    ("post", "/submissions", "Plan (dry_run) or prepare jobs", "user", [], "Submission", 201, ANY_OBJ),
+    ("get", "/stats", "Statistics per session and user, and per site", "user", [("user", STR)], None, 200, ANY_OBJ),
+    ("get", "/activities", "Last activities", "user", [("user", STR), ("limit", INT)], None, 200, ANY_OBJ),
+]
+
+
+def _ref(schema):
+    if schema == "gzip":
+        return {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
+    if isinstance(schema, str):
+        schema = {"$ref": f"#/components/schemas/{schema}"}
+    return {JSON: {"schema": schema}}
+
+
+def _error(description):
+    return {"description": description, "content": _ref("Error")}
+
+
+def _operation(method, path, summary, security, query, body, code, reply):
+    op = {"summary": summary, "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '').replace('.', '_').replace('-', '_')}",
+          "responses": {str(code): {"description": "success", "content": _ref(reply)},
+                        "400": _error("bad input"), "404": _error("not found")}}
+    if path == "/submissions":
+        op["responses"]["200"] = {"description": "the plan of a dry run", "content": _ref(ANY_OBJ)}
+    if path == "/catalog/replicas" and method == "post":
+        op["responses"]["200"] = {"description": "already registered", "content": _ref("CatalogFile")}
+        op["responses"]["409"] = _error("replica-mismatch or attempt-superseded")
+    if security:
+        op["security"] = [{"bearer": []}]
+        op["responses"]["401"] = _error("missing or unknown token")
+        op["responses"]["403"] = _error("token lacks the privilege, or belongs to another job")
+    if method in ("post", "patch", "put"):
+        op["responses"]["409"] = op["responses"].get("409") or _error("conflict")
+        op["responses"]["413"] = _error("body too large")
+    params = [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in query]
+    for name in ("job_id", "request_id", "name"):
+        if "{" + name + "}" in path:
+            params.append({"name": name, "in": "path", "required": True,
+                           "schema": INT if name.endswith("_id") else STR})
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _ref(body)}
+    return op
+
+
+@functools.lru_cache(maxsize=None)
+def _build():
+    paths = {}
+    for route in ROUTES:
+        paths.setdefault(route[1], {})[route[0]] = _operation(*route)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "sbk, the Severus bookkeeping API", "version": "1"},
+        "servers": [{"url": "/api/v1"}],
+        "paths": paths,
+        "components": {"schemas": SCHEMAS,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def spec():
+    """The document (a fresh copy callers may change)."""
+    return copy.deepcopy(_build())

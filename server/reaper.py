@@ -1,0 +1,47 @@
+"""Liveness: time out running jobs whose heartbeats stopped (code 100).
+
+`sbk reap` runs one pass (for a cron); `sbk serve` runs `Reaper` as a daemon
+thread. Under gunicorn only the master's thread reaps, so workers never race
+each other (and a race would be harmless: each job is reaped in its own
+transaction, re-checked under its row lock).
+"""
+import logging
+import threading
+
+from . import db, jobs
+
+log = logging.getLogger("sbk.reaper")
+
+
+def reap_once(multiple):
+    """One pass; return the ids of the jobs timed out."""
+    with db.connection():
+        reaped = jobs.reap(multiple)
+    if reaped:
+        log.info("timed out %d silent job(s): %s", len(reaped), reaped[:20])
+    return reaped
+
+
+class Reaper:
+    """A daemon thread calling reap_once every `interval_s` until stop()."""
+
+    def __init__(self, multiple, interval_s):
+        self.multiple = multiple
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sbk-reaper", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self):
+        while not self._stop.wait(self.interval_s):
+            try:
+                reap_once(self.multiple)
+            except Exception:   # a database hiccup must not end liveness checks for good
+                log.exception("reaper pass failed; trying again in %.0f s", self.interval_s)
