@@ -50,6 +50,7 @@ class PayloadJob:
     desc: object                 # shared.jobdesc.JobDescription
     exe: Path                    # absolute path of the software's executable
     software_root: Path
+    software_workdir: Path       # the release's own directory (software.workdir)
     cwd: Path                    # where the payload runs and writes its outputs
     inputs: Tuple[Path, ...] = ()
 
@@ -93,6 +94,7 @@ class PayloadModule:
             "SEVERUS_SESSION": d.job.session,
             "SEVERUS_PRODUCTION": d.job.production,
             "SEVERUS_SOFTWARE_ROOT": str(job.software_root),
+            "SEVERUS_SOFTWARE_WORKDIR": str(job.software_workdir),
             "SEVERUS_INPUTS": os.pathsep.join(str(p) for p in job.inputs),
             "SEVERUS_PROGRESS_FILE": str(progress),
         })

@@ -9,7 +9,6 @@ and DIRAC users ask for the log of the failed job most of all). A stop
 request (the wrapper's own signal, the server's kill command, a superseded
 attempt) is a `Stop`: the payload watchdog and the step boundaries look at it.
 """
-import glob
 import json
 import logging
 import os
@@ -182,10 +181,9 @@ class _Job:
         d = self.ctx.desc
         module = payload_mod.find_module(d.payload.module)
         area = self.area
-        cwd = Path(area.workdir)
-        exe = Path(area.exe)
-        job = payload_mod.PayloadJob(desc=d, exe=exe if exe.is_absolute() else cwd / exe,
-                                     software_root=Path(area.root), cwd=cwd,
+        # The payload runs in the job's work dir, where stage-out looks for its outputs.
+        job = payload_mod.PayloadJob(desc=d, exe=Path(area.exe), software_root=Path(area.root),
+                                     software_workdir=Path(area.workdir), cwd=self.ctx.workdir,
                                      inputs=tuple(Path(p) for p in self.inputs))
         spec = module.build(job)
         self.ctx.facts["payload_module"] = module.name
@@ -193,20 +191,9 @@ class _Job:
         self.watch = payload_mod.PayloadWatch(spec, config, self.ctx.workdir, self.stop)
         self.result = self.watch.run()
 
-    def collect_outputs(self):
-        cwd = Path(self.area.workdir)
-        found = set()
-        for pattern in self.ctx.desc.output.patterns:
-            found.update(Path(p) for p in glob.glob(os.path.join(glob.escape(str(cwd)), pattern))
-                         if os.path.isfile(p))
-        if not found:
-            raise NoOutputsMatched(f"nothing in {cwd} matches "
-                                   f"{', '.join(self.ctx.desc.output.patterns)}")
-        self.outputs = sorted(found)
-
     def stage_outputs(self):
-        from .stageout import stage_outputs
-        self.collect_outputs()
+        from .stageout import match_outputs, stage_outputs
+        self.outputs = match_outputs(self.ctx)
         self.stop.interruptible = True
         self.stored = list(stage_outputs(self.ctx, self.outputs))
 
