@@ -108,6 +108,9 @@ class SlurmBackend(Backend):
     def _run(self, args, missing_ok=False):
         env = dict(os.environ)
         if self.slurm_conf:
+            # Slurm's clients wait 60 s for a missing config file to appear: say it at once.
+            if not os.path.isfile(self.slurm_conf):
+                raise BackendUnavailable(f"Slurm config {self.slurm_conf} does not exist")
             env["SLURM_CONF"] = str(self.slurm_conf)
         try:
             proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=self.timeout)

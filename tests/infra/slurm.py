@@ -103,6 +103,8 @@ def _slurm_conf(base, node, cpus, munge_socket):
         "JobCompType=jobcomp/filetxt",
         f"JobCompLoc={base / 'jobcomp.txt'}",
         "SchedulerType=sched/backfill",
+        # Start array tasks as soon as CPUs free up, not on the next 3 s scheduling tick.
+        "SchedulerParameters=batch_sched_delay=0",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core",
         "ReturnToService=2",

@@ -219,11 +219,12 @@ def test_slurm_unknown_and_malformed_gjids(slurm_cluster):
 
 def test_slurm_without_a_controller_is_one_clear_error(tmp_path):
     conf = tmp_path / "slurm.conf"
-    conf.write_text("ClusterName=none\nSlurmctldHost=nowhere(127.0.0.1)\nSlurmctldPort=1\n")
-    backend = SlurmBackend(slurm_conf=str(conf), timeout=20)
-    with pytest.raises(BackendError, match=r"^scontrol failed: .+") as caught:
-        backend.status(["1_0"])
+    conf.write_text("ClusterName=none\nSlurmctldHost=nowhere(127.0.0.1)\nSlurmctldPort=9\nMessageTimeout=1\n")
+    with pytest.raises(BackendUnavailable, match=r"^scontrol failed: .*Unable to contact slurm controller") as caught:
+        SlurmBackend(slurm_conf=str(conf)).status(["1_0"])
     assert "\n" not in str(caught.value)
+    with pytest.raises(BackendUnavailable, match="Slurm config .* does not exist"):
+        SlurmBackend(slurm_conf=str(tmp_path / "missing.conf")).cancel(["1_0"])
 
 
 # --- htcondor ------------------------------------------------------------------------------------
