@@ -22,6 +22,8 @@ from shared.jobdesc import load_job_description
 from . import __version__
 
 log = logging.getLogger("severus")
+# Messages go to the job's log file only; stderr gets the one line main() prints.
+log.addHandler(logging.NullHandler())
 
 WRAPPER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -159,11 +161,9 @@ def cmd_check(args):
             from .access import detect_access
             access = detect_access(site, "read")
             checks.append(("access", True, f"{access.mode} ({access.reason})"))
-        except SeverusError as exc:
-            checks.append(("access", False, exc.one_line()))
-            code = code or exc.code
-        except ImportError:
-            checks.append(("access", True, "not checked (access detection not available)"))
+        except Exception as exc:  # NoAccess or a broken mount: a failed check, not a crash
+            checks.append(("access", False, getattr(exc, "one_line", lambda: str(exc))()))
+            code = code or 4
     if args.json:
         print(json.dumps({"ok": code == 0, "code": code,
                           "checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks]},

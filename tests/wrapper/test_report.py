@@ -8,6 +8,7 @@ the same port. The integrator adds the same scenarios against the real sbk.
 import json
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -34,7 +35,7 @@ def poll(predicate, timeout=10.0, what="condition"):
 
 
 class EventServer:
-    """The events and log routes of sbk, in memory; `stop()`/`start()` keep the port."""
+    """The events, log and catalog routes of sbk, in memory; `stop()`/`start()` keep the port."""
 
     def __init__(self, job_id=42, current_attempt=1):
         self.job_id = job_id
@@ -45,6 +46,7 @@ class EventServer:
         self.batches = []         # sizes of accepted request bodies
         self.command = None
         self.logs = {}
+        self.catalog = {}         # lfn -> {lfn, size, adler32, replicas: [{site, surl}]}
         self._httpd = None
         self.port = 0
         self.lock = threading.Lock()
@@ -68,10 +70,44 @@ class EventServer:
                 self.end_headers()
                 self.wfile.write(raw)
 
+            def _catalog(self, method, raw):
+                url = urllib.parse.urlsplit(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query))
+                with owner.lock:
+                    if method == "POST":
+                        r = json.loads(raw)
+                        entry = owner.catalog.setdefault(r["lfn"], {
+                            "lfn": r["lfn"], "size": r["size"], "adler32": r["adler32"],
+                            "replicas": []})
+                        replica = {"site": r["site"], "surl": r["surl"]}
+                        if replica not in entry["replicas"]:
+                            entry["replicas"].append(replica)
+                        return self._reply(201, entry)
+                    if method == "DELETE":
+                        entry = owner.catalog.get(query.get("lfn"), {"replicas": []})
+                        entry["replicas"] = [r for r in entry["replicas"]
+                                             if r["site"] != query.get("site")]
+                        return self._reply(200, {})
+                    if url.path.endswith("/files"):
+                        prefix = query["dir"].rstrip("/") + "/"
+                        return self._reply(200, {"files": [e for lfn, e in sorted(owner.catalog.items())
+                                                           if lfn.startswith(prefix)]})
+                    if query.get("lfn") in owner.catalog:
+                        return self._reply(200, owner.catalog[query["lfn"]])
+                    return self._reply(404, {"error": "not-found", "message": "no such lfn"})
+
+            def do_GET(self):
+                return self._catalog("GET", b"")
+
+            def do_DELETE(self):
+                return self._catalog("DELETE", b"")
+
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                     return self._reply(401, {"error": "bad-token", "message": "unknown token"})
+                if self.path.startswith("/api/v1/catalog/"):
+                    return self._catalog("POST", raw)
                 if self.path != f"/api/v1/jobs/{owner.job_id}/events":
                     return self._reply(403, {"error": "forbidden", "message": self.path})
                 body = json.loads(raw)
