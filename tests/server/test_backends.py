@@ -11,7 +11,7 @@ from server.backends import (BACKENDS, BackendError, BackendUnavailable, Bunch, 
                              LocalBackend, SlurmBackend, create_backend, split_bunches)
 from server.backends.base import PYZ_NAME, wrapper_argv
 from server.backends.slurm import _batch_state
-from tests.infra.slurm import slurm_available, start_slurm
+from tests.infra.slurm import slurm_cluster  # noqa: F401 (session fixture)
 
 # Stand-in for `severus run`: records when it ran and where, then exits with the code the job asks for.
 FAKE_WRAPPER = '''
@@ -36,16 +36,6 @@ def fake_wrapper(tmp_path_factory):
     path = tmp_path_factory.mktemp("wrapper") / "fake_severus.py"
     path.write_text(FAKE_WRAPPER)
     return [sys.executable, str(path)]
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    """A private single-node Slurm for the whole session, stopped by PID at the end."""
-    if not slurm_available():
-        pytest.fail("Slurm is not installed: run `make test` (it installs slurmd slurmctld slurm-client munge)")
-    cluster = start_slurm(tmp_path_factory.mktemp("slurm"))
-    yield cluster
-    cluster.stop()
 
 
 def make_bunch(tmp_path, specs, first_id=1):
