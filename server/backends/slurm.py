@@ -5,6 +5,7 @@ batch script picks `job-$SLURM_ARRAY_TASK_ID.json` from the sandbox.
 """
 import os
 import re
+import shlex
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -31,7 +32,7 @@ _GJID = re.compile(r"(\d+)_(\d+)")
 
 BATCH_SCRIPT = """#!/bin/bash
 # Written by Severus: array task $SLURM_ARRAY_TASK_ID runs job-<task>.json of this sandbox.
-cd {sandbox} || exit 60
+cd {sandbox} || exit 99   # 099: unexpected wrapper error (CONTRACT §5)
 exec {command}
 """
 
@@ -54,7 +55,7 @@ class SlurmBackend(Backend):
         sandbox = make_sandbox(bunch, self.wrapper)
         command = sandbox_wrapper(sandbox, self.wrapper, self.python) + run_args("$SLURM_ARRAY_TASK_ID")
         script = sandbox / "batch.sh"
-        script.write_text(BATCH_SCRIPT.format(sandbox=shell_join([str(sandbox)]), command=shell_join(command)))
+        script.write_text(BATCH_SCRIPT.format(sandbox=shlex.quote(str(sandbox)), command=shell_join(command)))
         args = ["sbatch", "--parsable", f"--array=0-{len(bunch.jobs) - 1}", f"--job-name=severus-{bunch.site}",
                 f"--chdir={sandbox}", f"--output={sandbox}/job-%a.out"]
         if self.partition:

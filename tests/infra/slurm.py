@@ -5,6 +5,7 @@ spool and logs; ports are chosen free. No systemd is needed (INFRA.md). Clients
 find the cluster through `SLURM_CONF` (see `SlurmCluster.env`). The daemons run
 in the foreground as our children and are stopped by PID.
 """
+import ctypes
 import os
 import shutil
 import signal
@@ -13,6 +14,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from server.xrootd_se import free_port
 
@@ -58,7 +61,8 @@ class SlurmCluster:
         return "\n".join(out)
 
     def stop(self, timeout=10.0):
-        """SIGTERM each daemon (slurmd first, munged last), SIGKILL what lingers."""
+        """Cancel leftover jobs, then SIGTERM each daemon (slurmd first, munged last), SIGKILL what lingers."""
+        self._drain_jobs(deadline=time.monotonic() + timeout / 2)
         for name in reversed(list(self.procs)):
             proc = self.procs.pop(name)
             if proc.poll() is not None:
@@ -69,6 +73,18 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+    def _drain_jobs(self, deadline):
+        """A job still running would outlive slurmd in its slurmstepd: cancel it and wait for the queue to empty."""
+        if self.procs.get("slurmctld") is None or self.procs["slurmctld"].poll() is not None:
+            return
+        self.run("scancel", f"--user={os.getuid()}", timeout=10)
+        while time.monotonic() < deadline:
+            queue = self.run("squeue", "-h", "-o", "%i", timeout=10)
+            if queue.returncode != 0 or not queue.stdout.strip():
+                return
+            time.sleep(0.1)
 
 
 def _write_munge(base):
@@ -172,7 +188,8 @@ def start_slurm(base, timeout=30.0):
             out = open(log / f"{name}.out", "wb")
             with out:
                 cluster.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                                       stdin=subprocess.DEVNULL, env=cluster.env())
+                                                       stdin=subprocess.DEVNULL, env=cluster.env(),
+                                                       preexec_fn=_die_with_parent)
             if name == "munged":
                 _wait_for_path(munge_socket, cluster, deadline)
         _wait_ready(cluster, deadline)
@@ -182,9 +199,25 @@ def start_slurm(base, timeout=30.0):
     return cluster
 
 
+def _die_with_parent():
+    """In the child: SIGTERM when the test process dies, so a killed run leaves no daemons behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG (Linux)
+
+
 def _wait_for_path(path, cluster, deadline):
     while not path.exists():
         proc = cluster.procs["munged"]
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SlurmStartError(f"munged did not create {path}\n{cluster.log_tail()}")
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A private single-node Slurm for the whole session (import this fixture into a test module or conftest)."""
+    if not slurm_available():
+        pytest.fail("Slurm is not installed: run `make test` (it installs slurmd slurmctld slurm-client munge)")
+    cluster = start_slurm(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()
