@@ -63,7 +63,9 @@ def job_details(job):
         {"attempt": e.attempt, "seq": e.seq, "time": m.iso(e.time), "received_at": m.iso(e.received_at),
          "status": e.status, "kind": e.kind, "step": e.step, "message": e.message, "code": e.code,
          "metrics": e.metrics or {}, "tail": e.tail or []}
-        for e in m.Event.select().where(m.Event.job == job.id).order_by(m.Event.attempt, m.Event.seq)]
+        # The server's own final event (seq 0) closes its attempt: it goes last.
+        for e in sorted(m.Event.select().where(m.Event.job == job.id),
+                        key=lambda e: (e.attempt, e.seq == SERVER_SEQ, e.seq))]
     d["outputs"] = [
         {"lfn": r.file.lfn, "size": r.file.size, "adler32": r.file.adler32, "site": r.site,
          "surl": r.surl, "attempt": r.attempt}

@@ -112,7 +112,7 @@ def list_jobs():
                     "total": count.count(), "page": page, "per_page": per_page})
 
 
-@bp.get("/jobs/<int:job_id>")
+@bp.get("/jobs/<id:job_id>")
 @auth.require("monitoring")
 def get_job(job_id):
     return jsonify(jobs.job_details(jobs.get_job(job_id)))
@@ -123,7 +123,7 @@ def base_url():
     return settings().public_url or request.host_url.rstrip("/")
 
 
-@bp.get("/jobs/<int:job_id>/description")
+@bp.get("/jobs/<id:job_id>/description")
 @auth.require(*SUBMITTERS)
 def get_description(job_id):
     with db.write_transaction():
@@ -131,7 +131,7 @@ def get_description(job_id):
         return jsonify(jobs.job_description(job, base_url()))
 
 
-@bp.post("/jobs/<int:job_id>/events")
+@bp.post("/jobs/<id:job_id>/events")
 def post_events(job_id):
     attempt = auth.job_attempt(job_id)
     events = parse_events(json_body((dict, list)))
@@ -140,19 +140,19 @@ def post_events(job_id):
     return jsonify(reply)
 
 
-@bp.post("/jobs/<int:job_id>/kill")
+@bp.post("/jobs/<id:job_id>/kill")
 @auth.require(*SUBMITTERS)
 def kill(job_id):
     return jsonify(jobs.kill_job(job_id))
 
 
-@bp.post("/jobs/<int:job_id>/resubmit")
+@bp.post("/jobs/<id:job_id>/resubmit")
 @auth.require(*SUBMITTERS)
 def resubmit(job_id):
     return jsonify(jobs.resubmit_job(job_id))
 
 
-@bp.put("/jobs/<int:job_id>/log")
+@bp.put("/jobs/<id:job_id>/log")
 def put_log(job_id):
     attempt = auth.job_attempt(job_id)
     number = query_int("attempt", attempt.number, lo=1, hi=100_000)
@@ -173,7 +173,7 @@ def put_log(job_id):
     return jsonify({"stored": len(data)})
 
 
-@bp.get("/jobs/<int:job_id>/log")
+@bp.get("/jobs/<id:job_id>/log")
 @auth.require("monitoring")
 def get_log(job_id):
     job = jobs.get_job(job_id)

@@ -100,7 +100,7 @@ def list_requests():
     return jsonify({"requests": [request_dict(r) for r in query.limit(limit)]})
 
 
-@bp.get("/requests/<int:request_id>")
+@bp.get("/requests/<id:request_id>")
 @auth.require("monitoring")
 def show_request(request_id):
     return jsonify(request_dict(get_request(request_id)))
@@ -156,7 +156,7 @@ def create_request():
     return jsonify(request_dict(req)), 201
 
 
-@bp.patch("/requests/<int:request_id>")
+@bp.patch("/requests/<id:request_id>")
 @auth.require(MANAGER)
 def update_request(request_id):
     body = json_body()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from server.backends import (BACKENDS, BackendError, BackendUnavailable, Bunch, HTCondorBackend, JobSpec,
+from server.backends import (BACKENDS, BackendError, BackendUnavailable, BatchState, Bunch, HTCondorBackend, JobSpec,
                              LocalBackend, SlurmBackend, create_backend, split_bunches)
 from server.backends.base import PYZ_NAME, wrapper_argv
-from server.backends.slurm import _batch_state
+from server.backends.slurm import _batch_state, _task_records
 from tests.infra.slurm import slurm_cluster  # noqa: F401 (session fixture)
 
 # Stand-in for `severus run`: records when it ran and where, then exits with the code the job asks for.
@@ -246,3 +246,11 @@ def test_htcondor_without_bindings_or_schedd_is_unavailable(tmp_path):
 def test_htcondor_needs_a_packed_wrapper(tmp_path):
     with pytest.raises(BackendError, match="needs `wrapper` = a severus.pyz"):
         HTCondorBackend().prepare(make_bunch(tmp_path, [{}]))
+
+
+def test_slurm_pending_task_ranges_expand_to_each_gjid():
+    line = ("JobId=7 ArrayJobId=7 ArrayTaskId=2-4,6%2 JobName=severus-X JobState=PENDING Reason=Resources "
+            "ExitCode=0:0")
+    records = _task_records(line)
+    assert sorted(records) == ["7_2", "7_3", "7_4", "7_6"]
+    assert _batch_state(records["7_3"]) == BatchState("pending", "Slurm PENDING: Resources", None)
