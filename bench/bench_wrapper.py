@@ -29,7 +29,8 @@ def run_job(tmp, payload_env, events, watch=None):
     try:
         over = {"payload": {"module": "fastsim", "parameters": PARAMS, "env": payload_env},
                 "job": {"id": 42, "runnum": 10000003, "attempt": 1, "session": "FastSim",
-                        "production": "2010_July", "request": 7, "events": events}}
+                        "production": "2010_July", "request": 7, "events": events},
+                "limits": {"max_wct_s": 3600}}
         node = Node(Path(tmp), server, **over)
         began = time.monotonic()
         proc = subprocess.Popen(node.argv("--sample-s", "2"), cwd=ROOT, stdout=subprocess.DEVNULL,
