@@ -133,6 +133,10 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:   # the demo parses its own options
+        from . import demo
+        return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "db", None):
         os.environ["SBK_DB"] = args.db

@@ -1,6 +1,7 @@
 """The SBK4 model (seed 000) as peewee models bound to `db.database`.
 
-Times are naive UTC datetimes, except `Job.heartbeat_at` (Unix seconds) so the
+Floats are DOUBLE PRECISION (peewee's FloatField is a 4-byte REAL on
+PostgreSQL: Unix seconds would round to minutes). Times are naive UTC datetimes, except `Job.heartbeat_at` (Unix seconds) so the
 reaper can compare `heartbeat_at + k * heartbeat_s` with now in plain SQL on
 both SQLite and PostgreSQL.
 """
@@ -146,10 +147,10 @@ class Request(BaseModel):
     required_events = pw.BigIntegerField(default=0)
     events_per_job = pw.BigIntegerField(default=0)
     num_jobs = pw.IntegerField(default=0)
-    event_time_s = pw.FloatField(default=0.0)
-    max_wct_s = pw.FloatField(default=86400.0)
-    max_rss_mb = pw.FloatField(default=0.0)
-    stall_s = pw.FloatField(default=0.0)
+    event_time_s = pw.DoubleField(default=0.0)
+    max_wct_s = pw.DoubleField(default=86400.0)
+    max_rss_mb = pw.DoubleField(default=0.0)
+    stall_s = pw.DoubleField(default=0.0)
     input_mode = pw.CharField(max_length=8, default="NONE")
     input_paths = JSONField(default=list)
     output_lfn = pw.CharField(max_length=1024)
@@ -218,9 +219,9 @@ class Job(BaseModel):
     backend = pw.CharField(max_length=32, null=True)
     attempt = pw.IntegerField(default=1)          # the current attempt number
     last_seq = pw.BigIntegerField(default=0)      # highest seq applied in this attempt
-    heartbeat_s = pw.FloatField(default=300.0)
-    heartbeat_at = pw.FloatField(null=True)       # Unix seconds of the last report
-    wct = pw.FloatField(null=True)
+    heartbeat_s = pw.DoubleField(default=300.0)
+    heartbeat_at = pw.DoubleField(null=True)       # Unix seconds of the last report
+    wct = pw.DoubleField(null=True)
     report = JSONField(null=True)
     search = pw.CharField(max_length=1024, default="")   # lower-case text for `q`
     prepared_at = pw.DateTimeField(default=utcnow)
@@ -260,7 +261,7 @@ class Event(BaseModel):
     job = pw.ForeignKeyField(Job, on_delete="CASCADE")
     attempt = pw.IntegerField()
     seq = pw.BigIntegerField()
-    time = pw.FloatField()
+    time = pw.DoubleField()
     received_at = pw.DateTimeField(default=utcnow)
     status = pw.CharField(max_length=16)
     kind = pw.CharField(max_length=16)

@@ -1,0 +1,273 @@
+"""`sbk demo`: one whole small production on this machine, on embedded defaults.
+
+A server on SQLite in a temporary directory, a real XRootD storage element on
+loopback (or, without xrootd, a local directory as a direct-access SE), a toy
+FastSim release, one production with one request, N jobs run by `severus run`
+through the local backend, then the job table and the outputs' catalog
+entries. Exits 1 when any job did not end `done`.
+
+Everything goes through the same doors a person would use: the `sbk` command
+for the server and its first user, the HTTP API for the production, and the
+`severus` wrapper for the jobs.
+"""
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from shared.states import FINAL_STATUSES
+from .backends.base import Bunch, JobSpec
+from .backends.local import LocalBackend
+from .toy_release import build_toy_release
+from .xrootd_se import SEStartError, free_port, start_se, xrootd_available
+
+SITE = "DEMO-T1"
+LFN_PREFIX = "/grid/superbvo.org"
+SOFTWARE_LFN = f"lfn:{LFN_PREFIX}/production/FastSim/test_release/V0.2.5_SL-5.3_x86_64_rev311.tjz"
+PRODUCTION = "2026_Demo"
+PARAMETERS = {"Analysis": "HadRecoilCocktail", "Generator": "B0B0bar_SL", "Geometry": "DG_4",
+              "Background": "MixSuperbBkg_NoPair.tcl"}
+OUTPUT_LFN = f"lfn:{LFN_PREFIX}/production/FastSim/{PRODUCTION}/output/HadRecoilCocktail/DG_4/B0B0bar_SL"
+
+
+class DemoError(Exception):
+    """The demo cannot go on; the message says why in one line."""
+
+
+class Progress:
+    """Progress lines on a terminal; nothing when piped, except the results."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def step(self, text):
+        if self.live:
+            print(f"» {text}", file=self.stream, flush=True)
+
+
+@dataclass
+class Demo:
+    """What the demo started, so that it can stop it all."""
+    base: Path
+    server: subprocess.Popen = None
+    se: object = None
+    url: str = ""
+    token: str = ""
+
+    def stop(self):
+        if self.server is not None and self.server.poll() is None:
+            os.killpg(self.server.pid, signal.SIGTERM)
+            try:
+                self.server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.server.pid, signal.SIGKILL)
+                self.server.wait()
+        if self.se is not None:
+            self.se.stop()
+
+
+def sbk_command():
+    return [sys.executable, "-m", "server.cli"]
+
+
+def start_server(demo, db_url, progress):
+    """`sbk user add` then `sbk serve` on a free port; wait for /health with a deadline."""
+    env = dict(os.environ, SBK_DB=db_url)
+    out = subprocess.run(sbk_command() + ["user", "add", "demo", "--groups", "Developer"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise DemoError(f"sbk user add failed: {out.stderr.strip()}")
+    demo.token = out.stdout.strip().splitlines()[-1]
+    port = free_port()
+    demo.url = f"http://127.0.0.1:{port}"
+    log = open(demo.base / "sbk-serve.log", "w")
+    demo.server = subprocess.Popen(
+        sbk_command() + ["serve", "--port", str(port), "--workers", "2", "--public-url", demo.url],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if demo.server.poll() is not None:
+            raise DemoError(f"sbk serve exited; see {demo.base / 'sbk-serve.log'}")
+        try:
+            if requests.get(f"{demo.url}/api/v1/health", timeout=1).ok:
+                progress.step(f"server on {demo.url} ({db_url})")
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise DemoError(f"sbk serve did not answer in 30 s; see {demo.base / 'sbk-serve.log'}")
+
+
+def start_storage(demo, progress, want_xrootd=True):
+    """A real XRootD SE when installed, else a plain directory used as a direct-access SE."""
+    if want_xrootd and xrootd_available():
+        try:
+            demo.se = start_se(demo.base / "se", name="sbk-demo")
+        except SEStartError as exc:
+            raise DemoError(str(exc)) from None
+        root = demo.se.export
+        se = {"lfn_prefix": LFN_PREFIX, "urls": [demo.se.root_url, demo.se.http_url],
+              "access": "protocol"}
+        progress.step(f"XRootD SE on {demo.se.root_url} (and {demo.se.http_url})")
+    else:
+        root = demo.base / "se" / "export"
+        root.mkdir(parents=True, exist_ok=True)
+        se = {"lfn_prefix": LFN_PREFIX, "local_path": str(root), "access": "direct"}
+        print("xrootd is not installed: using a local directory as a direct-access SE", file=sys.stderr)
+    configs = demo.base / "site_configs"
+    configs.mkdir(exist_ok=True)
+    lines = [f'name = "{SITE}"', "", "[se]"]
+    for key, value in se.items():
+        rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]" if isinstance(value, list) else f'"{value}"'
+        lines.append(f"{key} = {rendered}")
+    lines += ["", "[scratch]", "min_free_gb = 0.1", ""]
+    (configs / f"{SITE}.toml").write_text("\n".join(lines))
+    return configs / f"{SITE}.toml", root
+
+
+class Api:
+    """The manager's side of the HTTP API, failing with one line on an error reply."""
+
+    def __init__(self, url, token):
+        self.base = url + "/api/v1"
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method, path, ok=(200, 201), **kw):
+        r = self.http.request(method, self.base + path, timeout=30, **kw)
+        if r.status_code not in ok:
+            raise DemoError(f"{method} {path}: HTTP {r.status_code} {r.text.strip()[:300]}")
+        return r.json() if r.content else None
+
+
+def define_production(api, release, jobs, events):
+    """Session, release, site, production and a valid request, through the API."""
+    api.call("POST", "/sessions", ok=(201, 409), json={
+        "name": "FastSim", "payload_module": "fastsim",
+        "parameters": [{"name": name} for name in PARAMETERS]})
+    api.call("POST", "/sessions/FastSim/software", ok=(201, 409), json={
+        "name": "PacProductionApp", "version": "V0.2.5", "revision": 311, "lfn": SOFTWARE_LFN,
+        "adler32": release.adler32, "workdir": release.workdir, "exe": release.exe})
+    api.call("POST", "/sites", ok=(201, 409), json={"name": SITE, "bunch_size": jobs})
+    api.call("POST", "/productions", json={"name": PRODUCTION, "session": "FastSim",
+                                           "version": "V0.2.5", "revision": 311})
+    request = api.call("POST", "/requests", json={
+        "production": PRODUCTION, "min_runnum": 10000000, "events_per_job": events,
+        "parameters": PARAMETERS, "input_mode": "NONE", "output_lfn": OUTPUT_LFN,
+        "output_sites": [SITE], "max_wct_s": 600, "note": "sbk demo"})
+    api.call("PATCH", f"/requests/{request['id']}", json={"status": "valid"})
+    return request
+
+
+def upload_release(release, site_config, root, api):
+    """Put the toy tarball on the SE through the wrapper's own transfer code, and register it."""
+    from wrapper.siteconfig import load_site_config
+    from wrapper.transfer import make_transfer
+
+    site = load_site_config(site_config)
+    base = site.se.urls[0] if site.se.urls else site.se.local_path
+    surl = site.se.url(base, SOFTWARE_LFN)
+    transfer = make_transfer(surl)
+    transfer.mkdir(surl.rsplit("/", 1)[0])
+    transfer.copy_out(str(release.path), surl, timeout=60, adler32=release.adler32)
+    api.call("POST", "/catalog/replicas", json={
+        "lfn": SOFTWARE_LFN, "site": SITE, "surl": surl, "size": release.size,
+        "adler32": release.adler32})
+
+
+def run_jobs(api, demo, job_ids, site_config, progress, timeout):
+    """Hand the prepared jobs to the local backend; wait until each is final."""
+    specs = []
+    for job_id in job_ids:
+        desc = api.call("GET", f"/jobs/{job_id}/description")
+        specs.append(JobSpec(job_id=job_id, runnum=desc["job"]["runnum"], description=desc))
+    backend = LocalBackend(max_parallel=len(specs),
+                           env={"SEVERUS_SITE_CONFIGS": str(site_config.parent)})
+    try:
+        backend.submit(Bunch(site=SITE, jobs=tuple(specs), site_config=site_config.read_text(),
+                             workdir=str(demo.base / "jobs")))
+        progress.step(f"{len(specs)} jobs started with `severus run` (local backend)")
+        deadline = time.monotonic() + timeout
+        finals = {s.value for s in FINAL_STATUSES}
+        while True:
+            jobs = [api.call("GET", f"/jobs/{job_id}") for job_id in job_ids]
+            if all(j["status"] in finals for j in jobs):
+                return jobs
+            if time.monotonic() > deadline:
+                raise DemoError(f"jobs not final after {timeout:.0f} s: "
+                                + ", ".join(f"{j['runnum']} {j['status']}" for j in jobs))
+            time.sleep(0.2)
+    finally:
+        backend.close()
+
+
+def print_results(jobs, files):
+    print(f"{'runnum':>10}  {'status':<14} {'step':<11} {'site':<8} {'wct (s)':>8}")
+    for j in sorted(jobs, key=lambda j: j["runnum"]):
+        status = j["status"] + ("" if j.get("error_code") in (None, 0) else f" {j['error_code']:03d}")
+        wct = f"{j['wct_s']:.2f}" if j.get("wct_s") is not None else "-"
+        print(f"{j['runnum']:>10}  {status:<14} {j.get('step') or '-':<11} {j.get('site') or '-':<8} {wct:>8}")
+    print(f"\ncatalog: {len(files)} files under {OUTPUT_LFN}")
+    for f in files:
+        for r in f["replicas"]:
+            print(f"  {f['lfn']}  {f['size']:>8} B  adler32 {f['adler32']}  {r['site']}  {r['surl']}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="sbk demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=4, help="number of jobs (default 4)")
+    parser.add_argument("--events", type=int, default=1000, help="events per job (default 1000)")
+    parser.add_argument("--workdir", help="keep everything in this directory (default: a temp dir, removed)")
+    parser.add_argument("--keep", action="store_true", help="leave the server and SE running")
+    parser.add_argument("--no-xrootd", action="store_true", help="use a direct-access directory SE")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for the jobs")
+    args = parser.parse_args(argv)
+    progress = Progress()
+    base = Path(args.workdir or tempfile.mkdtemp(prefix="sbk-demo-")).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    demo = Demo(base=base)
+    started = time.monotonic()
+    try:
+        site_config, root = start_storage(demo, progress, want_xrootd=not args.no_xrootd)
+        start_server(demo, f"sqlite:///{base / 'sbk.db'}", progress)
+        api = Api(demo.url, demo.token)
+        release = build_toy_release(base)
+        upload_release(release, site_config, root, api)
+        progress.step(f"toy FastSim release {release.adler32} on the SE and in the catalog")
+        request = define_production(api, release, args.jobs, args.events)
+        progress.step(f"production {PRODUCTION}, request {request['id']} valid")
+        plan = api.call("POST", "/submissions", json={
+            "production": PRODUCTION, "bulks": [{"request": request["id"], "sites": [SITE],
+                                                 "runs": args.jobs, "events": args.events,
+                                                 "log_to_db": True}]})
+        jobs = run_jobs(api, demo, plan["job_ids"], site_config, progress, args.timeout)
+        files = api.call("GET", "/catalog/files", params={"dir": OUTPUT_LFN})["files"]
+        print_results(jobs, files)
+        bad = [j for j in jobs if j["status"] != "done"]
+        print(f"\n{len(jobs) - len(bad)}/{len(jobs)} jobs done in {time.monotonic() - started:.1f} s"
+              + (f"; work in {base}" if args.keep or args.workdir else ""))
+        if args.keep:
+            print(f"server {demo.url} token {demo.token}; stop with: kill {demo.server.pid}"
+                  + (f" {demo.se.pid}" if demo.se else ""))
+            demo.server = demo.se = None
+        return 1 if bad else 0
+    except (DemoError, requests.RequestException, OSError) as exc:
+        print(f"sbk demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        demo.stop()
+        if not args.workdir and not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
