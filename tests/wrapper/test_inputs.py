@@ -178,3 +178,27 @@ def test_without_gfal2_the_command_line_moves_the_same_files(monkeypatch, area, 
     paths = stage_inputs(ctx, catalog=catalog)
     assert [adler32(p.read_bytes()) for p in paths] == [adler32(files[r]) for r in sorted(files)]
     assert {t["tool"] for t in ctx.transfers} == {tool}
+
+
+@pytest.mark.parametrize("scheme", ["root", "http", "direct"])
+def test_many_files_go_in_bulk_and_each_is_verified(area, catalog, make_site, make_ctx, scheme):
+    site = site_for(make_site, area, scheme, parallel=2)
+    files = input_files("bulk", n=12, size=2000)
+    publish(area, catalog, site, files)
+    ctx = make_ctx(site, input={"mode": "LIST", "paths": [lfn(r) for r in sorted(files)]})
+    paths = stage_inputs(ctx, catalog=catalog)
+    assert [p.read_bytes() for p in paths] == [files[r] for r in sorted(files)]
+    assert len(ctx.transfers) == 12 and {t["bulk"] for t in ctx.transfers} == {6}
+
+
+def test_a_corrupted_file_in_a_bulk_is_retried_alone_then_021(area, catalog, make_site, make_ctx):
+    site = site_for(make_site, area, "root", parallel=2)
+    files = input_files("bulkbad", n=10, size=2000)
+    publish(area, catalog, site, files)
+    area.put("bulkbad/f3.root", bytes(len(files["bulkbad/f3.root"])))
+    ctx = make_ctx(site, input={"mode": "LIST", "paths": [lfn(r) for r in sorted(files)]})
+    with pytest.raises(InputChecksumMismatch):
+        stage_inputs(ctx, catalog=catalog)
+    bad = [t for t in ctx.transfers if t["source"].endswith("f3.root")]
+    assert [("bulk" in t, "checksum" in t["error"]) for t in bad] == [(True, True), (False, True), (False, True)]
+    assert not (ctx.workdir / "inputs" / "f3.root").exists()
