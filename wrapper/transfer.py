@@ -94,14 +94,19 @@ class Transfer:
         return adler32
 
     def copy_out(self, local_path, url, timeout, adler32=None):
-        """Upload, creating parents; the SE's adler32 must match `adler32` (default: the file's)."""
-        if adler32 is None:
-            adler32 = adler32_file(local_path)
-        self._copy(str(local_path), url, timeout, adler32)
-        return adler32
+        """Upload, creating parents; return the adler32 the SE computes of what it holds,
+        which must equal `adler32` (default: the file's, computed while the upload runs)."""
+        local = None if adler32 else _BackgroundAdler32(local_path)
+        self._copy(str(local_path), url, timeout, None)
+        expected = adler32 or local.result()
+        stored = self.checksum(url)
+        if stored != expected:
+            raise TransferError("checksum", f"copy {local_path} -> {url}: the SE computes adler32 {stored},"
+                                            f" the file has {expected}")
+        return stored
 
     def _copy(self, src, dst, timeout, adler32):
-        """One copy whose destination's adler32, computed where it lands, must equal `adler32`."""
+        """One copy; with `adler32`, the destination's checksum, computed where it lands, must match."""
         raise NotImplementedError
 
     def copy_in_many(self, items, timeout):
@@ -169,8 +174,9 @@ class Gfal2Transfer(Transfer):
         params.overwrite = True
         params.create_parent = True
         params.timeout = int(max(1, timeout))
-        # target mode: one checksum, computed by the destination, compared with the known value.
-        params.set_checksum(gfal2.checksum_mode.target, "adler32", adler32)
+        if adler32:
+            # target mode: one checksum, computed by the destination, compared with the known value.
+            params.set_checksum(gfal2.checksum_mode.target, "adler32", adler32)
         with self._errors(f"copy {src} -> {dst}"):
             self._context().filecopy(params, _file_url(src) if is_local(src) else src,
                                      _file_url(dst) if is_local(dst) else dst)
@@ -269,13 +275,9 @@ class PosixTransfer(Transfer):
     def copy_in(self, url, local_path, timeout, adler32=None):
         return self._stream(url, local_path, timeout, adler32)
 
-    def copy_out(self, local_path, url, timeout, adler32=None):
-        value = self._stream(local_path, url, timeout, adler32)
-        # What the storage holds, read back: the POSIX analogue of the SE's checksum.
-        stored = self.checksum(url)
-        if stored != value:
-            raise TransferError("checksum", f"copy {local_path} -> {url}: stored adler32 {stored} != {value}")
-        return value
+    def _copy(self, src, dst, timeout, adler32):
+        # copy_out then reads the stored file back: the POSIX analogue of the SE's checksum.
+        self._stream(src, dst, timeout, adler32)
 
     def stat(self, url):
         with self._errors(f"stat {url}"):
@@ -338,11 +340,13 @@ class CliTransfer(Transfer):
     def _copy(self, src, dst, timeout, adler32):
         what = f"copy {src} -> {dst}"
         if _is_root(src) or _is_root(dst):
-            args = ["xrdcp", "-f", "-s", "--path", "--cksum", f"adler32:{adler32}", src, dst]
+            args = ["xrdcp", "-f", "-s", "--path"] + (["--cksum", f"adler32:{adler32}"] if adler32 else [])
+            args += [src, dst]
         else:
-            args = ["gfal-copy", "-f", "-p", "-t", str(int(max(1, timeout))),
-                    "-K", f"adler32:{adler32}", "--checksum-mode", "target",
-                    _file_url(src) if is_local(src) else src, _file_url(dst) if is_local(dst) else dst]
+            args = ["gfal-copy", "-f", "-p", "-t", str(int(max(1, timeout)))]
+            if adler32:
+                args += ["-K", f"adler32:{adler32}", "--checksum-mode", "target"]
+            args += [_file_url(src) if is_local(src) else src, _file_url(dst) if is_local(dst) else dst]
         self._run(args, what, timeout)
 
     def _xrdfs(self, url, *args, what):
@@ -400,6 +404,28 @@ class CliTransfer(Transfer):
             self._xrdfs(src, "mv", None, dst_path, what=f"rename {src} -> {dst}")
         else:
             self._run(["gfal-rename", src, dst], f"rename {src} -> {dst}")
+
+
+class _BackgroundAdler32:
+    """A local file's adler32 computed in a thread, overlapping an upload (zlib drops the GIL)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._result = {}
+        self._thread = threading.Thread(target=self._run, name="severus-adler32", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            self._result["value"] = adler32_file(self.path)
+        except OSError as exc:
+            self._result["error"] = exc
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._result:
+            raise TransferError("failed", f"cannot read {self.path}: {self._result['error']}")
+        return self._result["value"]
 
 
 def make_transfer(url, tool="auto"):
