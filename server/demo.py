@@ -191,7 +191,7 @@ def run_jobs(api, demo, job_ids, site_config, progress, timeout):
         desc = api.call("GET", f"/jobs/{job_id}/description")
         specs.append(JobSpec(job_id=job_id, runnum=desc["job"]["runnum"], description=desc))
     backend = LocalBackend(max_parallel=len(specs),
-                           env={"SEVERUS_SITE_CONFIGS": str(site_config.parent)})
+                           env=dict(os.environ, SEVERUS_SITE_CONFIGS=str(site_config.parent)))
     try:
         backend.submit(Bunch(site=SITE, jobs=tuple(specs), site_config=site_config.read_text(),
                              workdir=str(demo.base / "jobs")))

@@ -22,10 +22,7 @@ SERVER_SEQ = 0   # seq of the events the server itself writes (wrappers count fr
 
 def get_job(job_id):
     """The job, or 404."""
-    job = m.Job.get_or_none(m.Job.id == job_id)
-    if job is None:
-        raise not_found(f"job {job_id} does not exist")
-    return job
+    return m.get_or_404(m.Job, m.Job.id == job_id, f"job {job_id}")
 
 
 def _locked_job(job_id):

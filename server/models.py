@@ -40,6 +40,15 @@ def iso(value):
     return value.isoformat(timespec="seconds") + "Z"
 
 
+def get_or_404(model, condition, what):
+    """The one row matching `condition`, or ApiError 404 naming `what`."""
+    from .errors import not_found   # errors imports nothing from models; keep models import-light
+    row = model.get_or_none(condition)
+    if row is None:
+        raise not_found(f"{what} does not exist")
+    return row
+
+
 class JSONField(pw.TextField):
     """JSON stored as text, the same on SQLite and PostgreSQL."""
 

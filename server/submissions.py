@@ -15,7 +15,7 @@ from shared.states import Status
 
 from . import db
 from . import models as m
-from .errors import ApiError, bad_request, conflict, not_found
+from .errors import bad_request, conflict, not_found
 
 # Serialises runnum allocation across PostgreSQL sessions (SQLite: BEGIN IMMEDIATE does it).
 SUBMIT_LOCK_KEY = 0x5B5

@@ -1,5 +1,5 @@
 """The file catalog: LFNs with size and adler32, and their replicas per site."""
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from shared import schema as s
 from shared.jobdesc import ADLER32_RE, NAME_RE

@@ -1,6 +1,5 @@
 """Jobs: the job monitor query, details, descriptions, reports, logs, kill and resubmit."""
 import datetime
-import time
 
 from flask import Blueprint, Response, jsonify, request
 

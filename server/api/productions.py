@@ -17,10 +17,7 @@ TEST_SUFFIX = "_test"
 
 
 def get_production(name):
-    production = m.Production.get_or_none(m.Production.name == name)
-    if production is None:
-        raise not_found(f"production {name!r} does not exist")
-    return production
+    return m.get_or_404(m.Production, m.Production.name == name, f"production {name!r}")
 
 
 def production_dict(p):

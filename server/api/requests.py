@@ -41,10 +41,7 @@ TEST_SETTINGS = ("test_output_lfn", "test_output_abs")
 
 
 def get_request(request_id):
-    req = m.Request.get_or_none(m.Request.id == request_id)
-    if req is None:
-        raise not_found(f"request {request_id} does not exist")
-    return req
+    return m.get_or_404(m.Request, m.Request.id == request_id, f"request {request_id}")
 
 
 def request_dict(req):

@@ -6,7 +6,7 @@ from shared.jobdesc import ADLER32_RE, NAME_RE
 
 from .. import auth, db
 from .. import models as m
-from ..errors import conflict, not_found
+from ..errors import conflict
 from .params import json_body
 
 bp = Blueprint("sessions", __name__)
@@ -15,10 +15,7 @@ MANAGER = "create-productions"
 
 
 def get_session(name):
-    session = m.Session.get_or_none(m.Session.name == name)
-    if session is None:
-        raise not_found(f"session {name!r} does not exist")
-    return session
+    return m.get_or_404(m.Session, m.Session.name == name, f"session {name!r}")
 
 
 def software_dict(sw):

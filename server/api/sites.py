@@ -9,7 +9,7 @@ from shared.jobdesc import NAME_RE
 
 from .. import auth, db
 from .. import models as m
-from ..errors import bad_request, conflict, not_found
+from ..errors import bad_request, conflict
 from .params import json_body
 from .productions import get_production
 from .sessions import get_session
@@ -28,10 +28,7 @@ SETTINGS = {
 
 
 def get_site(name):
-    site = m.Site.get_or_none(m.Site.name == name)
-    if site is None:
-        raise not_found(f"site {name!r} does not exist")
-    return site
+    return m.get_or_404(m.Site, m.Site.name == name, f"site {name!r}")
 
 
 def se_from_site_config(name):
