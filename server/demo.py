@@ -214,7 +214,7 @@ def print_results(jobs, files):
     print(f"{'runnum':>10}  {'status':<14} {'step':<11} {'site':<8} {'wct (s)':>8}")
     for j in sorted(jobs, key=lambda j: j["runnum"]):
         status = j["status"] + ("" if j.get("error_code") in (None, 0) else f" {j['error_code']:03d}")
-        wct = f"{j['wct_s']:.2f}" if j.get("wct_s") is not None else "-"
+        wct = f"{j['wct']:.2f}" if j.get("wct") is not None else "-"
         print(f"{j['runnum']:>10}  {status:<14} {j.get('step') or '-':<11} {j.get('site') or '-':<8} {wct:>8}")
     print(f"\ncatalog: {len(files)} files under {OUTPUT_LFN}")
     for f in files:

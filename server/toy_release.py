@@ -54,12 +54,13 @@ def build_toy_release(directory, name="V0.2.5_SL-5.3_x86_64_rev311.tjz"):
     """Write the toy tarball into `directory`; return where it is and its adler32."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for dirname in ("FastSim", WORKDIR, f"{WORKDIR}/bin"):
+        # CONTRACT §1: workdir and exe are both relative to the unpack root.
+        for dirname in ("FastSim", WORKDIR, "bin"):
             info = tarfile.TarInfo(dirname)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
         data = EXE_SOURCE.encode()
-        info = tarfile.TarInfo(f"{WORKDIR}/{EXE}")
+        info = tarfile.TarInfo(EXE)
         info.size, info.mode = len(data), 0o755
         tar.addfile(info, io.BytesIO(data))
     blob = buf.getvalue()

@@ -234,3 +234,7 @@ def main(argv=None):
         error = WrapperError(f"{type(exc).__name__}: {exc} (traceback in {where})")
         print(error.one_line(), file=sys.stderr)
         return error.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

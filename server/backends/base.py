@@ -96,7 +96,7 @@ Wrapper = Union[None, str, Sequence[str]]
 def wrapper_argv(wrapper: Wrapper, python: str = "python3") -> list:
     """The command that starts `severus`: None = this interpreter's module, a .pyz path, or an argv."""
     if wrapper is None:
-        return [sys.executable, "-m", "wrapper.cli"]
+        return [sys.executable, "-m", "wrapper"]
     if isinstance(wrapper, (str, Path)):
         path = Path(wrapper)
         if not path.is_file():

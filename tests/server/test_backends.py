@@ -92,7 +92,7 @@ def test_split_bunches_keeps_order_and_size(tmp_path):
 
 
 def test_wrapper_argv_forms(tmp_path):
-    assert wrapper_argv(None) == [sys.executable, "-m", "wrapper.cli"]
+    assert wrapper_argv(None) == [sys.executable, "-m", "wrapper"]
     pyz = tmp_path / PYZ_NAME
     pyz.write_bytes(b"#!/usr/bin/env python3\n")
     assert wrapper_argv(str(pyz), python="python3.9") == ["python3.9", str(pyz)]
