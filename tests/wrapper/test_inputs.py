@@ -26,6 +26,13 @@ def input_files(prefix, n=3, size=50_000):
     return {f"{prefix}/f{i}.root": os.urandom(size + i) for i in range(n)}
 
 
+def stage_dir(make_ctx, site, catalog, rel):
+    """Stage a DIR input; {path below inputs/: content}."""
+    ctx = make_ctx(site, input={"mode": "DIR", "paths": [lfn(rel)]})
+    paths = stage_inputs(ctx, catalog=catalog)
+    return {p.relative_to(ctx.workdir / "inputs").as_posix(): p.read_bytes() for p in paths}
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_file_mode(area, catalog, make_site, make_ctx, scheme):
     site = site_for(make_site, area, scheme)
@@ -55,10 +62,7 @@ def test_dir_mode_from_the_catalog(area, catalog, make_site, make_ctx, scheme):
     site = site_for(make_site, area, scheme)
     files = dict(input_files("dir", n=2), **input_files("dir/sub", n=2))
     publish(area, catalog, site, files)
-    ctx = make_ctx(site, input={"mode": "DIR", "paths": [lfn("dir")]})
-    paths = stage_inputs(ctx, catalog=catalog)
-    got = {p.relative_to(ctx.workdir / "inputs").as_posix(): p.read_bytes() for p in paths}
-    assert got == {rel[len("dir/"):]: data for rel, data in files.items()}
+    assert stage_dir(make_ctx, site, catalog, "dir") == {rel[len("dir/"):]: d for rel, d in files.items()}
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -67,10 +71,7 @@ def test_dir_mode_lists_the_se_when_the_catalog_has_nothing(area, catalog, make_
     files = dict(input_files("raw", n=2), **input_files("raw/deeper", n=1))
     for rel, data in files.items():
         area.put(rel, data)
-    ctx = make_ctx(site, input={"mode": "DIR", "paths": [lfn("raw")]})
-    paths = stage_inputs(ctx, catalog=catalog)
-    got = {p.relative_to(ctx.workdir / "inputs").as_posix(): p.read_bytes() for p in paths}
-    assert got == {rel[len("raw/"):]: data for rel, data in files.items()}
+    assert stage_dir(make_ctx, site, catalog, "raw") == {rel[len("raw/"):]: d for rel, d in files.items()}
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
