@@ -43,7 +43,7 @@ class Node:
             f'local_path = "{self.se}"\naccess = "direct"\n[scratch]\nmin_free_gb = 0\n')
         software = {"name": "PacProductionApp", "version": "V0.2.5", "revision": 311,
                     "lfn": SW_LFN, "adler32": release.adler32, "workdir": release.workdir,
-                    "exe": f"{release.workdir}/{release.exe}"}  # relative to the unpack root
+                    "exe": release.exe}  # both relative to the unpack root
         over = {"software": software, "payload": {"module": "fastsim", "parameters": PARAMS},
                 "output": {"lfn_dir": "lfn:/grid/superbvo.org/production/FastSim/out",
                            "sites": ["TEST-SITE"], "patterns": ["*.root"]},

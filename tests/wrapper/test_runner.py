@@ -62,7 +62,7 @@ class LocalStages:
         with tarfile.open(self.release.path) as tar:
             tar.extractall(root)
         return SoftwareArea(root=root, workdir=root / self.release.workdir,
-                            exe=root / self.release.workdir / self.release.exe)
+                            exe=root / self.release.exe)
 
     def stage_inputs(self, ctx):
         self._enter("stage_inputs")
