@@ -22,7 +22,8 @@ setup(
         "prometheus-client>=0.14",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "vermin", "openapi-spec-validator", "tomli"],
+        "test": ["pytest>=7", "pytest-timeout", "vermin", "openapi-spec-validator", "tomli",
+                 "schemathesis"],
     },
     entry_points={
         "console_scripts": [
