@@ -1,4 +1,4 @@
-"""`sbk`: serve, init-db, user add, reap, demo.
+"""`sbk`: serve, init-db, user add, reap, demo, and the managers' client commands (client_cli).
 
 Flags become SBK_* environment variables before anything starts, so the
 server, its gunicorn workers and the reaper all read one configuration
@@ -11,7 +11,7 @@ import sys
 
 from flask import Config
 
-from . import auth, db, migrations, reaper
+from . import auth, client_cli, db, migrations, reaper
 from .settings import layer
 
 log = logging.getLogger("sbk")
@@ -129,6 +129,7 @@ def build_parser():
     demo = sub.add_parser("demo", help="run a small production on this machine", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(func=cmd_demo)
+    client_cli.add_commands(sub)   # the managers' client: me, session, ..., stats, activities
     return parser
 
 

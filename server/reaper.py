@@ -23,13 +23,14 @@ def reap_once(multiple):
 
 
 class Reaper:
-    """A daemon thread calling reap_once every `interval_s` until stop()."""
+    """A daemon thread calling reap_once every `interval_s` until stop() (subclasses change run_once)."""
+    thread_name = "sbk-reaper"
 
     def __init__(self, multiple, interval_s):
         self.multiple = multiple
         self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sbk-reaper", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
 
     def start(self):
         self._thread.start()
@@ -39,9 +40,12 @@ class Reaper:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def run_once(self):
+        reap_once(self.multiple)
+
     def _run(self):
         while not self._stop.wait(self.interval_s):
             try:
-                reap_once(self.multiple)
+                self.run_once()
             except Exception:   # a database hiccup must not end liveness checks for good
-                log.exception("reaper pass failed; trying again in %.0f s", self.interval_s)
+                log.exception("%s pass failed; trying again in %.0f s", self.thread_name, self.interval_s)

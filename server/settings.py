@@ -19,6 +19,18 @@ DEFAULTS = {
     "MAX_BODY_BYTES": 4 * 1024 * 1024,
     "MAX_LOG_BYTES": 8 * 1024 * 1024,
     "AUTO_INIT": True,             # create/upgrade the schema when the app starts
+    # Batch backends (server/batch.py): POST /submissions {"backend": ...} and the batch poller.
+    "BACKEND_WRAPPER": "",         # a severus.pyz path; empty: `<this python> -m wrapper`
+    "BACKEND_PYTHON": "python3",   # the interpreter that runs a .pyz wrapper on the node
+    "BACKEND_SANDBOX_DIR": "",     # where bunch sandboxes go; empty: ./sbk-data/sandboxes
+    "BACKEND_SITE_CONFIGS": "",    # colon list of site config dirs searched before site_configs/
+    "BACKEND_LOCAL_MAX_PARALLEL": 2,
+    "BACKEND_SLURM_CONF": "",      # SLURM_CONF for the Slurm clients; empty: the environment's
+    "BACKEND_SLURM_PARTITION": "",
+    "BACKEND_SLURM_SBATCH_ARGS": [],   # extra sbatch arguments (JSON list in the environment)
+    "BACKEND_HTCONDOR_SCHEDD": "",
+    "BATCH_POLL_INTERVAL_S": 30.0,     # batch poller of each server process; 0 = off
+    "BATCH_GRACE_S": 30.0,             # a batch job ended this long ago without a final report -> sys-failed
 }
 
 
@@ -32,6 +44,17 @@ class Settings:
     max_body_bytes: int
     max_log_bytes: int
     auto_init: bool
+    backend_wrapper: str
+    backend_python: str
+    backend_sandbox_dir: str
+    backend_site_configs: str
+    backend_local_max_parallel: int
+    backend_slurm_conf: str
+    backend_slurm_partition: str
+    backend_slurm_sbatch_args: tuple
+    backend_htcondor_schedd: str
+    batch_poll_interval_s: float
+    batch_grace_s: float
 
     @classmethod
     def from_config(cls, config):
@@ -46,6 +69,17 @@ class Settings:
                 max_body_bytes=int(config["MAX_BODY_BYTES"]),
                 max_log_bytes=int(config["MAX_LOG_BYTES"]),
                 auto_init=_flag(config["AUTO_INIT"]),
+                backend_wrapper=str(config["BACKEND_WRAPPER"]),
+                backend_python=str(config["BACKEND_PYTHON"]),
+                backend_sandbox_dir=str(config["BACKEND_SANDBOX_DIR"]),
+                backend_site_configs=str(config["BACKEND_SITE_CONFIGS"]),
+                backend_local_max_parallel=int(config["BACKEND_LOCAL_MAX_PARALLEL"]),
+                backend_slurm_conf=str(config["BACKEND_SLURM_CONF"]),
+                backend_slurm_partition=str(config["BACKEND_SLURM_PARTITION"]),
+                backend_slurm_sbatch_args=_words(config["BACKEND_SLURM_SBATCH_ARGS"]),
+                backend_htcondor_schedd=str(config["BACKEND_HTCONDOR_SCHEDD"]),
+                batch_poll_interval_s=float(config["BATCH_POLL_INTERVAL_S"]),
+                batch_grace_s=float(config["BATCH_GRACE_S"]),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad server setting: {exc}") from None
@@ -63,6 +97,15 @@ def _flag(value):
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+def _words(value):
+    """A list of strings from a list or a whitespace-separated string."""
+    if isinstance(value, str):
+        return tuple(value.split())
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a list of words, got {value!r}")
+    return tuple(str(v) for v in value)
 
 
 def settings():

@@ -3,10 +3,11 @@ import datetime
 
 from flask import Blueprint, Response, jsonify, request
 
+from shared import schema as s
 from shared.events import parse_events
 from shared.states import Status
 
-from .. import auth, db, jobs, metrics
+from .. import auth, batch, db, jobs, metrics
 from .. import models as m
 from ..errors import ApiError, bad_request, not_found
 from ..settings import settings
@@ -142,13 +143,51 @@ def post_events(job_id):
 @bp.post("/jobs/<id:job_id>/kill")
 @auth.require(*SUBMITTERS)
 def kill(job_id):
-    return jsonify(jobs.kill_job(job_id))
+    return jsonify(batch.kill(job_id, settings()))
+
+
+def _resubmit_body():
+    """The optional body of a resubmit: {"backend": NAME, "dry_run": bool}."""
+    body = json_body() if request.get_data(cache=True) else {}
+    s.refuse_unknown(body, ("backend", "dry_run"))
+    return batch.backend_name(body.get("backend")), s.boolean(body, "dry_run", default=False)
 
 
 @bp.post("/jobs/<id:job_id>/resubmit")
 @auth.require(*SUBMITTERS)
 def resubmit(job_id):
-    return jsonify(jobs.resubmit_job(job_id))
+    backend, dry_run = _resubmit_body()
+    if dry_run:
+        raise bad_request("'dry_run' is for POST /jobs/resubmit (many jobs)")
+    reply = batch.resubmit([job_id], backend, base_url(), settings())
+    if reply["refused"]:
+        refused = reply["refused"][0]
+        raise ApiError(409, refused["error"], refused["message"])
+    return jsonify(dict(reply["resubmitted"][0], **{k: v for k, v in reply.items()
+                                                     if k not in ("resubmitted", "refused")}))
+
+
+RESUBMITTABLE = ("failed", "sys-failed", "timeout")
+MAX_RESUBMIT = 10_000
+
+
+@bp.post("/jobs/resubmit")
+@auth.require(*SUBMITTERS)
+def resubmit_many():
+    """Resubmit the failed, sys-failed and timeout jobs that match the job monitor's filters (query string)."""
+    backend, dry_run = _resubmit_body()
+    cond = job_filters()
+    if not cond:
+        raise bad_request("give at least one job monitor filter in the query string (e.g. production=...)")
+    ids = [j for (j,) in m.Job.select(m.Job.id).where(*cond, m.Job.status.in_(RESUBMITTABLE))
+           .order_by(m.Job.id).limit(MAX_RESUBMIT + 1).tuples()]
+    if len(ids) > MAX_RESUBMIT:
+        raise bad_request(f"more than {MAX_RESUBMIT} jobs match: narrow the filters")
+    if dry_run:
+        return jsonify({"dry_run": True, "jobs": ids, "total": len(ids)})
+    reply = batch.resubmit(ids, backend, base_url(), settings())
+    reply["total"] = len(reply["resubmitted"])
+    return jsonify(reply)
 
 
 @bp.put("/jobs/<id:job_id>/log")
