@@ -44,10 +44,17 @@ def _parser():
     r.add_argument("--sample-s", type=float, default=2.0, metavar="S",
                    help="the watchdog's sampling period")
 
-    c = sub.add_parser("check", help="test this node: python, scratch, site config, SE access")
+    c = sub.add_parser("check", help="test this node: python, scratch, site config, SE access, server")
     _site_options(c)
     c.add_argument("--workdir", default=".", help="the scratch directory to check")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--server", help="the sbk server to reach and compare clocks with (default: $SBK_URL)")
+    c.add_argument("--write-test", action="store_true",
+                   help="write, stat, checksum, read back and delete a small file on the SE")
+    out = c.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    out.add_argument("--nagios", action="store_true",
+                     help="one Nagios status line with perfdata; exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN")
+    c.add_argument("--report", action="store_true", help="send the result to the server (needs a server route)")
 
     k = sub.add_parser("pack", help="build the single-file wrapper severus.pyz")
     k.add_argument("-o", "--output", default="severus.pyz")
@@ -128,49 +135,26 @@ def cmd_run(args):
 # ---------------------------------------------------------------------- check
 
 def cmd_check(args):
-    """A first node test: each check is (name, ok, detail); exit 0 when all pass."""
-    from .siteconfig import resolve_site_config
-    checks = []
-    py_ok = sys.version_info >= (3, 9)
-    checks.append(("python", py_ok, f"{platform.python_version()} ({sys.executable})"))
-    for module in ("gfal2", "psutil"):
-        try:
-            __import__(module)
-            checks.append((module, True, "importable"))
-        except ImportError:
-            checks.append((module, True, "not importable (fallback used)"))
-    site, code = None, 0
-    try:
-        site = resolve_site_config(args.site, args.site_config)
-        checks.append(("site config", True, f"{site.name} from {site.source}"))
-    except SeverusError as exc:
-        checks.append(("site config", False, exc.one_line()))
-        code = code or exc.code
-    scratch = Path(args.workdir).resolve()
-    try:
-        free_gb = shutil.disk_usage(scratch).free / 1e9
-        need = site.min_free_gb if site else 0.0
-        ok = free_gb >= need
-        checks.append(("scratch", ok, f"{free_gb:.1f} GB free in {scratch} (need {need:g})"))
-        code = code or (0 if ok else 3)
-    except OSError as exc:
-        checks.append(("scratch", False, f"{scratch}: {exc.strerror}"))
-        code = code or 4
-    if site is not None:
-        try:
-            from .access import detect_access
-            access = detect_access(site, "read")
-            checks.append(("access", True, f"{access.mode} ({access.reason})"))
-        except Exception as exc:  # NoAccess or a broken mount: a failed check, not a crash
-            checks.append(("access", False, getattr(exc, "one_line", lambda: str(exc))()))
-            code = code or 4
-    if args.json:
-        print(json.dumps({"ok": code == 0, "code": code,
-                          "checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks]},
-                         indent=2))
+    """The site admin's node test (wrapper/check.py); exit 0, the first failure's code, or Nagios' 0-3."""
+    from . import check
+    options = check.CheckOptions(site=args.site, site_config=args.site_config,
+                                 server=args.server or os.environ.get("SBK_URL"), workdir=args.workdir,
+                                 write_test=args.write_test)
+    results = check.run_checks(options)
+    site = check.site_name(results)
+    code = check.exit_code(results)
+    if args.nagios:
+        print(check.nagios_line(results, site))
+        code = check.nagios_exit(results)
+    elif args.json:
+        print(json.dumps({"site": site, "state": check.overall_state(results), "ok": code == 0, "code": code,
+                          "checks": [r.to_dict() for r in results]}, indent=2))
     else:
-        for name, ok, detail in checks:
-            print(f"{'OK  ' if ok else 'FAIL'} {name:12} {detail}")
+        print(check.format_table(results))
+    if args.report:
+        # No server route keeps node checks yet (issue 7): say so rather than pretend.
+        print("severus check: --report: the server has no route for node check results yet; nothing sent",
+              file=sys.stderr)
     return code
 
 

@@ -161,7 +161,7 @@ def test_check_reports_each_item_and_fails_on_a_bad_site_config(tmp_path, event_
     node.site_config.write_text('name = "TEST-SITE"\n[se]\nlfn_prefix = 3\n')
     bad = severus("check", "--site-config", str(node.site_config))
     assert bad.returncode == 2
-    assert "FAIL site config" in bad.stdout
+    assert "CRITICAL site config" in bad.stdout
 
 
 def test_an_unexpected_error_is_099_one_line_traceback_in_a_file(monkeypatch, capsys):

@@ -1,0 +1,165 @@
+"""`severus check` as a site admin runs it: a real XRootD SE up then down, a direct-mode site, a real sbk."""
+import email.utils
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from server.demo import Demo, Progress, start_server
+from wrapper import check
+
+from .conftest import closed_port
+
+ROOT = Path(__file__).resolve().parents[2]
+NAGIOS_RE = re.compile(r"^SEVERUS (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+ \| "
+                       r"([A-Za-z0-9_]+=-?[\d.]+(s|MB)?(;[\d.-]*){0,3} ?)+$")
+
+
+def severus_check(*args):
+    return subprocess.run([sys.executable, "-m", "wrapper", "check", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def write_site(path, name, urls=(), local_path=None, access="auto", min_free_gb=0.0):
+    lines = [f'name = "{name}"', "[se]", 'lfn_prefix = "/grid/test.vo"',
+             "urls = [" + ", ".join(f'"{u}"' for u in urls) + "]", f'access = "{access}"']
+    if local_path:
+        lines.append(f'local_path = "{local_path}"')
+    lines += ["[scratch]", f"min_free_gb = {min_free_gb}", "[transfer]", "probe_timeout_s = 5.0"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sbk_server(tmp_path_factory):
+    """A real `sbk serve` on SQLite."""
+    base = tmp_path_factory.mktemp("check-sbk")
+    demo = Demo(base=base)
+    start_server(demo, f"sqlite:///{base / 'sbk.db'}", Progress())
+    yield demo.url
+    demo.stop()
+
+
+def test_xrootd_se_up_is_ok_then_down_is_critical(fresh_se, tmp_path, sbk_server):
+    site = write_site(tmp_path / "XRD-SITE.toml", "XRD-SITE", urls=[fresh_se.root_url], access="protocol")
+    up = severus_check("--site-config", str(site), "--write-test", "--server", sbk_server, "--json",
+                       "--workdir", str(tmp_path))
+    assert up.returncode == 0, up.stdout + up.stderr
+    result = json.loads(up.stdout)
+    states = {c["name"]: c for c in result["checks"]}
+    assert result["state"] == "OK" and result["site"] == "XRD-SITE"
+    assert list(states) == ["python", "modules", "site config", "scratch", "access", "se round trip", "server"]
+    assert states["access"]["reason"].startswith("protocol for write") and fresh_se.root_url in states["access"]["reason"]
+    trip = states["se round trip"]["reason"]
+    assert re.match(r"protocol write, stat, adler32 [0-9a-f]{8}, read, delete of \d+ B", trip)
+    assert all(c["seconds"] >= 0 for c in result["checks"]) and states["se round trip"]["perf"]["se_round_trip"] > 0
+    assert abs(states["server"]["perf"]["clock_offset"]) < 2
+    leftovers = list((fresh_se.export / ".severus-check").glob("*"))
+    assert leftovers == []   # the test file was deleted on the SE
+    nagios = severus_check("--site-config", str(site), "--write-test", "--nagios", "--workdir", str(tmp_path))
+    assert nagios.returncode == 0 and nagios.stdout.count("\n") == 1
+    assert NAGIOS_RE.match(nagios.stdout.strip()), nagios.stdout
+    assert nagios.stdout.startswith("SEVERUS OK - XRD-SITE: 6 checks OK, access protocol |")
+
+    fresh_se.stop()
+    down = severus_check("--site-config", str(site), "--write-test", "--nagios", "--workdir", str(tmp_path))
+    assert down.returncode == 2, down.stdout + down.stderr
+    line = down.stdout.strip()
+    assert NAGIOS_RE.match(line), line
+    assert line.startswith("SEVERUS CRITICAL - XRD-SITE: access CRITICAL: XRD-SITE: no usable SE access")
+    assert "se round trip UNKNOWN: not tested" in line
+    plain = severus_check("--site-config", str(site), "--workdir", str(tmp_path))
+    assert plain.returncode == 4
+    assert re.search(r"^CRITICAL access\s+\d+\.\d+ s  XRD-SITE: no usable SE access for read", plain.stdout, re.M)
+
+
+def test_direct_mode_site_round_trip(tmp_path):
+    export = tmp_path / "mount"
+    export.mkdir()
+    site = write_site(tmp_path / "DIRECT-SITE.toml", "DIRECT-SITE", local_path=str(export), access="direct")
+    done = severus_check("--site-config", str(site), "--write-test", "--workdir", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(rf"^OK\s+access\s+\S+ s  direct for write via posix: {export} is mounted", done.stdout, re.M)
+    assert re.search(r"^OK\s+se round trip\s+\S+ s  direct write, stat, adler32 [0-9a-f]{8}, read, delete",
+                     done.stdout, re.M)
+    assert list((export / ".severus-check").iterdir()) == []
+
+
+def test_scratch_below_the_site_minimum_is_critical_003(tmp_path):
+    export = tmp_path / "mount"
+    export.mkdir()
+    site = write_site(tmp_path / "FULL.toml", "FULL", local_path=str(export), access="direct", min_free_gb=1e5)
+    done = severus_check("--site-config", str(site), "--workdir", str(tmp_path), "--json")
+    assert done.returncode == 3
+    scratch = next(c for c in json.loads(done.stdout)["checks"] if c["name"] == "scratch")
+    assert scratch["state"] == "CRITICAL" and "site minimum 100000 GB" in scratch["reason"]
+
+
+def test_bad_site_config_and_unreachable_server(tmp_path):
+    bad = tmp_path / "BAD.toml"
+    bad.write_text('name = "BAD"\n[se]\nlfn_prefix = 3\n')
+    dead = f"http://127.0.0.1:{closed_port()}"
+    done = severus_check("--site-config", str(bad), "--server", dead, "--nagios", "--report")
+    assert done.returncode == 2
+    line = done.stdout.strip()
+    assert NAGIOS_RE.match(line) and "site config CRITICAL: E002" in line and "access UNKNOWN" in line
+    assert f"server CRITICAL: {dead}/api/v1/health" in line
+    # --report: there is no server route for check results; it says so on stderr and sends nothing.
+    assert "no route for node check results" in done.stderr and done.stderr.count("\n") == 1
+
+
+class _SkewedClock(BaseHTTPRequestHandler):
+    skew_s = 0.0
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def date_time_string(self, timestamp=None):
+        return email.utils.formatdate(time.time() + self.skew_s, usegmt=True)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("skew, state", [(0, "OK"), (120, "WARNING"), (-600, "CRITICAL")])
+def test_clock_offset_thresholds(skew, state):
+    handler = type("Skewed", (_SkewedClock,), {"skew_s": skew})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        options = check.CheckOptions(site_config="/nonexistent.toml",
+                                     server=f"http://127.0.0.1:{server.server_port}")
+        result = next(r for r in check.run_checks(options) if r.name == "server")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.state == state, result.reason
+    offset = dict((p.label, p.value) for p in result.perf)["clock_offset"]
+    assert abs(offset - skew) < 2
+
+
+def test_nagios_line_and_exit_codes_follow_the_worst_state():
+    def results(*states):
+        return [check.CheckResult(f"c{n}", s, f"reason {n}", 0.01, 4 if s in ("CRITICAL", "UNKNOWN") else 0)
+                for n, s in enumerate(states)]
+
+    for states, code in ((("OK", "OK"), 0), (("OK", "WARNING"), 1), (("WARNING", "UNKNOWN"), 3),
+                         (("UNKNOWN", "CRITICAL", "WARNING"), 2)):
+        got = results(*states)
+        assert check.nagios_exit(got) == code
+        line = check.nagios_line(got, "SITE")
+        assert NAGIOS_RE.match(line) and line.startswith(f"SEVERUS {check.overall_state(got)} - SITE: ")
+    line = check.nagios_line([check.CheckResult("x", "WARNING", "a | b\nc", 0.5, 0,
+                                                (check.Perf("free", 12, "MB", 20, 10, 0),))])
+    assert line == "SEVERUS WARNING - x WARNING: a / b c | free=12MB;20;10;0 x_time=0.5s"
+    assert check.exit_code(results("OK", "WARNING")) == 0 and check.exit_code(results("OK", "CRITICAL")) == 4
