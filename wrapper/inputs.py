@@ -131,8 +131,6 @@ def _bulk_pass(ctx, sources, items):
     def run(chunk):
         transfer, members = chunk
         parts = [dest.with_name(dest.name + ".part") for _, dest, _ in members]
-        for part in parts:
-            part.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         try:
             timeout = ctx.site.transfer.timeout_for(sum(e.size for e, _, _ in members))

@@ -1,10 +1,12 @@
 """Transfer implementations against a real XRootD SE (root://, http://, dav://) and POSIX."""
 import os
 import sys
+import threading
 import time
 
 import pytest
 
+from wrapper.checksum import TrailingAdler32
 from wrapper.siteconfig import TransferConfig
 from wrapper.transfer import (CliTransfer, Gfal2Transfer, PosixTransfer, TransferError,
                               copy_with_retries, make_transfer)
@@ -117,3 +119,48 @@ def test_gfal2_sets_the_xrootd_client_environment(monkeypatch):
     monkeypatch.delenv("XRD_CPUSEPGWRTRD", raising=False)
     Gfal2Transfer()
     assert os.environ["XRD_CONNECTIONRETRY"] == "1" and os.environ["XRD_CPUSEPGWRTRD"] == "0"
+
+
+def _write_in_blocks(path, data, order):
+    """A writer thread putting 1 MiB blocks of `data` into `path` in the given block order."""
+    def run():
+        with open(path, "r+b" if path.exists() else "wb") as fh:
+            for k in order:
+                fh.seek(k << 20)
+                fh.write(data[k << 20:(k + 1) << 20])
+                fh.flush()
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_trailing_adler32_follows_a_file_written_front_to_back(tmp_path):
+    data = os.urandom(24 << 20)
+    path = tmp_path / "f.part"
+    reader = TrailingAdler32(path, chunk=1 << 20)
+    _write_in_blocks(path, data, range(24)).join()
+    reader.finish()
+    assert reader.result() == adler32(data)
+
+
+def test_trailing_adler32_is_never_wrong_when_written_out_of_order(tmp_path):
+    """Blocks written last-first: the reader stops at holes and at the size, so its value is
+    the right one or None (read again), never a wrong one that would pass as verified."""
+    data = os.urandom(16 << 20)
+    path = tmp_path / "f.part"
+    reader = TrailingAdler32(path, chunk=1 << 20)
+    _write_in_blocks(path, data, list(range(8, 16)) + list(range(8))).join()
+    reader.finish()
+    assert reader.result() in (None, adler32(data))
+
+
+def test_trailing_adler32_gives_none_when_the_file_was_replaced_after_reading(tmp_path):
+    path = tmp_path / "f.part"
+    path.write_bytes(b"old bytes")
+    reader = TrailingAdler32(path)
+    reader.finish()
+    reader._thread.join()
+    path.unlink()
+    path.write_bytes(b"the new bytes")   # what was read is not this file
+    assert reader.result() is None
+
