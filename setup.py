@@ -6,8 +6,9 @@ setup(
     version="0.1.0",
     description="Grid job wrapper and bookkeeping service (descendant of SuperB's Severus/SBK4)",
     python_requires=">=3.9",
-    packages=["shared", "wrapper", "server"],
-    package_data={"server": ["templates/*.html", "static/*", "openapi.json"]},
+    packages=["shared", "wrapper", "server", "server.web"],
+    package_data={"server": ["templates/*.html", "static/*", "openapi.json"],
+                  "server.web": ["templates/*.html", "static/*"]},
     include_package_data=True,
     # The wrapper itself needs nothing beyond the standard library (tomli only
     # on Python < 3.11); everything else here is for the server and the client.
@@ -23,7 +24,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout", "vermin", "openapi-spec-validator", "tomli",
-                 "schemathesis"],
+                 "schemathesis", "selenium"],
     },
     entry_points={
         "console_scripts": [

@@ -3,7 +3,7 @@ import logging
 
 from flask import Flask, request
 
-from . import api, db, errors, metrics, migrations
+from . import api, db, errors, metrics, migrations, web
 from .errors import ApiError
 from .settings import layer
 
@@ -39,5 +39,6 @@ def create_app(config=None):
     app.after_request(metrics.observe)
     errors.register(app)
     api.register(app)
+    web.register(app)   # after the API: the pages use its `id` URL converter
     app.register_blueprint(metrics.bp)
     return app

@@ -76,10 +76,15 @@ def user_for_token(token):
     row = m.ApiToken.select(m.ApiToken, m.User).join(m.User).where(
         m.ApiToken.token_hash == hash_token(token)).first()
     _check_hash(row.token_hash if row else None, token)
+    return principal_of(row.user)
+
+
+def principal_of(user):
+    """The Principal of `user`, privileges read from its groups now."""
     privileges = (m.GroupPrivilege.select(m.GroupPrivilege.privilege)
                   .join(m.UserGroup, on=(m.UserGroup.group == m.GroupPrivilege.group))
-                  .where(m.UserGroup.user == row.user))
-    return Principal(row.user, frozenset(p.privilege for p in privileges))
+                  .where(m.UserGroup.user == user))
+    return Principal(user, frozenset(p.privilege for p in privileges))
 
 
 def attempt_for_token(token):

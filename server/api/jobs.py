@@ -98,18 +98,24 @@ def list_jobs():
         raise bad_request(f"query parameter 'sort' must be one of {', '.join(SORTS)} (prefix - for descending)")
     page = query_int("page", 1, lo=1, hi=10 ** 6)
     per_page = query_int("per_page", 50, lo=1, hi=MAX_PER_PAGE)
+    order = field.desc() if sort.startswith("-") else field.asc()
+    rows, params, total = job_page(cond, order, page, per_page)
+    return jsonify({"jobs": [jobs.job_summary(j, params.get(j.request_id)) for j in rows],
+                    "total": total, "page": page, "per_page": per_page})
+
+
+def job_page(cond, order, page, per_page):
+    """One page of the jobs matching `cond`: (jobs, parameters by request id, total)."""
     query = m.Job.select(m.Job, m.Site, m.Production, m.Session, m.User).join(m.Site).switch(m.Job) \
         .join(m.Production).switch(m.Job).join(m.Session).switch(m.Job) \
         .join(m.User, m.JOIN.LEFT_OUTER)
     count = m.Job.select()
     if cond:
         query, count = query.where(*cond), count.where(*cond)
-    order = field.desc() if sort.startswith("-") else field.asc()
     rows = list(query.order_by(order, m.Job.id).paginate(page, per_page))
     params = {r.id: r.parameters for r in m.Request.select(m.Request.id, m.Request.parameters)
               .where(m.Request.id.in_({j.request_id for j in rows} or {-1}))}
-    return jsonify({"jobs": [jobs.job_summary(j, params.get(j.request_id)) for j in rows],
-                    "total": count.count(), "page": page, "per_page": per_page})
+    return rows, params, count.count()
 
 
 @bp.get("/jobs/<id:job_id>")

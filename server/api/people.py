@@ -19,32 +19,46 @@ def me():
 @bp.get("/stats")
 @auth.require("monitoring")
 def stats():
+    per_user = session_stats(query_text("user", 64))
+    per_site = jobs_by_site()
+    return jsonify({
+        "sessions": per_user,
+        "sites": [{"site": site, "jobs": counts} for site, counts in sorted(per_site.items())],
+    })
+
+
+def session_stats(user=None):
+    """Jobs launched, events generated and total wct per session and user (one user when named)."""
     per_user = m.Job.select(m.Session.name, m.User.name, m.fn.COUNT(m.Job.id), m.fn.SUM(m.Job.events),
                             m.fn.SUM(m.Job.wct)).join(m.Session).switch(m.Job).join(m.User, m.JOIN.LEFT_OUTER)
-    user = query_text("user", 64)
     if user:
         per_user = per_user.where(m.User.name == user)
     per_user = per_user.group_by(m.Session.name, m.User.name).order_by(m.Session.name, m.User.name)
+    return [{"session": session, "user": name, "jobs": jobs, "events": int(events or 0),
+             "wct": float(wct or 0.0)} for session, name, jobs, events, wct in per_user.tuples()]
+
+
+def jobs_by_site():
+    """{site: {status: number of jobs}}."""
     per_site = {}
     for site, status, count in (m.Job.select(m.Site.name, m.Job.status, m.fn.COUNT(m.Job.id)).join(m.Site)
                                 .group_by(m.Site.name, m.Job.status).tuples()):
         per_site.setdefault(site, {})[status] = count
-    return jsonify({
-        "sessions": [{"session": session, "user": name, "jobs": jobs, "events": int(events or 0),
-                      "wct": float(wct or 0.0)} for session, name, jobs, events, wct in per_user.tuples()],
-        "sites": [{"site": site, "jobs": counts} for site, counts in sorted(per_site.items())],
-    })
+    return per_site
+
+
+def last_activities(user=None, limit=10):
+    """The newest `limit` activities (of one user when named), newest first."""
+    query = m.Activity.select(m.Activity, m.User).join(m.User, m.JOIN.LEFT_OUTER)
+    if user:
+        query = query.where(m.User.name == user)
+    return query.order_by(m.Activity.time.desc(), m.Activity.id.desc()).limit(limit)
 
 
 @bp.get("/activities")
 @auth.require("monitoring")
 def activities():
-    query = m.Activity.select(m.Activity, m.User).join(m.User, m.JOIN.LEFT_OUTER)
-    user = query_text("user", 64)
-    if user:
-        query = query.where(m.User.name == user)
-    limit = query_int("limit", 10, lo=1, hi=1000)
-    rows = query.order_by(m.Activity.time.desc(), m.Activity.id.desc()).limit(limit)
+    rows = last_activities(query_text("user", 64), query_int("limit", 10, lo=1, hi=1000))
     return jsonify({"activities": [
         {"time": m.iso(a.time), "type": a.kind, "user": a.user.name if a.user_id else None,
          "session": a.session, "info": a.info, "ref": a.ref} for a in rows]})
