@@ -9,7 +9,8 @@ import pytest
 
 from wrapper.pack import build_pyz
 
-from .test_cli import ROOT, Node
+from .conftest import adler32
+from .test_cli import ROOT, SW_LFN, Node
 from .test_report import event_server  # noqa: F401
 
 PYTHON3 = "/usr/bin/python3"   # the system interpreter, not the venv
@@ -65,3 +66,33 @@ def test_wrapper_code_is_valid_for_python_3_9():
                            "--exclude", "tomllib", "wrapper/", "shared/"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_pyz_runs_a_job_in_protocol_mode_through_xrdcp_without_gfal2(pyz, tmp_path, area, event_server):
+    """No gfal2 (`-I -S` drops the dist-packages it lives in): the software comes down and the
+    outputs and log go up over root:// with xrdcp, verified, and the report says so."""
+    hidden = subprocess.run([PYTHON3, "-I", "-S", "-c", "import gfal2"], capture_output=True, timeout=30)
+    assert hidden.returncode != 0   # the premise: this interpreter cannot import the bindings
+    node = Node(tmp_path, event_server)
+    sw_rel = "production/FastSim/test_release/V0.2.5_rev311.tjz"
+    area.put(sw_rel, (node.se / sw_rel).read_bytes())
+    sw = event_server.catalog[SW_LFN]
+    sw["replicas"] = [{"site": "TEST-SITE", "surl": f"{area.url('root')}/{sw_rel}"}]
+    node.site_config.write_text(
+        'name = "TEST-SITE"\n[se]\nlfn_prefix = "/grid/superbvo.org"\n'
+        f'urls = ["{area.url("root")}"]\naccess = "protocol"\n[scratch]\nmin_free_gb = 0\n')
+    proc = subprocess.run(node.argv(python=(PYTHON3, "-I", "-S", str(pyz))), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = event_server.finals()[0]["report"]
+    assert report["code"] == 0
+    transfers = report["transfers"]
+    assert {t["direction"] for t in transfers} == {"in", "out"}
+    assert {t["tool"] for t in transfers} == {"xrdcp"}
+    assert all(t["error"] is None for t in transfers)
+    assert any(t["source"] == sw["replicas"][0]["surl"] for t in transfers)
+    out = event_server.catalog["lfn:/grid/superbvo.org/production/FastSim/out/10000003.root"]
+    assert out["replicas"][0]["surl"].startswith("root://")
+    on_se = area.path / "production/FastSim/out/10000003.root"
+    assert adler32(on_se.read_bytes()) == out["adler32"]
+    assert not (node.se / "production/FastSim/out").exists()   # nothing went the direct way
