@@ -217,9 +217,11 @@ def print_results(jobs, files):
         wct = f"{j['wct']:.2f}" if j.get("wct") is not None else "-"
         print(f"{j['runnum']:>10}  {status:<14} {j.get('step') or '-':<11} {j.get('site') or '-':<8} {wct:>8}")
     print(f"\ncatalog: {len(files)} files under {OUTPUT_LFN}")
+    print(f"  {'name':<22} {'size (B)':>9}  {'adler32':<8}  {'site':<8} surl")
     for f in files:
+        name = f["lfn"][len(OUTPUT_LFN) + 1:]
         for r in f["replicas"]:
-            print(f"  {f['lfn']}  {f['size']:>8} B  adler32 {f['adler32']}  {r['site']}  {r['surl']}")
+            print(f"  {name:<22} {f['size']:>9}  {f['adler32']:<8}  {r['site']:<8} {r['surl']}")
 
 
 def main(argv=None):
