@@ -193,6 +193,16 @@ class PayloadResult:
     pids: Tuple[int, ...] = ()        # every PID seen in the tree (tests check they are gone)
 
 
+def _close_quietly(fh):
+    """Close a file whose last flush may fail (disk full); return None."""
+    try:
+        if fh is not None:
+            fh.close()
+    except OSError:
+        pass
+    return None
+
+
 class TailFile:
     """Copies a pipe to a file capped at `max_bytes` (keeping the tail) and keeps last lines."""
 
@@ -207,18 +217,24 @@ class TailFile:
         self._thread.start()
 
     def _copy(self):
-        with open(self.path, "wb") as out:
-            size = 0
-            while True:
-                chunk = os.read(self._pipe, 65536)
-                if not chunk:
-                    break
-                out.write(chunk)
-                out.flush()
-                size += len(chunk)
-                if size > self.max_bytes:
-                    size = self._trim(out)
-                self._keep_lines(chunk)
+        out, size = open(self.path, "wb"), 0
+        while True:
+            chunk = os.read(self._pipe, 65536)
+            if not chunk:
+                break
+            if out is not None:
+                try:
+                    out.write(chunk)
+                    out.flush()
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        size = self._trim(out)
+                except OSError as exc:
+                    # A full scratch must not stop the draining: the payload would block on its pipe.
+                    log.warning("%s: %s; copy stopped", self.path, exc.strerror)
+                    out = _close_quietly(out)
+            self._keep_lines(chunk)
+        _close_quietly(out)
         os.close(self._pipe)
         if self._partial:
             self.lines.append(self._partial.decode("utf-8", "replace"))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from shared.errors import (AttemptSuperseded, LogUploadError, NoOutputsMatched,
+from shared.errors import (AttemptSuperseded, LogUploadError, NoOutputsMatched, PayloadError,
                            ScratchSpaceError, NodeCheckError, SeverusError, WrapperError,
                            WrapperSignalled, lookup)
 from shared.events import MAX_REPORT_BYTES
@@ -33,6 +33,7 @@ TIMING_NAMES = {Step.NODE_CHECKS: "node_checks", Step.SOFTWARE: "software", Step
                 Step.PAYLOAD: "payload", Step.OUTPUTS: "outputs", Step.REGISTER: "register",
                 Step.LOG: "log"}
 STDERR_TAIL_LINES = 50
+SCRATCH_FULL_BYTES = 1 << 20   # less free than this after a payload failure: it ran out of scratch
 
 
 class Stop:
@@ -189,7 +190,19 @@ class _Job:
         self.ctx.facts["payload_module"] = module.name
         config = payload_mod.WatchConfig.from_limits(d.limits, **self.watch_overrides)
         self.watch = payload_mod.PayloadWatch(spec, config, self.ctx.workdir, self.stop)
-        self.result = self.watch.run()
+        try:
+            self.result = self.watch.run()
+        except PayloadError as exc:
+            ws = self.ctx.workdir
+            if shutil.disk_usage(ws).free >= SCRATCH_FULL_BYTES:
+                raise
+            # The payload died with the disk full: the site's scratch problem, not the user's.
+            for pattern in d.output.patterns:   # never staged out now; room for the log tarball
+                for path in ws.glob(pattern):
+                    if path.is_file():
+                        path.unlink()
+            raise ScratchSpaceError(f"the payload failed ({exc}) with the scratch {ws} full",
+                                    **exc.data) from None
 
     def stage_outputs(self):
         from .stageout import match_outputs, stage_outputs

@@ -241,3 +241,85 @@ def test_stalled_upload_gives_up_within_the_size_based_timeout(world, tmp_path, 
             f"job {wall:.1f} s")
     assert limit - 0.5 <= attempt["seconds"] <= limit + 5, (attempt["seconds"], limit)
     assert attempt["error"] and "timeout" in attempt["error"].lower(), attempt
+
+
+@pytest.fixture()
+def small_scratch(tmp_path):
+    """A 20 MB tmpfs as the job's scratch, unmounted at the end."""
+    mount = tmp_path / "scratch"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_scratch_filling_during_the_payload_is_003_and_the_log_arrives(world, tmp_path, small_scratch, figures):
+    """A payload that writes until ENOSPC: reported as the site's scratch problem (003), log uploaded."""
+    (job_id,) = world.prepare("REL_scratch", events=2_000_000, env={"TOY_EVENT_TIME": "0"})
+    code, stderr = run_wrapper(tmp_path / "job", world.description(job_id), world.site_config,
+                               workdir=small_scratch / "work")
+    job = world.job(job_id)
+    figures("scratch fills during the payload", "20 MB tmpfs work dir, payload writes until ENOSPC",
+            f"exit {code}, server {job['status']} {job['error_code']}, log {'stored' if job['logs'] else 'MISSING'}",
+            f"payload exit {job['report'].get('payload', {}).get('exit_code')}")
+    assert code == 3, stderr
+    assert (job["status"], job["error_code"]) == ("sys-failed", 3)
+    assert job["report"]["failed_step"] == "RUNNING-04"
+    assert job["logs"] and job["report"]["log"], "the log must still be uploaded"
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+
+
+def test_sigterm_with_grace_delivers_the_final_report(world, tmp_path, figures):
+    """The batch system's TERM mid-payload: 060 reaches the server within the grace, log included."""
+    (job_id,) = world.prepare("REL_term", events=3000, env=TOY_SLOW)
+    directory = tmp_path / "job"
+    proc = start_wrapper(directory, world.description(job_id), world.site_config)
+    grace_s = 30
+    try:
+        poll(lambda: progress(directory) >= 100, 60, "the payload to run")
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)   # the batch system signals the job's process group
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 60, stderr_of(directory)
+    job = world.job(job_id)
+    assert (job["status"], job["error_code"]) == ("sys-failed", 60)
+    assert job["report"]["log"] and job["logs"]
+    figures("batch kill with grace", f"SIGTERM to the process group, SIGKILL after {grace_s} s",
+            "060 final report and log on the server before the grace ended", f"wrapper gone {took:.1f} s after TERM")
+
+
+def test_sigkill_without_grace_is_reaped_as_timeout_100(rel_se, tmp_path, figures):
+    """SIGKILL straight away: no final report; the server's reaper marks the job timeout 100."""
+    heartbeat_s, multiple = 1.0, 2.0
+    w = make_world(tmp_path / "srv", rel_se, {"SBK_HEARTBEAT_S": str(heartbeat_s),
+                                                "SBK_HEARTBEAT_MULTIPLE": str(multiple),
+                                                "SBK_REAP_INTERVAL_S": "0.5"})
+    try:
+        (job_id,) = w.prepare("REL_kill9", events=3000, env=TOY_SLOW)
+        directory = tmp_path / "job"
+        proc = start_wrapper(directory, w.description(job_id), w.site_config)
+        try:
+            poll(lambda: progress(directory) >= 100, 60, "the payload to run")
+            assert w.job(job_id)["status"] == "running"
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        job = poll(lambda: (lambda j: j if j["status"] != "running" else None)(w.job(job_id)), 30,
+                   "the reaper to act", 0.1)
+        after = time.monotonic() - killed
+    finally:
+        w.server.stop()
+    assert (job["status"], job["error_code"]) == ("timeout", 100)
+    assert after <= heartbeat_s * multiple + 0.5 + 2
+    figures("batch kill without grace", "SIGKILL to the process group (no final report)",
+            "server reaper: timeout 100", f"reaped {after:.1f} s after the kill (heartbeat {heartbeat_s:g} s x {multiple:g})")
