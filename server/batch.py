@@ -36,6 +36,7 @@ log = logging.getLogger("sbk.batch")
 SITE_CONFIGS = Path(__file__).resolve().parent.parent / "site_configs"
 ACTIVE = (Status.SUBMITTED.value, Status.RUNNING.value)
 SIGNALLED, KILLED, UNEXPECTED = 60, 62, 99
+SIGNAL_CODES = (31, SIGNALLED)   # payload killed by a signal, wrapper stopped by one
 ENRICH_WINDOW_S = 3600.0   # how long after a wrapper's 060 the batch reason is still looked up
 STATUS_CHUNK = 500         # gjids per backend.status() call
 
@@ -288,10 +289,11 @@ def _verdict(job_id, attempt, state):
 
 
 def _add_batch_reasons(settings, backends):
-    """Jobs the wrapper ended with 060 get the batch system's reason in their message, once."""
+    """Jobs the wrapper ended as signalled (060, or 031 when the batch signal reached the payload first)
+    get the batch system's reason in their message, once; their status stays the wrapper's."""
     since = m.utcnow() - datetime.timedelta(seconds=ENRICH_WINDOW_S)
     rows = list(m.Job.select(m.Job.id, m.Job.gjid, m.Job.backend, m.Job.message).where(
-        (m.Job.error_code == SIGNALLED) & (m.Job.status == Status.SYS_FAILED.value)
+        m.Job.error_code.in_(SIGNAL_CODES)
         & m.Job.gjid.is_null(False) & (m.Job.finished_at >= since)
         & ~(m.Job.message.contains("; batch: "))).tuples())
     by_backend = {}
@@ -302,7 +304,7 @@ def _add_batch_reasons(settings, backends):
         states = _states(name, [gjid for _, gjid, _ in items], settings)
         for job_id, gjid, message in items:
             state = states.get(gjid)
-            if state is None or state.state not in FINAL_BATCH_STATES - {UNKNOWN}:
+            if state is None or state.state not in FINAL_BATCH_STATES - {UNKNOWN, COMPLETED}:
                 continue
             with db.write_transaction():
                 m.Job.update(message=f"{message}; batch: {state.reason or state.state}"[:4096]).where(
