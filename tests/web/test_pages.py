@@ -153,3 +153,13 @@ def test_charts_draw_bars(reader, data, days):
     assert chart.count('class="bar"') >= 3   # INFN-T1 done + prepared, INFN-TORINO failed + prepared
     events = html.split('id="events-per-day"')[1].split("</svg>")[0]
     assert events.count('class="bar"') == 1 and "100 events" in events
+
+
+def test_the_secret_key_is_made_once_per_data_dir_and_config_wins(tmp_path):
+    from server.web import SECRET_KEY_FILE, stored_secret_key
+    first, again = stored_secret_key(tmp_path / "data"), stored_secret_key(tmp_path / "data")
+    assert first == again and len(first) == 64
+    assert oct((tmp_path / "data" / SECRET_KEY_FILE).stat().st_mode & 0o777) == "0o600"
+    from server import create_app
+    app = create_app({"DB": f"sqlite:///{tmp_path}/other/sbk.db", "SECRET_KEY": "from-config"})
+    assert app.secret_key == "from-config" and not (tmp_path / "other" / SECRET_KEY_FILE).exists()
