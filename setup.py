@@ -1,14 +1,13 @@
 """Severus: a grid job wrapper (`severus`) and its bookkeeping service (`sbk`)."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="severus",
     version="0.1.0",
     description="Grid job wrapper and bookkeeping service (descendant of SuperB's Severus/SBK4)",
     python_requires=">=3.9",
-    packages=["shared", "wrapper", "server", "server.web"],
-    package_data={"server": ["templates/*.html", "static/*", "openapi.json"],
-                  "server.web": ["templates/*.html", "static/*"]},
+    packages=find_packages(include=["shared", "wrapper", "server", "server.*", "site_configs"]),
+    package_data={"server.web": ["templates/*.html", "static/*"], "site_configs": ["*.toml"]},
     include_package_data=True,
     # The wrapper itself needs nothing beyond the standard library (tomli only
     # on Python < 3.11); everything else here is for the server and the client.
