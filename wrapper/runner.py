@@ -12,6 +12,7 @@ attempt) is a `Stop`: the payload watchdog and the step boundaries look at it.
 import json
 import logging
 import os
+import select
 import shutil
 import time
 import traceback
@@ -33,6 +34,8 @@ TIMING_NAMES = {Step.NODE_CHECKS: "node_checks", Step.SOFTWARE: "software", Step
                 Step.PAYLOAD: "payload", Step.OUTPUTS: "outputs", Step.REGISTER: "register",
                 Step.LOG: "log"}
 STDERR_TAIL_LINES = 50
+# How long a payload's death by a signal waits for the wrapper's own signal (see _batch_stop).
+BATCH_SIGNAL_SETTLE_S = 2.0
 SCRATCH_FULL_BYTES = 1 << 20   # less free than this after a payload failure: it ran out of scratch
 
 
@@ -193,6 +196,9 @@ class _Job:
         try:
             self.result = self.watch.run()
         except PayloadError as exc:
+            stopped = self._batch_stop(exc)
+            if stopped is not None:
+                raise stopped from None
             ws = self.ctx.workdir
             if shutil.disk_usage(ws).free >= SCRATCH_FULL_BYTES:
                 raise
@@ -203,6 +209,20 @@ class _Job:
                         path.unlink()
             raise ScratchSpaceError(f"the payload failed ({exc}) with the scratch {ws} full",
                                     **exc.data) from None
+
+    def _batch_stop(self, exc):
+        """The batch system's stop when it, not the payload, ended the payload; else None.
+
+        `scancel` and friends signal every process of the job at once, so the
+        payload may die of the TERM before the wrapper's own handler has run.
+        A payload that died of a signal (or exited 128+N, as shells do) is
+        given a moment for the wrapper's signal to arrive: that is a site-side
+        stop (060), not the user's failure (031/030).
+        """
+        exit_code = exc.data.get("exit_code") or 0
+        if self.stop.error is None and (exc.data.get("signal") or exit_code > 128):
+            select.select([self.stop], [], [], BATCH_SIGNAL_SETTLE_S)
+        return self.stop.error if isinstance(self.stop.error, WrapperSignalled) else None
 
     def stage_outputs(self):
         from .stageout import match_outputs, stage_outputs

@@ -128,6 +128,44 @@ def test_sigterm_mid_payload_is_060_with_the_log_and_the_final_report(tmp_path, 
         assert any(n.endswith(JOURNAL_NAME) for n in tar.getnames())
 
 
+def _payload_of(proc):
+    return poll(lambda: [p for p in psutil.Process(proc.pid).children(recursive=True)
+                         if "PacProduction" in " ".join(p.cmdline())],
+                timeout=60, what="the payload process")
+
+
+def _gone(processes):
+    def dead(p):
+        try:
+            return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    return all(dead(p) for p in processes)
+
+
+@pytest.mark.parametrize("wrapper_signalled, code", [(True, 60), (False, 31)])
+def test_payload_dying_of_a_batch_signal_before_the_wrapper_is_a_site_stop(
+        tmp_path, event_server, wrapper_signalled, code):
+    """scancel signals the payload and the wrapper at once; the payload may die first."""
+    node = Node(tmp_path, event_server, payload={"module": "fastsim", "parameters": PARAMS,
+                                                 "env": {"TOY_EVENT_TIME": "10"}})
+    proc = subprocess.Popen(node.argv(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        payload = _payload_of(proc)
+        for p in payload:
+            p.send_signal(signal.SIGTERM)
+        poll(lambda: _gone(payload), timeout=30, what="the payload to die")
+        if wrapper_signalled:      # the batch system's TERM reaches the wrapper a moment later
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert event_server.finals()[0]["code"] == code
+
+
 def test_replay_delivers_a_journal_later(tmp_path):
     server = EventServer().start()
     server.stop()                                         # down for the whole job
