@@ -126,6 +126,8 @@ def load_job_description(path):
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise JobDescriptionError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:   # a hostile file nested thousands deep
+        raise JobDescriptionError(f"{path} is nested too deeply") from None
     return parse_job_description(data)
 
 

@@ -82,6 +82,8 @@ def load_site_config(path):
         raise SiteConfigError(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SiteConfigError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:   # a hostile file nested thousands deep
+        raise SiteConfigError(f"{path} is nested too deeply") from None
     return parse_site_config(data, str(path))
 
 

@@ -158,17 +158,19 @@ class World:
     def api(self):
         return self.server.api()
 
-    def prepare(self, production, runs=1, events=50, env=None, output_sites=(d.SITE,)):
-        """A production of its own (own release version when `env` is set); its job ids."""
+    def prepare(self, production, runs=1, events=50, env=None, output_sites=(d.SITE,), software=None):
+        """A production of its own (own release version when `env` or `software` overrides are
+        given); its job ids."""
         api = self.api
         version = "V0.2.5"
-        if env:
+        if env or software:
             self.versions += 1
             version = f"V9.{self.versions}"
             api.call("POST", "/sessions/FastSim/software", json={
                 "name": "PacProductionApp", "version": version, "revision": 311,
                 "lfn": d.SOFTWARE_LFN, "adler32": self.release.adler32,
-                "workdir": self.release.workdir, "exe": self.release.exe, "env": env})
+                "workdir": self.release.workdir, "exe": self.release.exe, "env": env or {},
+                **(software or {})})
         api.call("POST", "/productions", json={"name": production, "session": "FastSim",
                                                "version": version, "revision": 311})
         request = api.call("POST", "/requests", json={

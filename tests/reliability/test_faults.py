@@ -1,5 +1,4 @@
 """Faults injected into real processes: the server, the SE, the network, the disk, the batch system."""
-import json
 import os
 import signal
 import socket
