@@ -74,6 +74,16 @@ def slurm_state(slurm, gjid):
     return slurm.jobcomp_file.read_text() if slurm.jobcomp_file.exists() else ""
 
 
+def settled_state(slurm, gjid, timeout=30):
+    """The job's Slurm state once it is past the transient COMPLETING."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = slurm_state(slurm, gjid)
+        if "COMPLETING" not in state or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
 def test_five_jobs_through_slurm_arrays_all_done_with_outputs(live):
     api = live["api"]
     plan = submit(api, live["request"]["id"], 5, "slurm")
@@ -123,9 +133,9 @@ def test_scancel_kill_and_resubmit_on_slurm(live):
     cancelled, killed = plan["job_ids"]
     wait_jobs(api, plan["job_ids"], lambda j: j["step"] == "RUNNING-04", timeout=60, what="in their payload")
 
-    # scancel behind the server's back: the job ends and says what Slurm said. The wrapper reports
-    # Slurm signals the wrapper and its payload at once; whichever dies first, it is the site's
-    # stop (060): the wrapper reports it, or the poller does when the wrapper stays silent.
+    # scancel behind the server's back: the job ends and says what Slurm said. Slurm signals the
+    # wrapper and its payload at once; whichever dies first, it is the site's stop (060): the
+    # wrapper reports it, or the poller does when the wrapper stays silent.
     assert slurm.run("scancel", plan["submitted"][str(cancelled)]).returncode == 0
     job = wait_jobs(api, [cancelled], lambda j: j["status"] in FINAL and "Slurm CANCELLED" in j["message"],
                     timeout=30, what="ended with the batch reason")[cancelled]
@@ -136,7 +146,7 @@ def test_scancel_kill_and_resubmit_on_slurm(live):
     assert reply["command"] == "kill" and reply["cancelled"] == plan["submitted"][str(killed)]
     job = wait_jobs(api, [killed], lambda j: j["status"] in FINAL, timeout=30)[killed]
     assert job["status"] == "sys-failed" and job["error_code"] in (60, 62), job
-    assert "CANCELLED" in slurm_state(slurm, job["gjid"])
+    assert "CANCELLED" in settled_state(slurm, job["gjid"])
 
     # resubmit the sys-failed one through Slurm: attempt 2, a new token; attempt 1's token gets 409.
     old_token = sandbox_token(live, cancelled, 1)
