@@ -323,23 +323,9 @@ class Poller(reaper.Reaper):
         poll_once(self.settings)
 
 
-def main(argv=None):
-    """`python -m server.batch poll [--backend NAME]`: one poller pass (for a cron)."""
-    import argparse
-
-    from flask import Config
-
-    from .settings import layer
-    parser = argparse.ArgumentParser(prog="python -m server.batch")
-    parser.add_argument("command", choices=["poll"])
-    parser.add_argument("--backend", action="append", choices=sorted(BACKENDS))
-    args = parser.parse_args(argv)
-    settings = layer(Config(os.getcwd()))
+def cmd_poll(settings, backends=None):
+    """`sbk poll [--backend NAME]`: one poller pass, for a cron; prints what it ended."""
     db.bind(settings.db_url)
-    ended = poll_once(settings, set(args.backend) if args.backend else None)
+    ended = poll_once(settings, set(backends) if backends else None)
     print(f"sys-failed {len(ended)} job(s)" + (f": {' '.join(map(str, ended))}" if ended else ""))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -97,6 +97,11 @@ def cmd_serve(args):
         liveness.stop()
 
 
+def cmd_poll(args):
+    from . import batch
+    return batch.cmd_poll(_settings(), args.backend)
+
+
 def cmd_demo(args):
     from . import demo
     return demo.main(args.rest)
@@ -126,6 +131,11 @@ def build_parser():
     reap = sub.add_parser("reap", help="time out running jobs whose heartbeats stopped (code 100)")
     reap.add_argument("--db", default=argparse.SUPPRESS)
     reap.set_defaults(func=cmd_reap)
+    poll = sub.add_parser("poll", help="one pass of the batch poller: jobs whose batch job ended "
+                                        "without a final report become sys-failed (for a cron)")
+    poll.add_argument("--db", default=argparse.SUPPRESS)
+    poll.add_argument("--backend", action="append", help="only this backend (repeatable)")
+    poll.set_defaults(func=cmd_poll)
     demo = sub.add_parser("demo", help="run a small production on this machine", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(func=cmd_demo)
