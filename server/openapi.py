@@ -35,7 +35,9 @@ SCHEMAS = {
                          "command": {"type": "string", "nullable": True, "enum": ["kill", None]}}),
     "Job": ANY_OBJ,
     "JobPage": _obj({"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
-                     "total": INT, "page": INT, "per_page": INT}),
+                     "total": INT, "page": {"type": "integer", "nullable": True}, "per_page": INT,
+                     # keyset paging: pass `next` as `after` for the following page (null: the last page)
+                     "next": {"type": "string", "nullable": True}}),
     "Replica": _obj({"lfn": STR, "site": STR, "surl": STR, "size": {"type": "integer", "minimum": 0},
                      "adler32": {"type": "string", "pattern": "^[0-9a-f]{8}$"}},
                     ("lfn", "site", "surl", "size", "adler32")),
@@ -88,7 +90,9 @@ ROUTES = [
      {"type": "array", "items": {"$ref": "#/components/schemas/ErrorCode"}}),
     ("get", "/openapi.json", "This document", None, [], None, 200, ANY_OBJ),
     ("get", "/me", "The calling user", "user", [], None, 200, ANY_OBJ),
-    ("get", "/jobs", "Job monitor query", "user", JOB_FILTERS, None, 200, "JobPage"),
+    ("get", "/jobs", "Job monitor query; deep pages by `after` (the previous page's `next`, sorts on "
+     "runnum, id, status, site, prepared_at, events) rather than `page`", "user",
+     JOB_FILTERS + [("after", STR)], None, 200, "JobPage"),
     ("get", "/jobs/{job_id}", "A job with history, outputs, log link, report", "user", [], None, 200, "Job"),
     ("get", "/jobs/{job_id}/description", "The job description (mints the attempt's token)", "user", [],
      None, 200, ANY_OBJ),

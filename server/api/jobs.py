@@ -1,5 +1,7 @@
 """Jobs: the job monitor query, details, descriptions, reports, logs, kill and resubmit."""
+import base64
 import datetime
+import json
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -99,23 +101,72 @@ def list_jobs():
     page = query_int("page", 1, lo=1, hi=10 ** 6)
     per_page = query_int("per_page", 50, lo=1, hi=MAX_PER_PAGE)
     order = field.desc() if sort.startswith("-") else field.asc()
-    rows, params, total = job_page(cond, order, page, per_page)
+    after = _after_cursor(sort)
+    rows, params, total = job_page(cond + ([after] if after is not None else []), order, 1 if after else page,
+                                   per_page, count_cond=cond)
+    following = _cursor(rows[-1], sort) if len(rows) == per_page and sort.lstrip("-") in KEYSET_SORTS else None
     return jsonify({"jobs": [jobs.job_summary(j, params.get(j.request_id)) for j in rows],
-                    "total": total, "page": page, "per_page": per_page})
+                    "total": total, "page": None if after else page, "per_page": per_page, "next": following})
 
 
-def job_page(cond, order, page, per_page):
-    """One page of the jobs matching `cond`: (jobs, parameters by request id, total)."""
-    query = m.Job.select(m.Job, m.Site, m.Production, m.Session, m.User).join(m.Site).switch(m.Job) \
-        .join(m.Production).switch(m.Job).join(m.Session).switch(m.Job) \
-        .join(m.User, m.JOIN.LEFT_OUTER)
-    count = m.Job.select()
+# Sorts on NOT NULL columns page by cursor: NULLs order differently on SQLite and PostgreSQL.
+KEYSET_SORTS = ("runnum", "id", "status", "site", "prepared_at", "events")
+UNIQUE_SORTS = ("runnum", "id")
+
+
+def _cursor(job, sort):
+    """The opaque `after` cursor that continues behind `job` in this sort."""
+    value = job.__data__[SORTS[sort.lstrip("-")].name]
+    if isinstance(value, datetime.datetime):
+        value = value.isoformat()
+    return base64.urlsafe_b64encode(json.dumps([value, job.id]).encode()).decode().rstrip("=")
+
+
+def _after_cursor(sort):
+    """The keyset condition for `?after=<next of the previous page>` (None without one)."""
+    raw = query_text("after", 512)
+    if raw is None:
+        return None
+    key = sort.lstrip("-")
+    if key not in KEYSET_SORTS:
+        raise bad_request(f"query parameter 'after' works with sort {', '.join(KEYSET_SORTS)} (use page)")
+    try:
+        value, job_id = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        if key == "prepared_at":
+            value = datetime.datetime.fromisoformat(value)
+        if not isinstance(job_id, int) or not isinstance(value, (int, str, datetime.datetime)) \
+                or isinstance(value, bool):
+            raise ValueError
+    except (ValueError, TypeError):
+        raise bad_request("query parameter 'after' must be the 'next' of a previous page") from None
+    field = SORTS[key]
+    beyond = field < value if sort.startswith("-") else field > value
+    if key in UNIQUE_SORTS:
+        return beyond
+    return beyond | ((field == value) & (m.Job.id > job_id))
+
+
+def job_page(cond, order, page, per_page, count_cond=None):
+    """One page of the jobs matching `cond`: (jobs, parameters by request id, total of `count_cond` or `cond`).
+
+    Deferred join: the page's ids come first from an index alone (the sort runs on
+    narrow index entries, not on joined rows), then only those rows are read.
+    """
+    ids = m.Job.select(m.Job.id)
+    count = m.Job.select(m.fn.COUNT(m.pw.SQL("*")))
     if cond:
-        query, count = query.where(*cond), count.where(*cond)
-    rows = list(query.order_by(order, m.Job.id).paginate(page, per_page))
+        ids = ids.where(*cond)
+    count_cond = cond if count_cond is None else count_cond
+    if count_cond:
+        count = count.where(*count_cond)
+    page_ids = [i for (i,) in ids.order_by(order, m.Job.id).paginate(page, per_page).tuples()]
+    rows = list(m.Job.select(m.Job, m.Site, m.Production, m.Session, m.User).join(m.Site).switch(m.Job)
+                .join(m.Production).switch(m.Job).join(m.Session).switch(m.Job)
+                .join(m.User, m.JOIN.LEFT_OUTER).where(m.Job.id.in_(page_ids or [-1]))
+                .order_by(order, m.Job.id))
     params = {r.id: r.parameters for r in m.Request.select(m.Request.id, m.Request.parameters)
               .where(m.Request.id.in_({j.request_id for j in rows} or {-1}))}
-    return rows, params, count.count()
+    return rows, params, count.scalar()
 
 
 @bp.get("/jobs/<id:job_id>")

@@ -2,7 +2,7 @@
 from server import create_app, db
 from server import models as m
 
-from .conftest import API, event, started_job
+from .conftest import API, event, started_job, submit
 
 
 def test_running_events_move_the_job_like_the_general_path(api, production):
@@ -39,3 +39,37 @@ def test_the_raw_bench_route_exists_only_when_enabled(db_url, monkeypatch):
     bench = create_app({"DB": db_url})
     rules = {r.rule for r in bench.url_map.iter_rules()}
     assert f"{API}/bench/raw/<id:job_id>/events" in rules
+
+
+def _walk(api, query):
+    """Every page of `query` through `next`: the runnums, page by page."""
+    pages, after = [], None
+    while True:
+        r = api.get(f"/jobs?{query}" + (f"&after={after}" if after else ""))
+        assert r.status_code == 200, r.json
+        pages.append([j["runnum"] for j in r.json["jobs"]])
+        after = r.json["next"]
+        if after is None:
+            return pages, r.json["total"]
+
+
+def test_keyset_pages_match_offset_pages_in_every_keyset_sort(api, production):
+    submit(api, production, runs=7, sites=("INFN-T1", "INFN-TORINO"))
+    for sort in ("runnum", "-runnum", "status", "-site", "prepared_at", "events", "-id"):
+        query = f"per_page=5&sort={sort}"
+        by_page = [[j["runnum"] for j in api.get(f"/jobs?{query}&page={n}").json["jobs"]] for n in (1, 2, 3)]
+        pages, total = _walk(api, query)
+        assert total == 14
+        assert [r for p in pages for r in p] == [r for p in by_page for r in p], sort
+
+
+def test_keyset_paging_keeps_the_filters_and_refuses_bad_cursors(api, production):
+    submit(api, production, runs=6, sites=("INFN-T1", "INFN-TORINO"))
+    pages, total = _walk(api, "per_page=4&site=INFN-TORINO")
+    assert total == 6 and [len(p) for p in pages] == [4, 2]
+    first = api.get("/jobs?per_page=4").json
+    assert first["page"] == 1 and first["next"]
+    assert api.get(f"/jobs?per_page=4&after={first['next']}").json["page"] is None
+    for bad in ("nonsense", "bnVsbA", first["next"] + "&sort=wct"):
+        r = api.get(f"/jobs?after={bad}")
+        assert r.status_code == 400 and r.json["error"] == "bad-request", (bad, r.json)

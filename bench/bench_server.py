@@ -1,0 +1,439 @@
+"""Server benchmarks (issue 5): event ingest under gunicorn, the job monitor over 1M jobs.
+
+    python -m bench.bench_server [--quick] [--db sqlite,postgresql] [--only ingest|monitor]
+
+Ingest: a real `sbk serve --workers 2` with SBK_BENCH_RAW=1, load from several
+processes (keep-alive http.client, one job token per job), single events and
+batches of 10, against the raw route of the same server (one UPDATE + one
+INSERT, same driver: the database's own limit). Goals: >= 0.6 of raw and
+>= 1,500 events/s. The load generator shares the machine's cores with the server.
+
+Monitor: 1,000,000 jobs (100,000 with --quick) bulk-loaded, typical filtered
+pages with their total through the real route (Flask test client, JSON
+included), first page and page 200 by `page` (OFFSET) and by the `after`
+cursor. Goals: p95 <= 20 ms on SQLite, <= 10 ms on PostgreSQL.
+"""
+import argparse
+import http.client
+import io
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GOALS = {"ratio": 0.6, "events_per_s": 1500, "p95_ms": {"sqlite": 20.0, "postgresql": 10.0}}
+CLIENTS = 4          # load processes: enough to keep 2 sync workers busy
+BATCH = 10
+
+
+def load_avg():
+    return "load %.2f %.2f %.2f" % os.getloadavg()
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))] if values else float("nan")
+
+
+# ---------------------------------------------------------------- setup
+
+def make_app(url):
+    from server import create_app
+    app = create_app({"DB": url, "PUBLIC_URL": "http://bench.invalid"})
+    app.testing = True
+    return app
+
+
+def close_db():
+    from server import db
+    close_all = getattr(db.database.obj, "close_all", None)
+    close_all() if close_all else db.database.close()
+
+
+def developer_api(app):
+    from server import db
+    from server.auth import add_user
+    from tests.server.conftest import Api
+    with app.app_context(), db.connection():
+        token = add_user("bench", ["Developer"])
+    return Api(app.test_client(), token)
+
+
+def prepare_running_jobs(url, count):
+    """`count` prepared jobs with fresh job tokens: [(job id, token)]."""
+    from server import db, jobs
+    from server import models as m
+    from tests.server.conftest import make_production, submit
+    app = make_app(url)
+    api = developer_api(app)
+    production = make_production(api)
+    ids = submit(api, production, runs=count)["job_ids"]
+    out = []
+    with app.app_context(), db.connection(), db.write_transaction():
+        for job in m.Job.select().where(m.Job.id.in_(ids)):
+            out.append((job.id, jobs.job_description(job, "http://bench.invalid")["server"]["token"]))
+    close_db()
+    return out
+
+
+class Databases:
+    """Fresh database URLs: SQLite files in a temp dir, a throwaway PostgreSQL cluster."""
+
+    def __init__(self, tmp):
+        self.tmp, self.cluster, self.n = Path(tmp), None, 0
+
+    def new(self, kind):
+        self.n += 1
+        if kind == "sqlite":
+            return f"sqlite:///{self.tmp}/bench-{self.n}.db"
+        if self.cluster is None:
+            from tests.infra.postgres import start_cluster
+            self.cluster = start_cluster()
+        return self.cluster.new_database()
+
+    def stop(self):
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+# ---------------------------------------------------------------- ingest
+
+class Server:
+    """`sbk serve --workers 2` with the raw bench route, on a free port."""
+
+    def __init__(self, url, tmp):
+        from tests.infra.postgres import free_port
+        self.port = free_port()
+        self.log = open(Path(tmp) / f"serve-{self.port}.log", "w")
+        env = {**os.environ, "SBK_BENCH_RAW": "1", "SBK_REAP_INTERVAL_S": "3600"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--db", url, "--port",
+                                      str(self.port), "--workers", "2"], cwd=ROOT, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"sbk serve exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                conn.request("GET", "/api/v1/health")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)   # polling interval under a deadline
+        raise SystemExit("sbk serve did not answer /health in 30 s")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _client(port, jobs, raw, batch, seconds, start_seq, go, out):
+    """One load process: post round-robin over its jobs until the time is up."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    seqs = {job_id: start_seq for job_id, _ in jobs}
+    latencies, events, errors = [], 0, 0
+    go.wait()
+    end = time.perf_counter() + seconds
+    i = 0
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        job_id, token = jobs[i % len(jobs)]
+        i += 1
+        first = seqs[job_id]
+        seqs[job_id] += batch
+        items = [{"attempt": 1, "seq": s, "time": time.time(), "status": "running", "kind": "heartbeat",
+                  "metrics": {"rss_mb": 812.5, "cpu_s": 33.1}} for s in range(first, first + batch)]
+        body = json.dumps(items if batch > 1 else items[0]).encode()   # bytes: headers and body in one send (Nagle)
+        path = f"/api/v1/bench/raw/{job_id}/events" if raw else f"/api/v1/jobs/{job_id}/events"
+        conn.request("POST", path, body, {"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        done = time.perf_counter()
+        if resp.status == 200:
+            events += batch
+            latencies.append(done - now)
+        else:
+            errors += 1
+    out.put((events, errors, latencies))
+
+
+def run_load(port, jobs, raw, batch, seconds, start_seq):
+    """Events/s, p50 ms, p99 ms, errors of one load run."""
+    ctx = multiprocessing.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    shares = [jobs[k::CLIENTS] for k in range(CLIENTS)]
+    procs = [ctx.Process(target=_client, args=(port, share, raw, batch, seconds, start_seq, go, out))
+             for share in shares]
+    for p in procs:
+        p.start()
+    time.sleep(0.2)   # let the processes reach go.wait(); the run is timed inside each
+    go.set()
+    results = [out.get(timeout=seconds + 120) for _ in procs]
+    for p in procs:
+        p.join()
+    events = sum(r[0] for r in results)
+    lat = [x for r in results for x in r[2]]
+    return {"events_s": events / seconds, "p50_ms": 1000 * percentile(lat, 50),
+            "p99_ms": 1000 * percentile(lat, 99), "errors": sum(r[1] for r in results)}
+
+
+def bench_ingest(kind, dbs, tmp, quick):
+    seconds, repeats, njobs = (2.0, 1, 200) if quick else (8.0, 3, 2000)
+    url = dbs.new(kind)
+    jobs = prepare_running_jobs(url, njobs)
+    server = Server(url, tmp)
+    rows = []
+    try:
+        seq = 1
+        for batch in (1, BATCH):
+            best = {}
+            for _ in range(repeats):
+                for raw in (True, False):   # alternate so a busy moment hits both
+                    r = run_load(server.port, jobs, raw, batch, seconds, seq)
+                    seq += 100_000   # fresh seqs per run: nothing is a duplicate
+                    key = "raw" if raw else "sbk"
+                    if key not in best or r["events_s"] > best[key]["events_s"]:
+                        best[key] = r
+            rows.append((batch, best))
+    finally:
+        server.stop()
+    print(f"\nEvent ingest, {kind}: gunicorn 2 sync workers, {CLIENTS} load processes on the same "
+          f"{os.cpu_count()} cores, {len(jobs)} jobs, {seconds:g} s per run, best of {repeats}; {load_avg()}")
+    print(f"  {'events/post':>11} {'route':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  ratio")
+    ok = True
+    for batch, best in rows:
+        for key in ("raw", "sbk"):
+            r = best[key]
+            ratio = best["sbk"]["events_s"] / best["raw"]["events_s"] if key == "sbk" else None
+            print(f"  {batch:>11} {key:>5} {r['events_s']:>9.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} "
+                  f"{r['errors']:>6}  " + (f"{ratio:.2f}" if ratio is not None else ""))
+        ratio = best["sbk"]["events_s"] / best["raw"]["events_s"]
+        ok &= ratio >= GOALS["ratio"] and best["sbk"]["events_s"] >= GOALS["events_per_s"] \
+            and best["sbk"]["errors"] == 0
+    print(f"  goals: ratio >= {GOALS['ratio']}, >= {GOALS['events_per_s']} events/s: {'met' if ok else 'NOT met'}")
+    return ok
+
+
+# ---------------------------------------------------------------- monitor
+
+SITES = ["INFN-T1", "INFN-TORINO", "INFN-BARI", "INFN-NAPOLI", "INFN-PISA", "IN2P3-CC", "RAL-LCG2",
+         "CYFRONET", "GRIF", "UKI-LT2-QMUL", "SLAC", "CALTECH"]
+USERS = ["armando", "bianca", "carlo", "daria", "elio", "fabio", "gina", "hugo"]
+STATUS_WEIGHTS = {"done": 70, "failed": 6, "sys-failed": 2, "timeout": 2, "running": 9, "submitted": 5,
+                  "prepared": 6}
+GENERATORS = ["B0B0bar_SL", "BpBm_generic", "ccbar", "uds", "tau_pair", "Bs_mix"]
+
+
+def _job_rows(n, setup):
+    """n realistic job rows as tuples in COLUMNS order."""
+    rnd = random.Random(5)
+    statuses = rnd.choices(list(STATUS_WEIGHTS), weights=list(STATUS_WEIGHTS.values()), k=n)
+    site_weights = [30, 15, 10, 8, 8, 7, 6, 5, 4, 3, 2, 2]
+    sites = rnd.choices(range(len(setup["sites"])), weights=site_weights, k=n)
+    fail_codes = [11, 30, 40, 51, 60, 62, 70, 99]
+    t0 = 1_600_000_000
+    rows = []
+    runnum = 10_000_000
+    per_request = n // len(setup["requests"]) + 1
+    for i in range(n):
+        req = setup["requests"][i // per_request]
+        st, site = statuses[i], sites[i]
+        runnum += 1
+        prepared = t0 + i * 30
+        final = st in ("done", "failed", "sys-failed", "timeout")
+        started = st not in ("prepared", "submitted")
+        code = 0 if st == "done" else (rnd.choice(fail_codes) if final else None)
+        user = setup["users"][i // 5000 % len(setup["users"])]
+        site_name = setup["site_names"][site]
+        text = " ".join([req["production"], user[1]] + req["words"] + [site_name, str(runnum)]).lower()
+        rows.append((runnum, 100_000, req["id"], req["production_id"], req["session_id"], setup["sites"][site],
+                     user[0], False, False, st, "RUNNING-04" if started else None,
+                     "payload" if started else "", code, f"{site_name}.{1000000 + i}" if st != "prepared" else None,
+                     "slurm", 1, 12 if started else 0, 300.0, float(prepared + 600) if started else None,
+                     3600.0 if final else None, _ts(prepared), _ts(prepared + 60) if st != "prepared" else None,
+                     _ts(prepared + 120) if started else None, _ts(prepared + 3720) if final else None, text))
+    return rows
+
+
+COLUMNS = ("runnum", "events", "request_id", "production_id", "session_id", "site_id", "user_id", "test",
+           "log_to_db", "status", "step", "message", "error_code", "gjid", "backend", "attempt", "last_seq",
+           "heartbeat_s", "heartbeat_at", "wct", "prepared_at", "submitted_at", "started_at", "finished_at",
+           "search")
+
+
+def _ts(sec):
+    import datetime
+    return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).replace(tzinfo=None)
+
+
+def _monitor_setup(app):
+    """Productions, requests, sites and users made through the API; their ids."""
+    from server import db
+    from server import models as m
+    from server.auth import add_user
+    from tests.server.conftest import make_production
+    api = developer_api(app)
+    for site in SITES:
+        api.post("/sites", json={"name": site})
+    made = [make_production(api, name=f"2010_Prod{k}") for k in range(6)]
+    with app.app_context(), db.connection():
+        for u in USERS:
+            add_user(u, ["Shift"])
+        users = [(u.id, u.name) for u in m.User.select().where(m.User.name.in_(USERS))]
+        site_rows = {s.name: s.id for s in m.Site.select().where(m.Site.name.in_(SITES))}
+        requests = []
+        for k, p in enumerate(made):
+            req = m.Request.get_by_id(p["request"]["id"])
+            requests.append({"id": req.id, "production_id": req.production_id,
+                             "session_id": req.production.session_id, "production": p["production"],
+                             "words": [GENERATORS[k]] + [str(v) for k2, v in req.parameters.items()
+                                                         if k2 != "Generator"]})
+    return {"users": users, "sites": [site_rows[s] for s in SITES], "site_names": SITES, "requests": requests}
+
+
+def bulk_load(url, n):
+    """A database with n jobs; return (app, seconds to load)."""
+    from server import db
+    from server import models as m
+    app = make_app(url)
+    setup = _monitor_setup(app)
+    rows = _job_rows(n, setup)
+    began = time.monotonic()
+    table = m.Job._meta.table_name
+    with app.app_context(), db.connection():
+        if db.is_sqlite():
+            conn = db.database.connection()
+            with db.write_transaction():
+                conn.executemany(f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES "
+                                 f"({', '.join('?' * len(COLUMNS))})", rows)
+            db.database.execute_sql("ANALYZE")
+        else:
+            buf = io.StringIO()
+            for r in rows:
+                buf.write("\t".join("\\N" if v is None else str(v) for v in r) + "\n")
+            buf.seek(0)
+            with db.database.atomic():
+                db.database.cursor().copy_expert(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN", buf)
+            # what autovacuum does to a settled table: statistics, and the visibility map
+            # that lets COUNT(*) use index-only scans
+            conn = db.database.connection()
+            conn.autocommit = True
+            try:
+                conn.cursor().execute(f"VACUUM ANALYZE {table}")
+            finally:
+                conn.autocommit = False
+    return app, time.monotonic() - began, setup
+
+
+def monitor_shapes(setup, n):
+    """(name, query string) of typical job monitor pages."""
+    s = setup["site_names"]
+    mid = 10_000_000 + n // 2
+    return [
+        ("3 statuses x 3 sites", f"status=failed,sys-failed,timeout&site={s[0]},{s[2]},{s[5]}"),
+        ("2 statuses x 2 sites", f"status=running,submitted&site={s[1]},{s[3]}"),
+        ("runnum range + status", f"runnum_from={mid}&runnum_to={mid + n // 10}&status=done"),
+        ("production + status", f"production={setup['requests'][2]['production']}&status=done"),
+        ("text search", "q=bpbm_generic"),
+        ("text + site", f"q=ccbar&site={s[0]}"),
+        ("user + error code", f"user={USERS[1]}&error_code=30"),
+        ("no filter", ""),
+    ]
+
+
+def _timed_get(client, headers, path):
+    began = time.perf_counter()
+    r = client.get(path, headers=headers)
+    elapsed = time.perf_counter() - began
+    if r.status_code != 200:
+        raise SystemExit(f"GET {path}: {r.status_code} {r.get_data(as_text=True)[:300]}")
+    return elapsed, r.json
+
+
+def bench_monitor(kind, dbs, quick):
+    n = 100_000 if quick else 1_000_000
+    reps = 10 if quick else 30
+    url = dbs.new(kind)
+    app, load_s, setup = bulk_load(url, n)
+    api = developer_api(app)
+    client, headers = api.client, {"Authorization": f"Bearer {api.token}"}
+    base = "/api/v1/jobs?per_page=50&"
+    print(f"\nJob monitor, {kind}: {n:,} jobs bulk-loaded in {load_s:.1f} s, 50 per page, "
+          f"{reps} repetitions, p50/p95 ms through GET /api/v1/jobs (Flask test client, JSON included); {load_avg()}")
+    print(f"  {'query':<24} {'total':>8} {'page 1':>13} {'page 200':>13} {'after: p200':>13}")
+    goal = GOALS["p95_ms"][kind]
+    worst = 0.0
+    for name, qs in monitor_shapes(setup, n):
+        times = {"p1": [], "p200": [], "k200": []}
+        _, first = _timed_get(client, headers, base + qs)
+        total = first["total"]
+        # walk to page 199 once through `next`; page 200 is then timed by its cursor
+        reply, page = first, 1
+        while page < 199 and reply.get("next"):
+            _, reply = _timed_get(client, headers, base + qs + f"&after={reply['next']}")
+            page += 1
+        cursor = reply.get("next") if page == 199 else None
+        for _ in range(reps):
+            times["p1"].append(_timed_get(client, headers, base + qs)[0])
+            if total > 200 * 50:
+                times["p200"].append(_timed_get(client, headers, base + qs + "&page=200")[0])
+            if cursor:
+                times["k200"].append(_timed_get(client, headers, base + qs + f"&after={cursor}")[0])
+
+        def fmt(values):
+            if not values:
+                return f"{'-':>13}"
+            return f"{1000 * percentile(values, 50):>6.1f}/{1000 * percentile(values, 95):<6.1f}"
+        for key in ("p1", "k200"):
+            if times[key]:
+                worst = max(worst, 1000 * percentile(times[key], 95))
+        print(f"  {name:<24} {total:>8} {fmt(times['p1'])} {fmt(times['p200'])} {fmt(times['k200'])}")
+    close_db()
+    ok = worst <= goal
+    print(f"  goal p95 <= {goal:g} ms (page 1 and page 200 by cursor): worst {worst:.1f} ms: "
+          f"{'met' if ok else 'NOT met'}")
+    return ok
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100k jobs, 2 s load runs")
+    parser.add_argument("--db", default="sqlite,postgresql", help="comma list: sqlite, postgresql")
+    parser.add_argument("--only", choices=("ingest", "monitor"), help="run one half")
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.db.split(",") if k.strip()]
+    tmp = tempfile.mkdtemp(prefix="bench-server-")   # on disk: SQLite fsyncs count
+    dbs = Databases(tmp)
+    print(f"bench_server ({'quick' if args.quick else 'full'}), {os.cpu_count()} cores; {load_avg()}")
+    ok = True
+    try:
+        for kind in kinds:
+            if args.only in (None, "ingest"):
+                ok &= bench_ingest(kind, dbs, tmp, args.quick)
+            if args.only in (None, "monitor"):
+                ok &= bench_monitor(kind, dbs, args.quick)
+    finally:
+        dbs.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nbench_server: {'all goals met' if ok else 'some goals NOT met'}; {load_avg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
