@@ -40,7 +40,7 @@ class TrailingAdler32:
     """
     POLL_S = 0.005
 
-    def __init__(self, path, chunk=8 * CHUNK):
+    def __init__(self, path, chunk=CHUNK):   # 1 MiB reads stay in cache: faster than 8 MiB here
         self.path = str(path)
         self.chunk = chunk
         self._finished = threading.Event()
@@ -73,6 +73,8 @@ class TrailingAdler32:
 
     def _follow(self, fd):
         self._ino = os.fstat(fd).st_ino
+        if hasattr(os, "posix_fadvise"):   # read-ahead for a file on disk
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         buf = bytearray(self.chunk)
         view = memoryview(buf)
         while not self._cancelled:

@@ -23,7 +23,7 @@ from shared.errors import (InputChecksumMismatch, InputError, InputNotFound, Scr
 from .access import SiteAccesses
 from .catalog import Catalog, FileEntry, Replica
 from .client import ServerError
-from .transfer import TransferError, attempt_record, copy_with_retries, make_transfer
+from .transfer import TransferError, attempt_record, bulk_transfer_for, copy_with_retries, make_transfer
 
 INPUT_DIR = "inputs"
 GB = 1e9
@@ -124,9 +124,11 @@ def _bulk_pass(ctx, sources, items):
         transfer, url = first
         groups.setdefault(id(transfer), (transfer, []))[1].append((entry, dest, url))
     chunks = []
+    parallel = ctx.site.transfer.parallel
     for transfer, members in groups.values():
-        n = max(1, min(ctx.site.transfer.parallel, len(members)))
-        chunks += [(transfer, members[k::n]) for k in range(n)]
+        bulk = bulk_transfer_for(transfer, members[0][2])
+        n = 1 if bulk.bulk_parallel else max(1, min(parallel, len(members)))
+        chunks += [(bulk, members[k::n]) for k in range(n)]
 
     def run(chunk):
         transfer, members = chunk
@@ -135,7 +137,7 @@ def _bulk_pass(ctx, sources, items):
         try:
             timeout = ctx.site.transfer.timeout_for(sum(e.size for e, _, _ in members))
             results = transfer.copy_in_many([(url, part, e.adler32) for (e, _, url), part in zip(members, parts)],
-                                            timeout)
+                                            timeout, parallel=parallel)
         except TransferError as exc:
             results = [exc] * len(members)
         seconds = time.monotonic() - start

@@ -16,6 +16,7 @@ import os
 import shutil
 import stat as stat_mod
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -121,9 +122,11 @@ class Transfer:
         """One copy; with `adler32`, the destination's checksum, computed where it lands, must match."""
         raise NotImplementedError
 
-    def copy_in_many(self, items, timeout):
+    bulk_parallel = False   # True: one copy_in_many call itself moves `parallel` files at once
+
+    def copy_in_many(self, items, timeout, parallel=1):
         """Download (url, local_path, adler32) items; return a TransferError or None per item.
-        One by one here; gfal2 overrides it with one bulk call (many small files)."""
+        One by one here; gfal2 and xrdcp override it with bulk copies (many small files)."""
         results = []
         for url, local_path, adler32 in items:
             try:
@@ -193,7 +196,7 @@ class Gfal2Transfer(Transfer):
             self._context().filecopy(params, _file_url(src) if is_local(src) else src,
                                      _file_url(dst) if is_local(dst) else dst)
 
-    def copy_in_many(self, items, timeout):
+    def copy_in_many(self, items, timeout, parallel=1):
         # A bulk filecopy takes one checksum for all files: copy plain, verify each file here
         # (small files: adler32 costs microseconds). About 1.6x the files/s of single copies.
         params = self._context().transfer_parameters()
@@ -210,16 +213,10 @@ class Gfal2Transfer(Transfer):
         with self._errors(f"bulk copy of {len(items)} files from {items[0][0] if items else ''}"):
             errors = self._context().filecopy(params, [url for url, _, _ in items],
                                               [_file_url(path) for _, path, _ in items])
-        results = []
-        for (url, path, adler32), error in zip(items, errors):
-            if error is not None:
-                results.append(TransferError(classify_error(error.message, error.code),
-                                             f"copy {url} -> {path}: {error.message}"))
-                continue
-            got = adler32_file(path)
-            results.append(None if got == adler32 else TransferError(
-                "checksum", f"copy {url} -> {path}: adler32 {got} != expected {adler32}"))
-        return results
+        return _verified(items, [
+            None if error is None else TransferError(classify_error(error.message, error.code),
+                                                     f"copy {url} -> {path}: {error.message}")
+            for (url, path, _), error in zip(items, errors)])
 
     def stat(self, url):
         with self._errors(f"stat {url}"):
@@ -385,6 +382,42 @@ class CliTransfer(Transfer):
             args += [_file_url(src) if is_local(src) else src, _file_url(dst) if is_local(dst) else dst]
         self._run(args, what, timeout)
 
+    bulk_parallel = True
+
+    def copy_in_many(self, items, timeout, parallel=1):
+        """root:// files: one `xrdcp --parallel N --infiles LIST` per batch of distinct names
+        (xrdcp names what it writes after the sources) into a staging directory; each file then
+        moves to its .part path and is verified there. Other schemes: one by one."""
+        if not items or not all(_is_root(url) for url, _, _ in items):
+            return super().copy_in_many(items, timeout, parallel)
+        errors = [None] * len(items)
+        for batch in _distinct_name_batches(items):
+            first = Path(items[batch[0]][1])
+            first.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".severus-bulk-", dir=first.parent))
+            try:
+                listing = staging / ".sources"
+                listing.write_text("".join(items[i][0] + "\n" for i in batch))
+                failure = None
+                try:
+                    self._run(["xrdcp", "-f", "-s", "--parallel", str(max(1, int(parallel))),
+                               "--infiles", str(listing), str(staging) + "/"],
+                              f"bulk copy of {len(batch)} files", timeout)
+                except TransferError as exc:
+                    failure = exc   # some may have arrived: each file is judged on its own below
+                for i in batch:
+                    url, path, _ = items[i]
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.replace(staging / _basename(url), path)
+                    except FileNotFoundError:
+                        errors[i] = TransferError(failure.kind if failure else "failed",
+                                                  f"copy {url} -> {path}: " +
+                                                  (failure.message if failure else "xrdcp did not write it"))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return _verified(items, errors)
+
     def _xrdfs(self, url, *args, what):
         server, path = _split_root(url)
         return self._run(["xrdfs", server] + [a if a is not None else path for a in args], what)
@@ -440,6 +473,48 @@ class CliTransfer(Transfer):
             self._xrdfs(src, "mv", None, dst_path, what=f"rename {src} -> {dst}")
         else:
             self._run(["gfal-rename", src, dst], f"rename {src} -> {dst}")
+
+
+def _verified(items, errors):
+    """Per (url, path, adler32) item: its copy error, or a checksum error when the local
+    bytes differ from `adler32`, or None."""
+    results = []
+    for (url, path, adler32), error in zip(items, errors):
+        if error is None:
+            got = _local_adler32(path)
+            if got != adler32:
+                error = TransferError("checksum", f"copy {url} -> {path}: adler32 {got} != expected {adler32}")
+        results.append(error)
+    return results
+
+
+def _distinct_name_batches(items):
+    """Indices of `items` in batches whose source names differ (one directory can hold them)."""
+    batches = []
+    for i, (url, _, _) in enumerate(items):
+        name = _basename(url)
+        for names, members in batches:
+            if name not in names:
+                break
+        else:
+            names, members = set(), []
+            batches.append((names, members))
+        names.add(name)
+        members.append(i)
+    return [members for _, members in batches]
+
+
+def _basename(url):
+    return urllib.parse.urlsplit(str(url)).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def bulk_transfer_for(transfer, url):
+    """The mover for many small files from `url`: for root://, one `xrdcp --parallel` process
+    when xrdcp is installed (here ~1,830 files/s against ~1,000-1,440 for gfal2's bulk copy,
+    which also spends ~1.5x the CPU); otherwise `transfer` itself."""
+    if isinstance(transfer, CliTransfer) or not _is_root(url) or not shutil.which("xrdcp"):
+        return transfer
+    return CliTransfer()
 
 
 def _remove(path):

@@ -9,7 +9,7 @@ import pytest
 from wrapper.checksum import TrailingAdler32
 from wrapper.siteconfig import TransferConfig
 from wrapper.transfer import (CliTransfer, Gfal2Transfer, PosixTransfer, TransferError,
-                              copy_with_retries, make_transfer)
+                              bulk_transfer_for, copy_with_retries, make_transfer)
 from .conftest import adler32, closed_port
 
 IMPLEMENTATIONS = [("gfal2", "root"), ("gfal2", "http"), ("gfal2", "dav"),
@@ -164,3 +164,29 @@ def test_trailing_adler32_gives_none_when_the_file_was_replaced_after_reading(tm
     path.write_bytes(b"the new bytes")   # what was read is not this file
     assert reader.result() is None
 
+
+
+def test_xrdcp_bulk_judges_each_file_and_handles_repeated_names(area, tmp_path):
+    """Two sources named alike, one missing, one whose bytes differ from the catalog's."""
+    data = {f"{d}/same.root": os.urandom(5000) for d in ("a", "b")}
+    data["a/other.root"] = os.urandom(5000)
+    for rel, blob in data.items():
+        area.put(rel, blob)
+    base = area.url("root")
+    items = [(f"{base}/{rel}", tmp_path / "in" / rel.replace("/", "-"), adler32(blob)) for rel, blob in data.items()]
+    items[2] = (items[2][0], items[2][1], adler32(b"what the catalog says"))
+    items.append((f"{base}/a/gone.root", tmp_path / "in" / "gone.root", "00000001"))
+    results = CliTransfer().copy_in_many(items, 60, parallel=2)
+    assert results[:2] == [None, None]
+    assert [(url, p.read_bytes()) for url, p, _ in items[:2]] == [(items[0][0], data["a/same.root"]),
+                                                                  (items[1][0], data["b/same.root"])]
+    assert results[2].kind == "checksum" and results[3] is not None and not items[3][1].exists()
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["a-other.root", "a-same.root", "b-same.root"]
+
+
+def test_many_root_files_go_through_xrdcp_others_keep_their_transfer():
+    gfal = Gfal2Transfer()
+    assert isinstance(bulk_transfer_for(gfal, "root://host//f"), CliTransfer)
+    assert bulk_transfer_for(gfal, "https://host/f") is gfal
+    posix = PosixTransfer()
+    assert bulk_transfer_for(posix, "/mnt/se/f") is posix
