@@ -207,8 +207,8 @@ def _plan(ctx, catalog, sources, spec):
                 raise InputNotFound(f"{lfn_dir}: no files in the catalog or on the SE")
             return [(e, posixpath.relpath(e.lfn, lfn_dir)) for e in entries]
         planned = []
-        for lfn in spec.paths:
-            entry = catalog.replicas(lfn) or _stat_on_se(ctx, sources, lfn)
+        for lfn, entry in zip(spec.paths, _lookups(ctx, catalog, spec.paths)):
+            entry = entry or _stat_on_se(ctx, sources, lfn)
             if entry is None:
                 raise InputNotFound(f"{lfn}: not in the catalog nor on the SE of {ctx.site.name}")
             planned.append((entry, posixpath.basename(lfn)))
@@ -219,6 +219,16 @@ def _plan(ctx, catalog, sources, spec):
         raise InputError("two inputs have the same file name: " +
                          ", ".join(sorted({n for n in names if names.count(n) > 1})))
     return planned
+
+
+def _lookups(ctx, catalog, lfns):
+    """catalog.replicas() of each LFN, `transfer.parallel` requests at once: one round trip
+    per file to the server is the slow part of planning a long LIST."""
+    if len(lfns) < 2:
+        return [catalog.replicas(lfn) for lfn in lfns]
+    workers = max(1, min(ctx.site.transfer.parallel, len(lfns)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="severus-catalog") as pool:
+        return list(pool.map(catalog.replicas, lfns))
 
 
 def _stat_on_se(ctx, sources, lfn):

@@ -207,3 +207,20 @@ def test_a_corrupted_file_in_a_bulk_is_retried_alone_then_021(area, catalog, mak
     bad = [t for t in ctx.transfers if t["source"].endswith("f3.root")]
     assert [("bulk" in t, "checksum" in t["error"]) for t in bad] == [(True, True), (False, True), (False, True)]
     assert not (ctx.workdir / "inputs" / "f3.root").exists()
+
+
+def test_catalog_lookups_of_a_list_run_in_parallel(area, catalog, make_site, make_ctx):
+    site = site_for(make_site, area, "root", parallel=3)
+    files = input_files("lookups", n=3, size=1000)
+    publish(area, catalog, site, files)
+    barrier = threading.Barrier(3, timeout=20)
+    real_replicas = catalog.replicas
+
+    def replicas(lfn_):
+        barrier.wait()   # only passes when three lookups are under way at once
+        return real_replicas(lfn_)
+
+    catalog.replicas = replicas
+    ctx = make_ctx(site, input={"mode": "LIST", "paths": [lfn(r) for r in sorted(files)]})
+    paths = stage_inputs(ctx, catalog=catalog)
+    assert [p.read_bytes() for p in paths] == [files[r] for r in sorted(files)]
