@@ -215,6 +215,13 @@ def bench_stage_out(b, size, repeat):
     return report("stage-out", min(times.values()), best_of(repeat, ours), size, 1)
 
 
+def loadavg():
+    """The load beside the figures: on a shared 2-core machine other work decides much of them
+    (verifying costs CPU that xrdcp does not spend, so a busy machine lowers our ratios most)."""
+    one, five, _ = os.getloadavg()
+    return f"loadavg {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
 def memory_dir(size):
     """/dev/shm when it holds five copies of the big file, else the default temp dir."""
     shm = Path("/dev/shm")
@@ -242,7 +249,7 @@ def main(argv=None):
     b = Bench(base, args.parallel)
     try:
         print(f"in {base}; SE {b.se.root_url}; big file {args.size_mb} MiB; {args.files} x {args.file_kb} KiB; "
-              f"best of {args.repeat}", flush=True)
+              f"best of {args.repeat}; {loadavg()}", flush=True)
         results = [bench_stage_in(b, args.size_mb << 20, args.repeat),
                    bench_list(b, args.files, args.file_kb, args.repeat),
                    bench_stage_out(b, args.size_mb << 20, args.repeat)]
@@ -250,7 +257,7 @@ def main(argv=None):
         b.stop()
         shutil.rmtree(base, ignore_errors=True)
     # Goals are reported, not enforced: a loaded machine must not fail `make bench`.
-    print("all goals met" if all(results) else "some goals not met", flush=True)
+    print(("all goals met" if all(results) else "some goals not met") + f"; {loadavg()}", flush=True)
     return 0
 
 
