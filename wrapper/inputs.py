@@ -8,7 +8,9 @@ runs in `ctx.workdir` and is given the returned paths.
 Each file is copied to `<name>.part` and renamed only once its adler32
 matches the catalog's (or, for files the catalog does not know, the SE's);
 up to `site.transfer.parallel` files move at once; replicas at the local
-site come first.
+site come first. Many files move in bulk (one `xrdcp --parallel N` for
+root://, one gfal2 bulk copy per worker otherwise); the catalog lookups of a
+long list run `parallel` at once too.
 """
 import os
 import posixpath

@@ -10,6 +10,11 @@ one place (`_errors` for gfal2, `_run` for commands, `_errors` for POSIX),
 with kind one of not_found / checksum / timeout / failed.
 `copy_with_retries` adds the size-based timeout, retries with backoff and one
 attempt record per try (the final report shows the exact transfer that failed).
+
+Downloads are verified on the local bytes: `copy_in` checksums the file while
+the tool writes it (`TrailingAdler32`), so the check costs the last blocks, not
+a second pass. Many small root:// files go through one `xrdcp --parallel N`
+(`bulk_transfer_for`), each then checked on its own.
 """
 import errno
 import os
