@@ -4,6 +4,7 @@ One place turns transport failures into two exceptions the rest of the
 wrapper reasons about: ServerUnreachable (try again later) and ServerRefused
 (the server answered 4xx: do not repeat the same request).
 """
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -68,7 +69,8 @@ class ServerClient:
             except (ValueError, AttributeError):
                 error, message = "error", raw[:200].decode("utf-8", "replace")
             raise ServerRefused(exc.code, error, message) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            # HTTPException: a reply cut short (the server killed mid-answer) is "try again".
             reason = getattr(exc, "reason", exc)
             raise ServerUnreachable(f"{url}: {reason}") from None
         if not raw:

@@ -322,3 +322,24 @@ def test_sigkill_without_grace_is_reaped_as_timeout_100(rel_se, tmp_path, figure
     assert after <= heartbeat_s * multiple + 0.5 + 2
     figures("batch kill without grace", "SIGKILL to the process group (no final report)",
             "server reaper: timeout 100", f"reaped {after:.1f} s after the kill (heartbeat {heartbeat_s:g} s x {multiple:g})")
+
+
+def test_a_reply_cut_short_is_unreachable_not_a_dead_sender(tmp_path):
+    """Found by the server-SIGKILL scenario: a reply cut mid-body (IncompleteRead) killed the
+    sender thread, so the final report of a done job never left. It must be 'try again'."""
+    from wrapper.client import ServerClient, ServerUnreachable
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def answer_half():
+        conn, _ = sock.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n{")
+        conn.close()
+    t = threading.Thread(target=answer_half, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(ServerUnreachable):
+            ServerClient(f"http://127.0.0.1:{sock.getsockname()[1]}", "t", timeout=5).post("/x", [{}])
+    finally:
+        t.join(5)
+        sock.close()
