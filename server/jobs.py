@@ -320,6 +320,19 @@ def mark_submitted(job_id, gjid=None, backend=None):
     return job
 
 
+def end_batch_job(job_id, attempt, gjid, code, message):
+    """The batch job `gjid` of this attempt died before its wrapper's final report: sys-failed `code`.
+
+    Returns True when the job was changed (False: it finished, moved on, or was resubmitted meanwhile).
+    """
+    with db.write_transaction():
+        job = _locked_job(job_id)
+        if job.status in FINAL or job.attempt != attempt or job.gjid != gjid:
+            return False
+        _server_final(job, Status.SYS_FAILED.value, code, message)
+    return True
+
+
 def reap(multiple, now=None):
     """Mark running jobs silent for more than `multiple` x heartbeat_s as timeout 100; return their ids."""
     now = time.time() if now is None else now
@@ -335,16 +348,3 @@ def reap(multiple, now=None):
                           f"no report for {now - job.heartbeat_at:.0f} s (heartbeat every {job.heartbeat_s:g} s)")
             reaped.append(job_id)
     return reaped
-def end_batch_job(job_id, attempt, gjid, code, message):
-    """The batch job `gjid` of this attempt died before its wrapper's final report: sys-failed `code`.
-
-    Returns True when the job was changed (False: it finished, moved on, or was resubmitted meanwhile).
-    """
-    with db.write_transaction():
-        job = _locked_job(job_id)
-        if job.status in FINAL or job.attempt != attempt or job.gjid != gjid:
-            return False
-        _server_final(job, Status.SYS_FAILED.value, code, message)
-    return True
-
-
