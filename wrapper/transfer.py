@@ -270,8 +270,8 @@ class _ContextLease:
         with _CONTEXT_LOCK:
             self.ctx = _FREE_CONTEXTS.pop() if _FREE_CONTEXTS else gfal2.creat_context()
 
-    def __del__(self):
-        _FREE_CONTEXTS.append(self.ctx)
+    def __del__(self, _free=_FREE_CONTEXTS):   # bound here: module globals may be gone at exit
+        _free.append(self.ctx)
 
 
 class PosixTransfer(Transfer):
