@@ -100,38 +100,18 @@ def test_missing_site_config_is_002_and_the_server_is_told(tmp_path, event_serve
     assert event_server.finals()[0]["code"] == 2
 
 
-def test_sigterm_mid_payload_is_060_with_the_log_and_the_final_report(tmp_path, event_server):
-    node = Node(tmp_path, event_server, payload={"module": "fastsim", "parameters": PARAMS,
-                                                 "env": {"TOY_EVENT_TIME": "10"}})
-    proc = subprocess.Popen(node.argv(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        payload = poll(lambda: [p for p in psutil.Process(proc.pid).children(recursive=True)
-                                if "PacProduction" in " ".join(p.cmdline())],
-                       timeout=60, what="the payload process")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 60, err
-    assert "E060" in err and "SIGTERM" in err
-    assert not [p for p in payload if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    _, events = read_journal(node.workdir / JOURNAL_NAME)
-    assert events[-1]["kind"] == "final" and events[-1]["code"] == 60
-    assert events[-1]["report"]["failed_step"] == "RUNNING-04"
-    assert event_server.finals()[0]["code"] == 60          # delivered
-    assert event_server.logs                               # log sent to the server (to_db)
-    log_lfn = "lfn:/grid/superbvo.org/production/FastSim/out/log/10000003.1.log.tgz"
-    assert log_lfn in event_server.catalog                 # and stored on the SE
-    with tarfile.open(event_server.catalog[log_lfn]["replicas"][0]["surl"]) as tar:
-        assert any(n.endswith(JOURNAL_NAME) for n in tar.getnames())
-
-
 def _payload_of(proc):
-    return poll(lambda: [p for p in psutil.Process(proc.pid).children(recursive=True)
-                         if "PacProduction" in " ".join(p.cmdline())],
-                timeout=60, what="the payload process")
+    """The wrapper's payload processes, once they are there."""
+    def payload():
+        found = []
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "PacProduction" in " ".join(child.cmdline()):
+                    found.append(child)
+            except psutil.Error:      # a short-lived child just ended
+                pass
+        return found
+    return poll(payload, timeout=60, what="the payload process")
 
 
 def _gone(processes):
@@ -141,6 +121,32 @@ def _gone(processes):
         except psutil.NoSuchProcess:
             return True
     return all(dead(p) for p in processes)
+
+
+def test_sigterm_mid_payload_is_060_with_the_log_and_the_final_report(tmp_path, event_server):
+    node = Node(tmp_path, event_server, payload={"module": "fastsim", "parameters": PARAMS,
+                                                 "env": {"TOY_EVENT_TIME": "10"}})
+    proc = subprocess.Popen(node.argv(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        payload = _payload_of(proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 60, err
+    assert "E060" in err and "SIGTERM" in err
+    assert _gone(payload)
+    _, events = read_journal(node.workdir / JOURNAL_NAME)
+    assert events[-1]["kind"] == "final" and events[-1]["code"] == 60
+    assert events[-1]["report"]["failed_step"] == "RUNNING-04"
+    assert event_server.finals()[0]["code"] == 60          # delivered
+    assert event_server.logs                               # log sent to the server (to_db)
+    log_lfn = "lfn:/grid/superbvo.org/production/FastSim/out/log/10000003.1.log.tgz"
+    assert log_lfn in event_server.catalog                 # and stored on the SE
+    with tarfile.open(event_server.catalog[log_lfn]["replicas"][0]["surl"]) as tar:
+        assert any(n.endswith(JOURNAL_NAME) for n in tar.getnames())
 
 
 @pytest.mark.parametrize("wrapper_signalled, code", [(True, 60), (False, 31)])
