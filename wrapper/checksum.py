@@ -124,3 +124,39 @@ def _written_end(fd, pos):
         return min(size, os.lseek(fd, pos, os.SEEK_HOLE))
     except OSError:   # no SEEK_HOLE on this file system: its size it is
         return size
+
+
+def settled_adler32(path, size):
+    """(adler32, signature) of a file another process writes, once it has all `size` bytes
+    and no hole; None before. `unchanged(path, signature)` later tells whether the value
+    still holds (same inode, size and modification time)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        before = os.fstat(fd)
+        if before.st_size != size or _written_end(fd, 0) < size:
+            return None
+        value, pos = 1, 0
+        while pos < size:   # pread: _written_end moved the file offset
+            block = os.pread(fd, min(CHUNK, size - pos), pos)
+            if not block:
+                return None
+            value = zlib.adler32(block, value)
+            pos += len(block)
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            return None
+        return format_adler32(value), (before.st_ino, before.st_size, before.st_mtime_ns)
+    finally:
+        os.close(fd)
+
+
+def unchanged(path, signature):
+    """Whether `path` is still the file `settled_adler32` read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_ino, st.st_size, st.st_mtime_ns) == signature

@@ -139,7 +139,7 @@ def _bulk_pass(ctx, sources, items):
         try:
             timeout = ctx.site.transfer.timeout_for(sum(e.size for e, _, _ in members))
             results = transfer.copy_in_many([(url, part, e.adler32) for (e, _, url), part in zip(members, parts)],
-                                            timeout, parallel=parallel)
+                                            timeout, parallel=parallel, sizes=[e.size for e, _, _ in members])
         except TransferError as exc:
             results = [exc] * len(members)
         seconds = time.monotonic() - start

@@ -30,7 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checksum import CHUNK, TrailingAdler32, adler32_file, format_adler32, normalize_adler32
+from .checksum import (CHUNK, TrailingAdler32, adler32_file, format_adler32, normalize_adler32,
+                       settled_adler32, unchanged)
 
 KINDS = ("not_found", "checksum", "timeout", "failed")
 GFAL_PYTHONBIN = "/usr/bin/python3"   # gfal-* scripts run /usr/bin/python otherwise (INFRA.md)
@@ -129,8 +130,9 @@ class Transfer:
 
     bulk_parallel = False   # True: one copy_in_many call itself moves `parallel` files at once
 
-    def copy_in_many(self, items, timeout, parallel=1):
-        """Download (url, local_path, adler32) items; return a TransferError or None per item.
+    def copy_in_many(self, items, timeout, parallel=1, sizes=None):
+        """Download (url, local_path, adler32) items (of `sizes` bytes, when known); return a
+        TransferError or None per item.
         One by one here; gfal2 and xrdcp override it with bulk copies (many small files)."""
         results = []
         for url, local_path, adler32 in items:
@@ -201,7 +203,7 @@ class Gfal2Transfer(Transfer):
             self._context().filecopy(params, _file_url(src) if is_local(src) else src,
                                      _file_url(dst) if is_local(dst) else dst)
 
-    def copy_in_many(self, items, timeout, parallel=1):
+    def copy_in_many(self, items, timeout, parallel=1, sizes=None):
         # A bulk filecopy takes one checksum for all files: copy plain, verify each file here
         # (small files: adler32 costs microseconds). About 1.6x the files/s of single copies.
         params = self._context().transfer_parameters()
@@ -389,39 +391,67 @@ class CliTransfer(Transfer):
 
     bulk_parallel = True
 
-    def copy_in_many(self, items, timeout, parallel=1):
+    def copy_in_many(self, items, timeout, parallel=1, sizes=None):
         """root:// files: one `xrdcp --parallel N --infiles LIST` per batch of distinct names
-        (xrdcp names what it writes after the sources) into a staging directory; each file then
-        moves to its .part path and is verified there. Other schemes: one by one."""
+        (xrdcp names what it writes after the sources) into a staging directory. Each file is
+        checksummed as soon as it has its expected size (`sizes`) while the others still
+        arrive, then moves to its .part path. Other schemes: one by one."""
         if not items or not all(_is_root(url) for url, _, _ in items):
-            return super().copy_in_many(items, timeout, parallel)
-        errors = [None] * len(items)
+            return super().copy_in_many(items, timeout, parallel, sizes)
+        errors, known = [None] * len(items), [None] * len(items)
         for batch in _distinct_name_batches(items):
             first = Path(items[batch[0]][1])
             first.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".severus-bulk-", dir=first.parent))
             try:
-                listing = staging / ".sources"
-                listing.write_text("".join(items[i][0] + "\n" for i in batch))
-                failure = None
-                try:
-                    self._run(["xrdcp", "-f", "-s", "--parallel", str(max(1, int(parallel))),
-                               "--infiles", str(listing), str(staging) + "/"],
-                              f"bulk copy of {len(batch)} files", timeout)
-                except TransferError as exc:
-                    failure = exc   # some may have arrived: each file is judged on its own below
+                names = {i: _basename(items[i][0]) for i in batch}
+                (staging / ".sources").write_text("".join(items[i][0] + "\n" for i in batch))
+                arrivals = _Arrivals(staging, [(i, names[i], sizes[i]) for i in batch] if sizes else [],
+                                     window=4 * max(1, int(parallel)))
+                failure = self._run_watching(
+                    ["xrdcp", "-f", "-s", "--parallel", str(max(1, int(parallel))),
+                     "--infiles", str(staging / ".sources"), str(staging) + "/"],
+                    f"bulk copy of {len(batch)} files", timeout, staging / ".stderr", arrivals.check)
                 for i in batch:
                     url, path, _ = items[i]
+                    known[i] = arrivals.adler32(i)
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                     try:
-                        os.replace(staging / _basename(url), path)
+                        os.replace(staging / names[i], path)   # a rename keeps inode and mtime
                     except FileNotFoundError:
+                        # Some may have arrived although xrdcp failed: each file is judged alone.
                         errors[i] = TransferError(failure.kind if failure else "failed",
                                                   f"copy {url} -> {path}: " +
                                                   (failure.message if failure else "xrdcp did not write it"))
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        return _verified(items, errors)
+        return _verified(items, errors, known)
+
+    def _run_watching(self, args, what, timeout, stderr_path, tick):
+        """Run a command, calling `tick()` (True when it did something) until it ends; return
+        its TransferError or None."""
+        deadline = time.monotonic() + timeout
+        with open(stderr_path, "w+") as err:
+            try:
+                proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=err, env=self.env)
+            except OSError as exc:
+                return TransferError("failed", f"{what}: cannot run {args[0]}: {exc.strerror}")
+            try:
+                while proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        return TransferError("timeout", f"{what}: no answer in {timeout:.0f} s ({' '.join(args)})")
+                    if not tick():
+                        time.sleep(0.002)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if proc.returncode == 0:
+                return None
+            err.seek(0)
+            text = " ".join(err.read().split())[-500:]
+        return TransferError(classify_error(text), f"{what}: {text} ({' '.join(args)})")
 
     def _xrdfs(self, url, *args, what):
         server, path = _split_root(url)
@@ -480,13 +510,46 @@ class CliTransfer(Transfer):
             self._run(["gfal-rename", src, dst], f"rename {src} -> {dst}")
 
 
-def _verified(items, errors):
+class _Arrivals:
+    """Checksums of the files a bulk copy writes, each taken once the file is whole while the
+    copy goes on (they arrive about in list order: a window past the first unchecked one is
+    looked at), and trusted at the end only if the file has not changed since."""
+
+    def __init__(self, directory, expected, window):
+        self.directory = directory
+        self.expected = expected     # [(index, name, size)] in the order given to the tool
+        self.window = window
+        self.first = 0
+        self.sums = {}
+
+    def check(self):
+        """Checksum the files that became whole; True when there was one."""
+        found = False
+        for i, name, size in self.expected[self.first:self.first + self.window]:
+            if i not in self.sums:
+                got = settled_adler32(self.directory / name, size)
+                if got is not None:
+                    self.sums[i] = (name, got)
+                    found = True
+        while self.first < len(self.expected) and self.expected[self.first][0] in self.sums:
+            self.first += 1
+        return found
+
+    def adler32(self, i):
+        """File i's checksum taken on arrival, if it still holds; else None (read it again)."""
+        if i not in self.sums:
+            return None
+        name, (value, signature) = self.sums[i]
+        return value if unchanged(self.directory / name, signature) else None
+
+
+def _verified(items, errors, known=None):
     """Per (url, path, adler32) item: its copy error, or a checksum error when the local
-    bytes differ from `adler32`, or None."""
+    bytes (their adler32 in `known`, or read now) differ from `adler32`, or None."""
     results = []
-    for (url, path, adler32), error in zip(items, errors):
+    for n, ((url, path, adler32), error) in enumerate(zip(items, errors)):
         if error is None:
-            got = _local_adler32(path)
+            got = (known[n] if known else None) or _local_adler32(path)
             if got != adler32:
                 error = TransferError("checksum", f"copy {url} -> {path}: adler32 {got} != expected {adler32}")
         results.append(error)

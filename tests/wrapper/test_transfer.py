@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from wrapper.checksum import TrailingAdler32
+from wrapper.checksum import TrailingAdler32, settled_adler32, unchanged
 from wrapper.siteconfig import TransferConfig
 from wrapper.transfer import (CliTransfer, Gfal2Transfer, PosixTransfer, TransferError,
                               bulk_transfer_for, copy_with_retries, make_transfer)
@@ -166,8 +166,10 @@ def test_trailing_adler32_gives_none_when_the_file_was_replaced_after_reading(tm
 
 
 
-def test_xrdcp_bulk_judges_each_file_and_handles_repeated_names(area, tmp_path):
-    """Two sources named alike, one missing, one whose bytes differ from the catalog's."""
+@pytest.mark.parametrize("with_sizes", [False, True])
+def test_xrdcp_bulk_judges_each_file_and_handles_repeated_names(area, tmp_path, with_sizes):
+    """Two sources named alike, one missing, one whose bytes differ from the catalog's; with
+    sizes, files are checksummed as they arrive."""
     data = {f"{d}/same.root": os.urandom(5000) for d in ("a", "b")}
     data["a/other.root"] = os.urandom(5000)
     for rel, blob in data.items():
@@ -176,7 +178,8 @@ def test_xrdcp_bulk_judges_each_file_and_handles_repeated_names(area, tmp_path):
     items = [(f"{base}/{rel}", tmp_path / "in" / rel.replace("/", "-"), adler32(blob)) for rel, blob in data.items()]
     items[2] = (items[2][0], items[2][1], adler32(b"what the catalog says"))
     items.append((f"{base}/a/gone.root", tmp_path / "in" / "gone.root", "00000001"))
-    results = CliTransfer().copy_in_many(items, 60, parallel=2)
+    sizes = [5000, 5000, 5000, 123] if with_sizes else None
+    results = CliTransfer().copy_in_many(items, 60, parallel=2, sizes=sizes)
     assert results[:2] == [None, None]
     assert [(url, p.read_bytes()) for url, p, _ in items[:2]] == [(items[0][0], data["a/same.root"]),
                                                                   (items[1][0], data["b/same.root"])]
@@ -190,3 +193,21 @@ def test_many_root_files_go_through_xrdcp_others_keep_their_transfer():
     assert bulk_transfer_for(gfal, "https://host/f") is gfal
     posix = PosixTransfer()
     assert bulk_transfer_for(posix, "/mnt/se/f") is posix
+
+
+def test_settled_adler32_waits_for_the_whole_file_and_notices_changes(tmp_path):
+    path = tmp_path / "f"
+    data = os.urandom(3 << 20)
+    path.write_bytes(data[:1 << 20])
+    assert settled_adler32(path, len(data)) is None            # not all there yet
+    with open(path, "ab") as fh:
+        fh.write(data[1 << 20:])
+    value, signature = settled_adler32(path, len(data))
+    assert value == adler32(data) and unchanged(path, signature)
+    os.utime(path, ns=(0, 0))                                    # written again since
+    assert not unchanged(path, signature)
+    with open(path, "r+b") as fh:                                # a hole below the size
+        fh.truncate(0)
+        fh.seek(len(data) - 1)
+        fh.write(b"x")
+    assert settled_adler32(path, len(data)) is None
