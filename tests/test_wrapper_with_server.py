@@ -221,7 +221,8 @@ def test_kill_command_from_the_real_server_is_062_with_the_log(live, tmp_path):
     finally:
         code, out, err = finish(proc)
     assert code == 62, err
-    assert time.monotonic() - started < 20   # the command came with a heartbeat's reply
+    # Stopped by the command in a heartbeat's reply, long before the 50 s payload would end.
+    assert time.monotonic() - started < 40
     info = job(live, job_id)
     assert (info["status"], info["error_code"]) == ("sys-failed", 62)
     assert info["report"]["failed_step"] == "RUNNING-04"
