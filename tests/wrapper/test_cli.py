@@ -11,10 +11,10 @@ import sys
 import tarfile
 from pathlib import Path
 
-import psutil
 import pytest
 
 from server.toy_release import build_toy_release
+from tests.processes import children_matching, gone
 from wrapper import cli
 from wrapper.report import JOURNAL_NAME, read_journal
 
@@ -102,25 +102,8 @@ def test_missing_site_config_is_002_and_the_server_is_told(tmp_path, event_serve
 
 def _payload_of(proc):
     """The wrapper's payload processes, once they are there."""
-    def payload():
-        found = []
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            try:
-                if "PacProduction" in " ".join(child.cmdline()):
-                    found.append(child)
-            except psutil.Error:      # a short-lived child just ended
-                pass
-        return found
-    return poll(payload, timeout=60, what="the payload process")
-
-
-def _gone(processes):
-    def dead(p):
-        try:
-            return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-    return all(dead(p) for p in processes)
+    return poll(lambda: children_matching(proc.pid, "PacProduction"), timeout=60,
+                what="the payload process")
 
 
 def test_sigterm_mid_payload_is_060_with_the_log_and_the_final_report(tmp_path, event_server):
@@ -137,7 +120,7 @@ def test_sigterm_mid_payload_is_060_with_the_log_and_the_final_report(tmp_path, 
             proc.kill()
     assert proc.returncode == 60, err
     assert "E060" in err and "SIGTERM" in err
-    assert _gone(payload)
+    assert gone(payload)
     _, events = read_journal(node.workdir / JOURNAL_NAME)
     assert events[-1]["kind"] == "final" and events[-1]["code"] == 60
     assert events[-1]["report"]["failed_step"] == "RUNNING-04"
@@ -161,7 +144,7 @@ def test_payload_dying_of_a_batch_signal_before_the_wrapper_is_a_site_stop(
         payload = _payload_of(proc)
         for p in payload:
             p.send_signal(signal.SIGTERM)
-        poll(lambda: _gone(payload), timeout=30, what="the payload to die")
+        poll(lambda: gone(payload), timeout=30, what="the payload to die")
         if wrapper_signalled:      # the batch system's TERM reaches the wrapper a moment later
             proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)

@@ -5,12 +5,12 @@ ones that do real file work (unpack the toy release, copy outputs and the log
 into directories); the payload, the watchdog and the reporter are real and
 talk to the stdlib events server of test_report.
 """
+import os
 import sys
 import tarfile
 import threading
 from pathlib import Path
 
-import psutil
 import pytest
 
 import wrapper.inputs
@@ -18,6 +18,7 @@ import wrapper.joblog
 import wrapper.software
 import wrapper.stageout
 from server.toy_release import build_toy_release
+from tests.processes import children_matching, pids_gone
 from shared.errors import LogUploadError, SoftwareChecksumMismatch
 from shared.events import parse_events
 from shared.jobdesc import parse_job_description
@@ -221,8 +222,8 @@ def slow_payload_in_background(tmp_path, server):
     thread.start()
     poll(lambda: any(e.get("step") == "RUNNING-04" for e in server.events.values()),
          what="the payload step")
-    pid = poll(lambda: [p.pid for p in psutil.Process().children(recursive=True)
-                        if "PacProduction" in " ".join(p.cmdline())], what="payload process")
+    pid = poll(lambda: [p.pid for p in children_matching(os.getpid(), "PacProduction")],
+               what="payload process")
     return thread, holder, stop, pid
 
 
@@ -235,8 +236,7 @@ def test_kill_command_stops_the_payload_uploads_the_log_and_ends_062(tmp_path, e
     finally:
         stop.close()
     assert holder["outcome"].code == 62
-    assert not [p for p in pids if psutil.pid_exists(p)
-                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert pids_gone(pids)
     assert stages.calls[-1] == "upload_log" and "stage_outputs" not in stages.calls
     assert event_server.finals()[0]["code"] == 62
 
