@@ -238,13 +238,13 @@ def _counts(counts, order=None):
 
 # ---------------------------------------------------------------------- argument helpers
 
-def _pairs(items, what):
-    """["K=V", ...] as a dict; BadInput on a malformed item."""
+def _pairs(items, what, sep="="):
+    """["K=V", ...] (or another separator) as a dict; BadInput on a malformed item."""
     out = {}
     for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BadInput(f"{what} must look like NAME=VALUE, not {item!r}")
+        key, found, value = item.partition(sep)
+        if not found or not key:
+            raise BadInput(f"{what} must look like NAME{sep}VALUE, not {item!r}")
         out[key.strip()] = value.strip()
     return out
 
@@ -276,22 +276,32 @@ def _positive(text):
     return value
 
 
+BULK_SYNTAX = ("request=ID,sites=A+B,runs=N,events=N[,test][,log], or for a test bulk "
+               "test,params=NAME:VALUE+NAME:VALUE[,input=MODE[:LFN+LFN]][,output-sites=A+B] instead of request")
+
+
 def parse_bulk(spec):
-    """`request=7,sites=INFN-T1+INFN-BARI,runs=10,events=80000[,test][,log]` as a bulk dict."""
+    """`request=7,sites=INFN-T1+INFN-BARI,runs=10,events=80000[,test][,log]` (or params=...) as a bulk dict."""
     bulk = {"test": False, "log_to_db": False}
     for part in _csv(spec):
         key, sep, value = part.partition("=")
         if not sep and key in ("test", "log"):
             bulk["test" if key == "test" else "log_to_db"] = True
             continue
-        if key == "sites":
-            bulk["sites"] = [x for x in value.split("+") if x]
+        if key in ("sites", "output-sites"):
+            bulk[key.replace("-", "_")] = [x for x in value.split("+") if x]
         elif key in ("request", "runs", "events") and value.isdigit() and int(value) > 0:
             bulk[key] = int(value)
+        elif key == "params":
+            bulk["parameters"] = _pairs(value.split("+"), f"params in {spec!r}", sep=":")
+        elif key == "input" and value:
+            mode, _, paths = value.partition(":")
+            bulk.update(input_mode=mode, input_paths=[x for x in paths.split("+") if x])
         else:
-            raise BadInput(f"bad bulk item {part!r} in {spec!r} "
-                           "(request=ID,sites=A+B,runs=N,events=N[,test][,log])")
-    missing = [k for k in ("request", "sites", "runs", "events") if not bulk.get(k)]
+            raise BadInput(f"bad bulk item {part!r} in {spec!r} ({BULK_SYNTAX})")
+    missing = [k for k in ("sites", "runs", "events") if not bulk.get(k)]
+    if "request" not in bulk and "parameters" not in bulk:
+        missing.insert(0, "request (or params for a test bulk)")
     if missing:
         raise BadInput(f"bulk {spec!r} has no {missing[0]}")
     return bulk
@@ -526,13 +536,18 @@ def _site_settings(args):
 
 def cmd_submit(client, out, args):
     bulks = [parse_bulk(b) for b in args.bulk or ()]
-    if args.request is not None or args.sites or args.runs or args.events:
-        missing = [f for f, v in (("--request", args.request), ("--sites", args.sites), ("--runs", args.runs),
-                                  ("--events", args.events)) if not v]
+    if args.request is not None or args.param or args.sites or args.runs or args.events:
+        missing = [f for f, v in (("--request", args.request or args.param), ("--sites", args.sites),
+                                  ("--runs", args.runs), ("--events", args.events)) if not v]
         if missing:
             raise BadInput(f"a bulk given by flags needs {missing[0]} as well")
-        bulks.insert(0, {"request": args.request, "sites": _csv(args.sites), "runs": args.runs,
-                         "events": args.events, "test": args.test, "log_to_db": args.log_in_db})
+        bulk = {"sites": _csv(args.sites), "runs": args.runs, "events": args.events, "test": args.test,
+                "log_to_db": args.log_in_db}
+        if args.param:
+            bulk["parameters"] = _pairs(args.param, "--param")
+        if args.request is not None:
+            bulk["request"] = args.request
+        bulks.insert(0, bulk)
     if not bulks:
         raise BadInput("nothing to submit: give --request/--sites/--runs/--events or one --bulk per set")
     body = {"production": args.production, "bulks": bulks, "dry_run": args.dry_run}
@@ -581,7 +596,8 @@ def print_plan(out, plan, order=()):
     names = _ordered(order, (k for s in plan["sets"] for k in (s["parameters"] or {})))
     for st in plan["sets"]:
         out.line()
-        out.line(f"JOB BULK DATA - SUMMARY (set {st['set']}, request {st['request']} on {st['production']})")
+        request = "a new request" if st["request"] is None else f"request {st['request']}"
+        out.line(f"JOB BULK DATA - SUMMARY (set {st['set']}, {request} on {st['production']})")
         rows = [dict(r, set=st["set"], **{f"p:{n}": (st["parameters"] or {}).get(n) for n in names})
                 for r in st["rows"]]
         # The totals line, as in the seed: the other cells stay blank.
@@ -593,6 +609,8 @@ def print_plan(out, plan, order=()):
                    *[(n, f"p:{n}") for n in names],
                    ("Target Site(s)", lambda r: st["output_sites"] if r["site"] else ""),
                    ("Log in DB", lambda r: st["log_to_db"] if r["site"] else "")], rows)
+        out.line({"exists": "  ✓ Production Request exists!", "created": "  Production Request created",
+                  "would be created": "  Production Request would be created"}.get(st.get("request_state"), ""))
         out.line(f"  Input mode: {st['input_mode']}  Input path: {', '.join(st['input_paths']) or '-'}")
         out.line(f"  output directory's lfn: {st['output_lfn']}")
     for refusal in plan.get("refusals", []):
@@ -915,13 +933,16 @@ def add_commands(sub):
     c = command("submit", "submit bulks of jobs (the seed's expert UI); --dry-run prints the summary")
     c.add_argument("--production", required=True)
     c.add_argument("--request", type=_positive, help="one bulk by flags: the request id")
+    c.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="with --test, instead of --request: a job parameter's value (repeat); "
+                        "a missing test request is created")
     c.add_argument("--sites", help="comma list of submission sites")
     c.add_argument("--runs", type=_positive, help="jobs per site")
     c.add_argument("--events", type=_positive, help="events per job")
     c.add_argument("--test", action="store_true", help="on the request's test twin")
     c.add_argument("--log-in-db", action="store_true", help="store the logs in the bookkeeping database")
     c.add_argument("--bulk", action="append", metavar="SPEC",
-                   help="request=ID,sites=A+B,runs=N,events=N[,test][,log] (repeat for more sets)")
+                   help=f"{BULK_SYNTAX} (repeat for more sets)")
     c.add_argument("--dry-run", action="store_true", help="print the summary, prepare nothing")
     c.add_argument("--backend", choices=BACKENDS, help="batch backend that starts the jobs")
     c.add_argument("--override-thresholds", action="store_true", help="expert: ignore site thresholds")

@@ -70,11 +70,18 @@ SCHEMAS = {
                        "sessions": {"type": "object", "additionalProperties": _obj({"enabled": BOOL, "supported": BOOL})},
                        "productions": {"type": "object", "additionalProperties": _obj({"allowed": BOOL})}}),
     "Resubmit": _obj({"backend": {"type": "string", "enum": ["local", "slurm", "htcondor"]}, "dry_run": BOOL}),
+    # A bulk names its request, or (test bulks only) the job parameters of a test request, created if missing;
+    # input_mode, input_paths and output_sites are that new request's and go only with `parameters`.
+    # The plan's sets say `request_state`: exists, would be created (dry run) or created.
+    "SubmissionBulk": dict(_obj(
+        {"request": INT, "parameters": {"type": "object", "additionalProperties": STR},
+         "test": BOOL, "sites": STRS, "runs": INT, "events": INT, "log_to_db": BOOL,
+         "input_mode": {"type": "string", "enum": ["DIR", "FILE", "LIST", "NONE"]}, "input_paths": STRS,
+         "output_sites": STRS}, ("sites", "runs", "events")),
+        oneOf=[{"required": ["request"]}, {"required": ["parameters", "test"]}]),
     "Submission": _obj({"production": STR, "dry_run": BOOL, "override_thresholds": BOOL,
                         "backend": {"type": "string", "enum": ["local", "slurm", "htcondor"]},
-                        "bulks": {"type": "array", "items": _obj(
-                            {"request": INT, "test": BOOL, "sites": STRS, "runs": INT, "events": INT,
-                             "log_to_db": BOOL}, ("request", "sites", "runs", "events"))}},
+                        "bulks": {"type": "array", "items": {"$ref": "#/components/schemas/SubmissionBulk"}}},
                        ("production", "bulks")),
 }
 

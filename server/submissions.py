@@ -5,22 +5,40 @@ A bulk is `{request, test, sites, runs, events, log_to_db}`: `runs` jobs of
 that request's test twin in `<production>_test`. Runnums are allocated per
 request, contiguous and above both the request's minimum and every runnum
 already used at or above it, so they stay unique without a retry loop.
+
+A test bulk may name its request by `parameters` (the session's job
+parameter values) instead: the test request of `<production>_test` with those
+values, created in the submission's transaction when there is none (seed:
+"the request will be created before submit"). It takes its settings from a
+template, the main request with the same values or else the production's
+newest request: the template's output directories moved under the twin with
+its parameter-valued segments replaced (`.../2010_July_test/output/<Analysis>/
+<Geometry>/<Generator>` for the seed's layout), its runnum minimum and limits;
+events per job from the bulk, input NONE and the template's output sites
+unless the bulk gives them. Main requests are only made by a manager.
 """
 import datetime
 import math
 from dataclasses import dataclass
 
 from shared import schema as s
+from shared.jobdesc import INPUT_MODES, NAME_RE
 from shared.states import Status
 
 from . import db
 from . import models as m
 from .errors import bad_request, conflict, not_found
+from .request_rules import check_input, check_parameters, insert_test_request, params_key
 
 # Serialises runnum allocation across PostgreSQL sessions (SQLite: BEGIN IMMEDIATE does it).
 SUBMIT_LOCK_KEY = 0x5B5
 MAX_JOBS_PER_SUBMISSION = 100_000
 FAILED_WINDOW = datetime.timedelta(hours=24)
+BULK_FIELDS = ("request", "test", "sites", "runs", "events", "log_to_db")
+# Only with `parameters`: settings of the test request that may have to be created.
+NEW_REQUEST_FIELDS = ("parameters", "input_mode", "input_paths", "output_sites")
+# A created test request keeps these of its template (see the module doc).
+INHERITED = ("min_runnum", "event_time_s", "max_wct_s", "max_rss_mb", "stall_s", "output_patterns")
 
 
 @dataclass(frozen=True)
@@ -31,6 +49,10 @@ class Bulk:
     runs: int
     events: int
     log_to_db: bool
+    parameters: dict = None      # a test bulk's job parameters, instead of request_id
+    input_mode: str = "NONE"
+    input_paths: tuple = ()
+    output_sites: tuple = ()
 
 
 def parse_submission(body):
@@ -45,18 +67,46 @@ def parse_submission(body):
         where = f"bulks[{n}]."
         if not isinstance(b, dict):
             raise s.SchemaError(f"'{where[:-1]}' must be an object")
-        s.refuse_unknown(b, ("request", "test", "sites", "runs", "events", "log_to_db"), where)
+        s.refuse_unknown(b, BULK_FIELDS + NEW_REQUEST_FIELDS, where)
         bulks.append(Bulk(
-            request_id=s.integer(b, "request", where, lo=1),
+            request_id=s.integer(b, "request", where, default=None, lo=1),
             test=s.boolean(b, "test", where, default=False),
             sites=s.text_list(b, "sites", where, max_items=200, max_len=64),
             runs=s.integer(b, "runs", where, lo=1, hi=MAX_JOBS_PER_SUBMISSION),
             events=s.integer(b, "events", where, lo=1, hi=10 ** 12),
             log_to_db=s.boolean(b, "log_to_db", where, default=False),
+            **_new_request_fields(b, where),
         ))
     dry_run = s.boolean(body, "dry_run", default=False)
     override = s.boolean(body, "override_thresholds", default=False)
     return production, bulks, dry_run, override
+
+
+def _new_request_fields(b, where):
+    """A bulk's `parameters` and the settings that go with them; a test bulk has a request or parameters."""
+    given = [k for k in NEW_REQUEST_FIELDS if k in b]
+    if "parameters" not in b:
+        if given:
+            raise s.SchemaError(f"'{where}{given[0]}' goes with 'parameters'")
+        if "request" not in b:
+            raise s.SchemaError(f"missing field '{where}request' (or, for a test bulk, '{where}parameters')")
+        return {}
+    if "request" in b:
+        raise s.SchemaError(f"'{where}request' and '{where}parameters' exclude each other")
+    if not b.get("test"):
+        raise bad_request(f"'{where}parameters' is for test bulks only: a main request is created and "
+                          "validated by a manager (POST /requests)")
+    parameters = s.text_map(b, "parameters", where, max_items=50)
+    for name in parameters:
+        s.text(parameters, name, f"{where}parameters.", max_len=256)
+    fields = {"parameters": parameters,
+              "input_mode": s.text(b, "input_mode", where, default="NONE", pattern="|".join(INPUT_MODES)),
+              "input_paths": tuple(s.check_lfn(p, f"{where}input_paths[{n}]") for n, p in enumerate(
+                  s.text_list(b, "input_paths", where, default=(), max_items=10000, max_len=1024))),
+              "output_sites": s.text_list(b, "output_sites", where, default=(), max_items=100, pattern=NAME_RE,
+                                          max_len=64)}
+    check_input(fields)
+    return fields
 
 
 def prepare_jobs(user, production, bulks, dry_run=False, override_thresholds=False,
@@ -89,18 +139,23 @@ def _plan(main, bulks):
         raise bad_request(f"submit to the main production, not {main.name}: a bulk's 'test' picks the twin")
     sw = main.software
     sets, refusals, next_runnum = [], [], {}
-    planned_at_site = {}
+    planned_at_site, to_create = {}, {}
     for number, bulk in enumerate(bulks, start=1):
-        req = _request_for(main, bulk)
+        if bulk.parameters is None:
+            req = _request_for(main, bulk)
+        else:
+            req = _test_request_by_parameters(main, bulk, f"bulks[{number - 1}].", to_create)
+        # A request still to be created has no id yet: its runnums are counted under its parameters.
+        runnum_key = req.id or req.params_key
         prod = req.production
         if prod.status != "open":
             raise conflict("production-closed", f"production {prod.name} is closed")
         rows = []
         for site_name in bulk.sites:
             site = _eligible_site(site_name, prod)
-            first = next_runnum.get(req.id) or _first_free_runnum(req.min_runnum, next_runnum)
+            first = next_runnum.get(runnum_key) or _first_free_runnum(req.min_runnum, next_runnum)
             last = first + bulk.runs - 1
-            next_runnum[req.id] = last + 1
+            next_runnum[runnum_key] = last + 1
             planned_at_site[site.name] = planned_at_site.get(site.name, 0) + bulk.runs
             refusals.extend(_threshold_refusals(site, planned_at_site[site.name]))
             rows.append({"site": site.name, "site_id": site.id, "jobs": bulk.runs,
@@ -109,6 +164,7 @@ def _plan(main, bulks):
                          "bunches": math.ceil(bulk.runs / max(site.bunch_size, 1))})
         sets.append({
             "set": number, "request": req.id, "production": prod.name, "test": bulk.test,
+            "request_state": "exists" if req.id else "would be created",
             "parameters": req.parameters, "input_mode": req.input_mode, "input_paths": req.input_paths,
             "output_lfn": req.output_lfn, "output_sites": req.output_sites,
             "log_to_db": bulk.log_to_db, "rows": rows,
@@ -134,6 +190,56 @@ def _request_for(main, bulk):
                        f"request {req.id} is {req.status}: only valid or running requests take jobs "
                        "(test jobs go to its test request)")
     return req
+
+
+def _test_request_by_parameters(main, bulk, where, to_create):
+    """The twin's test request with the bulk's parameters, or an unsaved one (kept in `to_create` by key)."""
+    check_parameters(main.session, bulk.parameters, where + "parameters.")
+    key = params_key(bulk.parameters)
+    twin = main.twin
+    if key in to_create:
+        return to_create[key]
+    found = m.Request.get_or_none(production=twin, params_key=key)
+    if found is not None:
+        return found
+    template = m.Request.get_or_none(production=main, params_key=key)
+    if template is None:
+        template = m.Request.select().where(m.Request.production.in_([main.id, twin.id])) \
+            .order_by(m.Request.id.desc()).first()
+    if template is None:
+        raise conflict("no-template-request", f"production {main.name} has no request to take the output "
+                                              "directories and settings of a new test request from: "
+                                              "a manager creates the first one (POST /requests)")
+    output_lfn = _moved(template.output_lfn, template, twin, bulk.parameters)
+    if output_lfn is None:
+        raise conflict("no-template-request", f"request {template.id}'s output directory {template.output_lfn} "
+                                              f"is not under {template.production.name}: no test directory follows")
+    try:
+        s.check_lfn(output_lfn, "output_lfn")
+    except s.SchemaError:
+        raise bad_request(f"'{where}parameters' make the output directory {output_lfn[:300]!r}, "
+                          "not a valid LFN") from None
+    if len(output_lfn) > 1024:
+        raise bad_request(f"'{where}parameters' make an output directory longer than 1024 characters")
+    settings = {name: getattr(template, name) for name in INHERITED}
+    settings.update(
+        events_per_job=bulk.events, num_jobs=bulk.runs * len(bulk.sites),
+        required_events=bulk.runs * len(bulk.sites) * bulk.events,
+        input_mode=bulk.input_mode, input_paths=list(bulk.input_paths), output_lfn=output_lfn,
+        output_abs=(_moved(template.output_abs, template, twin, bulk.parameters) or "")[:1024],
+        output_sites=list(bulk.output_sites or template.output_sites),
+        note=f"made by a test submission from the settings of request {template.id}")
+    to_create[key] = m.Request(production=twin, parameters=bulk.parameters, params_key=key, **settings)
+    return to_create[key]
+
+
+def _moved(path, template, twin, parameters):
+    """`template`'s directory `path` for `parameters`: under `twin`, segments naming a template value renamed."""
+    head, sep, tail = path.partition(f"/{template.production.name}/")
+    if not sep:
+        return None
+    renamed = {value: parameters.get(name, value) for name, value in template.parameters.items()}
+    return f"{head}/{twin.name}/" + "/".join(renamed.get(part, part) for part in tail.split("/"))
 
 
 def _eligible_site(name, production):
@@ -178,9 +284,14 @@ def _threshold_refusals(site, planned):
 
 def _create_jobs(user, plan, heartbeat_s):
     now = m.utcnow()
-    ids = []
+    ids, new_requests = [], {}
     for st in plan["sets"]:
         req = st["_req"]
+        if req.id is None:
+            if req.params_key not in new_requests:
+                new_requests[req.params_key] = _create_test_request(user, req)
+            req, state = new_requests[req.params_key]
+            st.update(_req=req, request=req.id, request_state=state)
         prod = req.production
         words = [prod.name, user.name if user else ""] + [str(v) for v in req.parameters.values()]
         for row in st["rows"]:
@@ -214,3 +325,20 @@ def _create_jobs(user, plan, heartbeat_s):
                           ref={"production": prod.name, "request": req.id,
                                "runnums": [[r["first_runnum"], r["last_runnum"]] for r in st["rows"]]})
     return ids
+
+
+def _create_test_request(user, new):
+    """Insert the planned test request `new`, record it, link the main request with its parameters: (row, state)."""
+    new.created_by = user
+    req, inserted = insert_test_request(new)
+    if not inserted:   # POST /requests made it since the plan (it does not take the submission lock)
+        return req, "exists"
+    twin = req.production
+    m.Request.update(test_request=req.id).where(
+        (m.Request.production == twin.twin_id) & (m.Request.params_key == req.params_key)
+        & m.Request.test_request.is_null()).execute()
+    m.Activity.create(user=user, kind="request-created", session=twin.session.name,
+                      info=f"Request {req.id} created on {twin.name} for a test submission: "
+                           + ", ".join(f"{k}={v}" for k, v in req.parameters.items()),
+                      ref={"production": twin.name, "request": req.id})
+    return req, "created"

@@ -1,6 +1,4 @@
 """Production requests: parameters and settings, their test twins, and the status machine."""
-import json
-
 from flask import Blueprint, jsonify
 
 from shared import schema as s
@@ -9,6 +7,7 @@ from shared.jobdesc import INPUT_MODES, NAME_RE
 from .. import auth, db
 from .. import models as m
 from ..errors import ApiError, bad_request, conflict, not_found
+from ..request_rules import check_input, check_parameters, insert_test_request, params_key, twin_path
 from .params import json_body, query_int, query_text
 from .productions import get_production
 
@@ -60,29 +59,6 @@ def _read_settings(body):
     return {name: reader(body, name) for name, reader in SETTINGS.items() if name in body}
 
 
-def _check_input(settings):
-    mode, paths = settings.get("input_mode", "NONE"), settings.get("input_paths", [])
-    counts = {"NONE": (0, 0), "FILE": (1, 1), "DIR": (1, 1), "LIST": (1, 10000)}[mode]
-    if not counts[0] <= len(paths) <= counts[1]:
-        raise bad_request(f"input mode {mode} takes {counts[0]} to {counts[1]} input paths, not {len(paths)}")
-
-
-def _check_parameters(session, parameters):
-    defs = {p.name: p.allowed for p in session.parameters}
-    for name, value in parameters.items():
-        if name not in defs:
-            raise bad_request(f"session {session.name} has no job parameter {name!r}")
-        if defs[name] and value not in defs[name]:
-            raise bad_request(f"{value!r} is not an allowed value of {name} ({', '.join(defs[name])})")
-    missing = sorted(set(defs) - set(parameters))
-    if missing:
-        raise bad_request(f"job parameter {missing[0]} has no value")
-
-
-def params_key(parameters):
-    return json.dumps(parameters, sort_keys=True, separators=(",", ":"))
-
-
 @bp.get("/requests")
 @auth.require("monitoring")
 def list_requests():
@@ -121,7 +97,7 @@ def create_request():
         raise s.SchemaError("missing field 'parameters'")
     if "output_lfn" not in settings:
         raise s.SchemaError("missing field 'output_lfn'")
-    _check_input(settings)
+    check_input(settings)
     user = auth.current_principal().user
     with db.write_transaction():
         main = get_production(s.text(body, "production", max_len=128))
@@ -129,21 +105,18 @@ def create_request():
             raise bad_request(f"create requests in {main.twin.name}: each gets its test twin in {main.name}")
         if main.status != "open":
             raise conflict("production-closed", f"production {main.name} is closed")
-        _check_parameters(main.session, parameters)
+        check_parameters(main.session, parameters)
         key = params_key(parameters)
         if m.Request.select().where((m.Request.production == main) & (m.Request.params_key == key)).exists():
             raise conflict("duplicate-request",
                            f"a request with these parameters already exists in {main.name}")
-        twin = main.twin
-        test_req = m.Request.get_or_none(production=twin, params_key=key)
-        if test_req is None:
-            test_settings = dict(settings)
-            test_settings["output_lfn"] = s.lfn(body, "test_output_lfn", default=None) or \
-                settings["output_lfn"].replace(f"/{main.name}/", f"/{twin.name}/")
-            test_settings["output_abs"] = s.text(body, "test_output_abs", default=None, max_len=1024) or \
-                settings.get("output_abs", "").replace(f"/{main.name}/", f"/{twin.name}/")
-            test_req = m.Request.create(production=twin, parameters=parameters, params_key=key,
-                                        created_by=user, **test_settings)
+        test_settings = dict(settings)
+        test_settings["output_lfn"] = s.lfn(body, "test_output_lfn", default=None) or \
+            twin_path(settings["output_lfn"], main)
+        test_settings["output_abs"] = s.text(body, "test_output_abs", default=None, max_len=1024) or \
+            twin_path(settings.get("output_abs", ""), main)
+        test_req, _ = insert_test_request(m.Request(production=main.twin, parameters=parameters, params_key=key,
+                                                    created_by=user, **test_settings))
         req = m.Request.create(production=main, parameters=parameters, params_key=key,
                                test_request=test_req, created_by=user, **settings)
         m.Activity.create(user=user, kind="request-created", session=main.session.name,
@@ -177,6 +150,6 @@ def update_request(request_id):
             raise conflict("request-not-open", f"request {req.id} is {req.status}: {frozen[0]} can no longer change")
         for name, value in changes.items():
             setattr(req, name, value)
-        _check_input({"input_mode": req.input_mode, "input_paths": req.input_paths})
+        check_input({"input_mode": req.input_mode, "input_paths": req.input_paths})
         req.save()
     return jsonify(request_dict(req))

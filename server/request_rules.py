@@ -1,0 +1,50 @@
+"""What a production request obeys wherever it is made: by a manager (POST /requests) or a test submission."""
+import json
+
+from . import models as m
+from .errors import bad_request
+
+
+def check_parameters(session, parameters, where=""):
+    """Refuse (400) values that are not `session`'s job parameters; `where` prefixes the names in messages."""
+    defs = {p.name: p.allowed for p in session.parameters}
+    for name, value in parameters.items():
+        if name not in defs:
+            raise bad_request(f"session {session.name} has no job parameter '{where}{name}'")
+        if defs[name] and value not in defs[name]:
+            raise bad_request(f"{value!r} is not an allowed value of {where}{name} ({', '.join(defs[name])})")
+    missing = sorted(set(defs) - set(parameters))
+    if missing:
+        raise bad_request(f"job parameter {where}{missing[0]} has no value")
+
+
+def params_key(parameters):
+    """Canonical JSON of the parameters: a production holds one request per key."""
+    return json.dumps(parameters, sort_keys=True, separators=(",", ":"))
+
+
+def check_input(settings):
+    mode, paths = settings.get("input_mode", "NONE"), settings.get("input_paths", [])
+    counts = {"NONE": (0, 0), "FILE": (1, 1), "DIR": (1, 1), "LIST": (1, 10000)}[mode]
+    if not counts[0] <= len(paths) <= counts[1]:
+        raise bad_request(f"input mode {mode} takes {counts[0]} to {counts[1]} input paths, not {len(paths)}")
+
+
+def twin_path(path, main):
+    """A directory of a request of `main` moved under its test twin (`/2010_July/` -> `/2010_July_test/`)."""
+    return path.replace(f"/{main.name}/", f"/{main.twin.name}/")
+
+
+def insert_test_request(req):
+    """Insert the unsaved test request `req` unless its production already holds its parameters: (row, created).
+
+    POST /requests and test submissions may make the same twin at once: on
+    PostgreSQL the loser's insert waits for the winner, then does nothing
+    (ON CONFLICT on the unique production+params_key index) instead of failing.
+    """
+    existing = m.Request.get_or_none(production=req.production_id, params_key=req.params_key)
+    if existing is not None:
+        return existing, False
+    new_id = m.Request.insert(**req.__data__).on_conflict_ignore().execute()
+    row = m.Request.get(production=req.production_id, params_key=req.params_key)
+    return row, new_id is not None and row.id == new_id
