@@ -30,9 +30,36 @@ def _seed_groups():
             m.GroupPrivilege.get_or_create(group=group, privilege=privilege)
 
 
+def _search_indexes():
+    """Job monitor indexes: substring search of Job.search, user + error code, gjid."""
+    m.Job._schema.create_indexes(safe=True)
+    table, fts = m.Job._meta.table_name, m.JOB_SEARCH_FTS
+    if not db.is_sqlite():
+        # `search LIKE '%term%'` is served by a trigram GIN index (the test clusters are superuser;
+        # elsewhere an administrator runs the CREATE EXTENSION once).
+        m.database.execute_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        m.database.execute_sql(f"CREATE INDEX IF NOT EXISTS {table}_search_trgm ON {table} "
+                               "USING gin (search gin_trgm_ops)")
+        return
+    # External content: the text stays in the job table only; the triggers give FTS5 the old
+    # values it needs to delete. Updates that leave `search` alone (every job.save()) skip it.
+    m.database.execute_sql(f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5("
+                           f"search, content='{table}', content_rowid='id', tokenize='trigram')")
+    m.database.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {fts}_insert AFTER INSERT ON {table} BEGIN "
+                           f"INSERT INTO {fts}(rowid, search) VALUES (new.id, new.search); END")
+    m.database.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {fts}_delete AFTER DELETE ON {table} BEGIN "
+                           f"INSERT INTO {fts}({fts}, rowid, search) VALUES ('delete', old.id, old.search); END")
+    m.database.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {fts}_update AFTER UPDATE OF search ON {table} "
+                           "WHEN old.search IS NOT new.search BEGIN "
+                           f"INSERT INTO {fts}({fts}, rowid, search) VALUES ('delete', old.id, old.search); "
+                           f"INSERT INTO {fts}(rowid, search) VALUES (new.id, new.search); END")
+    m.database.execute_sql(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')")
+
+
 MIGRATIONS = (
     (1, _create_v1),
     (2, _seed_groups),
+    (3, _search_indexes),
 )
 LATEST = MIGRATIONS[-1][0]
 

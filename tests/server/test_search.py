@@ -1,0 +1,148 @@
+"""The job monitor's `q` through migration 3's indexes (pg_trgm, FTS5 trigram): the LIKE's results, faster."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from server import create_app, db, migrations
+from server import models as m
+
+from .conftest import Api, new_token, submit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# runnum substrings, parameter values in any case, site, user, short terms, LIKE's and FTS5's own syntax
+QUERIES = ["10000003", "0000", "000", "00", "B0B0bar_SL", "b0b0BAR", "hadrecoil", "MixSuperbBkg_NoPair.tcl",
+           "infn-t", "torino", "INFN-T1", "dev", "t1", "d", "_", "%", "100%_\\", '"', 'bar" OR "t', "dg_4 m",
+           "2010_july", "nothing-like-this", "NEAR(a b)", "*", "prepared", "  torino  ", "é"]
+
+
+def reference(jobs, q):
+    """The ids the plain LIKE search gives for `q` (jobs: (id, runnum, status, gjid, search))."""
+    text = q.strip().lower()
+    return sorted(i for i, runnum, status, gjid, search in jobs
+                  if text in search or status == text or gjid == q or (text.isdigit() and runnum == int(text)))
+
+
+def found(api, q, **extra):
+    r = api.get("/jobs", query_string={"q": q, "per_page": 1000, **extra})
+    assert r.status_code == 200, r.json
+    assert r.json["total"] == len(r.json["jobs"]) and r.json["total_is_estimate"] is False
+    return sorted(j["id"] for j in r.json["jobs"])
+
+
+def all_jobs():
+    with db.connection():
+        return list(m.Job.select(m.Job.id, m.Job.runnum, m.Job.status, m.Job.gjid, m.Job.search)
+                    .order_by(m.Job.id).tuples())
+
+
+@pytest.fixture()
+def jobs(api, production):
+    """Six jobs on two sites, one with a gjid, one with a non-ASCII word in its text."""
+    submit(api, production, runs=3)
+    ids = submit(api, production, runs=3, sites=("INFN-TORINO",))["job_ids"]
+    with db.connection():
+        m.Job.update(gjid="slurm.4711").where(m.Job.id == ids[0]).execute()
+        m.Job.update(search=m.Job.search + " café").where(m.Job.id == ids[1]).execute()
+    return all_jobs()
+
+
+def test_search_gives_the_like_results(api, jobs):
+    assert len(jobs) == 6
+    for q in QUERIES + ["slurm.4711", "SLURM.4711", "10000005"]:
+        assert found(api, q) == reference(jobs, q), q
+    assert len(found(api, "torino")) == 3 and found(api, "slurm.4711") == [jobs[3][0]]
+    assert found(api, "CAFÉ") == [jobs[4][0]] and found(api, "10000005") == [jobs[2][0]]
+
+
+def test_search_combines_with_the_other_filters_and_pages(api, jobs):
+    torino = [j[0] for j in jobs if "torino" in j[4]]
+    assert found(api, "b0b0bar", site="INFN-TORINO") == sorted(torino)
+    assert found(api, "b0b0bar", runnum_from=10000004, runnum_to=10000006) == [j[0] for j in jobs[1:4]]
+    r = api.get("/jobs", query_string={"q": "b0b0bar", "per_page": 4})
+    assert r.json["total"] == 6 and len(r.json["jobs"]) == 4
+    rest = api.get("/jobs", query_string={"q": "b0b0bar", "per_page": 4, "after": r.json["next"]})
+    assert [j["id"] for j in r.json["jobs"] + rest.json["jobs"]] == [j[0] for j in jobs]
+
+
+def test_updates_and_deletes_of_searched_text_are_reflected(api, jobs):
+    first, second = jobs[0][0], jobs[1][0]
+    with db.connection():
+        m.Job.update(search="renamed zeppelin infn-t1").where(m.Job.id == first).execute()
+        job = m.Job.get_by_id(second)
+        job.message = "saved without a change of its text"
+        job.save()
+    assert found(api, "zeppelin") == [first] and first not in found(api, "b0b0bar")
+    assert second in found(api, "b0b0bar")
+    with db.connection():
+        m.Job.delete().where(m.Job.id == first).execute()
+    assert found(api, "zeppelin") == [] and found(api, "infn-t1") == [j[0] for j in jobs[1:3]]
+    assert found(api, "b0b0bar") == reference(all_jobs(), "b0b0bar")
+
+
+def sbk(*args):
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def version_2_jobs():
+    """Five jobs written the way a version-2 server wrote them (its routes need no later table)."""
+    session = m.Session.create(name="FastSim")
+    software = m.Software.create(session=session, name="App", version="V1", lfn="lfn:/a.tjz", adler32="1a2b3c4d",
+                                 workdir="w", exe="e")
+    production = m.Production.create(name="2010_July", session=session, software=software)
+    request = m.Request.create(production=production, parameters={"Generator": "B0B0bar_SL"}, params_key="k",
+                               output_lfn="lfn:/out")
+    user = m.User.create(name="dev")
+    for k, site in enumerate(["INFN-T1"] * 3 + ["INFN-TORINO"] * 2):
+        site_row, _ = m.Site.get_or_create(name=site)
+        runnum = 10000003 + k
+        m.Job.create(runnum=runnum, events=100, request=request, production=production, session=session,
+                     site=site_row, user=user, search=f"2010_july dev b0b0bar_sl {site.lower()} {runnum}")
+
+
+def test_migration_3_indexes_the_jobs_of_a_version_2_database(db_url, monkeypatch):
+    db.bind(db_url)
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+    assert migrations.upgrade() == [1, 2]
+    with db.connection(), db.write_transaction():
+        version_2_jobs()
+    before = all_jobs()
+    monkeypatch.undo()
+    assert migrations.upgrade()[0] == 3
+    assert all_jobs() == before
+    app = create_app({"DB": db_url, "PUBLIC_URL": "http://sbk.test:8080"})
+    app.testing = True
+    try:
+        api = Api(app.test_client(), new_token("reader", ["webui"]))
+        for q in ("torino", "b0b0bar_sl", "10000004", "t1", "DEV", "2010_JULY dev"):
+            assert found(api, q) == reference(before, q), q
+        assert len(found(api, "torino")) == 2 and len(found(api, "infn-t1")) == 3
+        with db.connection():
+            m.Job.update(search="moved to infn-torino").where(m.Job.runnum == 10000003).execute()
+        assert len(found(api, "torino")) == 3
+    finally:
+        close_all = getattr(db.database.obj, "close_all", None)
+        close_all() if close_all else db.database.close()
+    for _ in range(2):
+        again = sbk("init-db", "--db", db_url)
+        assert again.returncode == 0 and "already up to date" in again.stdout, again.stderr
+    db.bind(db_url)
+    with db.connection():
+        assert all_jobs()[1:] == before[1:]
+        assert m.SchemaVersion.select().where(m.SchemaVersion.version == 3).count() == 1
+    db.database.obj.close_all()
+
+
+def test_a_broad_total_is_an_estimate_on_postgresql_only(api, jobs, monkeypatch, db_url):
+    from server.api import jobs as jobs_api
+    monkeypatch.setattr(jobs_api, "COUNT_EXACT_UP_TO", 2)
+    r = api.get("/jobs", query_string={"q": "b0b0bar", "per_page": 2})
+    assert r.status_code == 200 and len(r.json["jobs"]) == 2
+    if db_url.startswith("sqlite"):
+        assert r.json["total"] == 6 and r.json["total_is_estimate"] is False
+    else:
+        assert r.json["total"] >= 3 and r.json["total_is_estimate"] is True
+    small = api.get("/jobs", query_string={"q": "slurm.4711"}).json
+    assert small["total"] == 1 and small["total_is_estimate"] is False
