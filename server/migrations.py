@@ -56,10 +56,16 @@ def _search_indexes():
     m.database.execute_sql(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')")
 
 
+def _create_site_checks():
+    """Node check results reported by `severus check --report`."""
+    m.database.create_tables([m.SiteCheck], safe=True)
+
+
 MIGRATIONS = (
     (1, _create_v1),
     (2, _seed_groups),
     (3, _search_indexes),
+    (4, _create_site_checks),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -210,6 +210,17 @@ class SiteProduction(BaseModel):
         indexes = ((("site", "production"), True),)
 
 
+class SiteCheck(BaseModel):
+    """One node's `severus check --report`; the history is kept, the site shows the newest (highest id)."""
+    site = pw.ForeignKeyField(Site, backref="checks", on_delete="CASCADE")
+    node = pw.CharField(max_length=255)                 # the reporting node's hostname
+    status = pw.CharField(max_length=8)                 # OK | WARNING | CRITICAL | UNKNOWN, the worst check
+    checks = JSONField(default=list)                    # the `checks` list of `severus check --json`
+    wrapper_version = pw.CharField(max_length=64, default="")
+    reported_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    created_at = pw.DateTimeField(default=utcnow)
+
+
 class Job(BaseModel):
     runnum = pw.BigIntegerField(unique=True)
     events = pw.BigIntegerField()

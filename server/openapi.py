@@ -19,6 +19,7 @@ def _obj(properties, required=()):
 STR, INT, NUM, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
 STRS = {"type": "array", "items": STR}
 ANY_OBJ = {"type": "object", "additionalProperties": True}
+CHECK_STATE = {"type": "string", "enum": ["OK", "WARNING", "CRITICAL", "UNKNOWN"]}
 
 SCHEMAS = {
     "Error": _obj({"error": STR, "message": STR}, ("error", "message")),
@@ -73,6 +74,18 @@ SCHEMAS = {
                        "threshold_failed": INT, "bunch_size": INT, "reload_se": BOOL,
                        "sessions": {"type": "object", "additionalProperties": _obj({"enabled": BOOL, "supported": BOOL})},
                        "productions": {"type": "object", "additionalProperties": _obj({"allowed": BOOL})}}),
+    # `severus check --json` plus the node; `site`, `ok` and `code` are accepted and not stored.
+    "SiteCheckIn": _obj({"site": STR, "node": {"type": "string", "maxLength": 255}, "state": CHECK_STATE,
+                         "ok": BOOL, "code": INT, "wrapper_version": STR,
+                         "checks": {"type": "array", "minItems": 1, "maxItems": 64,
+                                    "items": {"$ref": "#/components/schemas/NodeCheck"}}},
+                        ("node", "state", "checks")),
+    "NodeCheck": _obj({"name": STR, "state": CHECK_STATE, "ok": BOOL, "reason": STR, "detail": STR,
+                       "seconds": NUM, "code": INT, "perf": {"type": "object", "additionalProperties": NUM}},
+                      ("name", "state")),
+    "SiteCheck": _obj({"id": INT, "site": STR, "node": STR, "status": CHECK_STATE, "wrapper_version": STR,
+                       "reported_by": {"type": "string", "nullable": True}, "created_at": STR,
+                       "checks": {"type": "array", "items": {"$ref": "#/components/schemas/NodeCheck"}}}),
     "Resubmit": _obj({"backend": {"type": "string", "enum": ["local", "slurm", "htcondor"]}, "dry_run": BOOL}),
     # A bulk names its request, or (test bulks only) the job parameters of a test request, created if missing;
     # input_mode, input_paths and output_sites are that new request's and go only with `parameters`.
@@ -141,6 +154,11 @@ ROUTES = [
     ("post", "/sites", "Create a site", "user", [], "SiteIn", 201, ANY_OBJ),
     ("get", "/sites/{name}", "A site with its switches", "user", [], None, 200, ANY_OBJ),
     ("patch", "/sites/{name}", "Thresholds, bunch size, description, switches", "user", [], "SitePatch", 200, ANY_OBJ),
+    ("post", "/sites/{name}/checks", "Keep a node's `severus check --report` (expert-submission; body at most "
+     "64 KiB); the site shows the newest as `last_check`", "user", [], "SiteCheckIn", 201, "SiteCheck"),
+    ("get", "/sites/{name}/checks", "A site's node checks, newest first (`limit`, default 20)", "user",
+     [("limit", INT)], None, 200,
+     _obj({"site": STR, "history": {"type": "array", "items": {"$ref": "#/components/schemas/SiteCheck"}}})),
     ("post", "/submissions", "Plan (dry_run) or prepare jobs", "user", [], "Submission", 201, ANY_OBJ),
     ("get", "/stats", "Statistics per session and user, and per site", "user", [("user", STR)], None, 200, ANY_OBJ),
     ("get", "/activities", "Last activities", "user", [("user", STR), ("limit", INT)], None, 200, ANY_OBJ),

@@ -5,6 +5,8 @@ scratch space, SE access mode, the SE round trip (with `write_test`), and the
 server with its clock. A check that cannot run because an earlier one failed
 is UNKNOWN. `nagios_line()` folds them into one Nagios plugin line with
 perfdata; `exit_code()` gives the plain command its three-digit code.
+`report()` posts `result_dict()` to the server, which keeps it as the site's
+last check.
 """
 import email.utils
 import os
@@ -15,6 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -310,6 +313,42 @@ def _check_server(options, node):
     if abs(offset) >= CLOCK_WARN_S:
         raise _Outcome(WARNING, reason, perf=perf)
     return reason, perf
+
+
+def result_dict(results, site):
+    """What `--json` prints and `--report` sends: the checks, their worst state, this node and wrapper."""
+    from . import __version__
+    code = exit_code(results)
+    return {"site": site, "node": socket.gethostname(), "wrapper_version": __version__,
+            "state": overall_state(results), "ok": code == 0, "code": code,
+            "checks": [r.to_dict() for r in results]}
+
+
+def report(body, server, token, timeout_s=10.0):
+    """POST `body` to <server>/api/v1/sites/<site>/checks; a 'report' CheckResult, OK or CRITICAL and why."""
+    from .client import ServerClient, ServerRefused, ServerUnreachable
+    started = time.monotonic()
+    site = body.get("site")
+    try:
+        if not server:
+            raise _Outcome(CRITICAL, "not sent: no server (--server or SBK_URL)", NodeCheckError.code)
+        if not token:
+            raise _Outcome(CRITICAL, "not sent: no token (SBK_TOKEN)", NodeCheckError.code)
+        if not site:
+            raise _Outcome(CRITICAL, "not sent: no site name (the site configuration did not load; pass --site)",
+                           SiteConfigError.code)
+        path = f"/sites/{urllib.parse.quote(site, safe='')}/checks"
+        try:
+            kept = ServerClient(server, token, timeout=timeout_s).post(path, body)
+        except ServerUnreachable as exc:
+            raise _Outcome(CRITICAL, f"not sent: server unreachable: {exc}", NodeCheckError.code) from None
+        except ServerRefused as exc:
+            raise _Outcome(CRITICAL, f"refused by {server}: {exc}", NodeCheckError.code) from None
+        state, code = OK, 0
+        reason = f"kept by {server} as check {kept.get('id') if isinstance(kept, dict) else '?'} of {site}"
+    except _Outcome as out:
+        state, code, reason = out.state, out.code, out.reason
+    return CheckResult("report", state, reason, time.monotonic() - started, code)
 
 
 def format_table(results):

@@ -54,7 +54,9 @@ def _parser():
     out.add_argument("--json", action="store_true", help="machine-readable output")
     out.add_argument("--nagios", action="store_true",
                      help="one Nagios status line with perfdata; exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN")
-    c.add_argument("--report", action="store_true", help="send the result to the server (needs a server route)")
+    c.add_argument("--report", action="store_true",
+                   help="keep the result on the server as the site's last check (--server or $SBK_URL, "
+                        "$SBK_TOKEN with expert-submission)")
 
     k = sub.add_parser("pack", help="build the single-file wrapper severus.pyz")
     k.add_argument("-o", "--output", default="severus.pyz")
@@ -141,21 +143,22 @@ def cmd_check(args):
                                  server=args.server or os.environ.get("SBK_URL"), workdir=args.workdir,
                                  write_test=args.write_test)
     results = check.run_checks(options)
-    site = check.site_name(results)
-    code = check.exit_code(results)
+    site = check.site_name(results) or args.site
+    if args.report:
+        # Sent before printing so that a failed report is one more CRITICAL line in every output format.
+        sent = check.report(check.result_dict(results, site), options.server, os.environ.get("SBK_TOKEN"),
+                            options.server_timeout_s)
+        results.append(sent)
+        if sent.state != check.OK:
+            print(f"severus check: --report: {sent.reason}", file=sys.stderr)
     if args.nagios:
         print(check.nagios_line(results, site))
-        code = check.nagios_exit(results)
-    elif args.json:
-        print(json.dumps({"site": site, "state": check.overall_state(results), "ok": code == 0, "code": code,
-                          "checks": [r.to_dict() for r in results]}, indent=2))
+        return check.nagios_exit(results)
+    if args.json:
+        print(json.dumps(check.result_dict(results, site), indent=2))
     else:
         print(check.format_table(results))
-    if args.report:
-        # No server route keeps node checks yet (issue 7): say so rather than pretend.
-        print("severus check: --report: the server has no route for node check results yet; nothing sent",
-              file=sys.stderr)
-    return code
+    return check.exit_code(results)
 
 
 # ---------------------------------------------------------------------- pack, replay

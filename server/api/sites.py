@@ -1,22 +1,28 @@
-"""Sites: thresholds, bunch size, SE information, and per-session / per-production switches."""
+"""Sites: thresholds, bunch size, SE information, per-session / per-production switches, node checks."""
 import tomllib
 from pathlib import Path
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from shared import schema as s
 from shared.jobdesc import NAME_RE
 
 from .. import auth, db
 from .. import models as m
-from ..errors import bad_request, conflict
-from .params import json_body
+from ..errors import ApiError, bad_request, conflict
+from .params import json_body, query_int
 from .productions import get_production
 from .sessions import get_session
 
 bp = Blueprint("sites", __name__)
 
+# Managing a site, and reporting a node check for it, is expert submission (the seed's site admins).
 SITE_ADMIN = "expert-submission"
+CHECK_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+CHECK_FIELDS = ("name", "state", "ok", "reason", "detail", "seconds", "code", "perf")
+# A real report is ~2 KiB (eight checks); the limit keeps a node from filling the table.
+MAX_CHECK_BYTES = 64 * 1024
+MAX_CHECKS = 64
 SITE_CONFIGS = Path(__file__).resolve().parent.parent.parent / "site_configs"
 SETTINGS = {
     "description": lambda d, k: s.text(d, k, max_len=4096, empty=True),
@@ -54,6 +60,7 @@ def site_dict(site, full=False):
             .group_by(m.Job.status).tuples())}
         d["sessions"] = [{"session": x.session.name, "enabled": x.enabled, "supported": x.supported}
                          for x in site.sessions]
+        d["last_check"] = check_dict(_checks_of(site).first(), site)
         d["productions"] = [{"production": x.production.name, "allowed": x.allowed,
                              "last_submission": m.iso(x.last_submission),
                              "last_submitted_by": x.last_submitted_by.name if x.last_submitted_by_id else None}
@@ -126,3 +133,81 @@ def update_site(name):
             row.allowed = flags.get("allowed", row.allowed)
             row.save()
     return jsonify(site_dict(site, full=True))
+
+
+# ---------------------------------------------------------------------- node checks (severus check --report)
+
+def _checks_of(site):
+    """The site's node checks, newest first, with who reported them."""
+    return (m.SiteCheck.select(m.SiteCheck, m.User).join(m.User, m.JOIN.LEFT_OUTER)
+            .where(m.SiteCheck.site == site).order_by(m.SiteCheck.id.desc()))
+
+
+def check_dict(row, site):
+    """A stored node check of `site` (None stays None)."""
+    if row is None:
+        return None
+    return {"id": row.id, "site": site.name, "node": row.node, "status": row.status, "checks": row.checks,
+            "wrapper_version": row.wrapper_version,
+            "reported_by": row.reported_by.name if row.reported_by_id else None,
+            "created_at": m.iso(row.created_at)}
+
+
+def _check_state(data, key, where=""):
+    return s.text(data, key, where, pattern="|".join(CHECK_STATES), max_len=8)
+
+
+def _check_item(item, where):
+    """One entry of `checks`, as wrapper/check.py's CheckResult.to_dict() writes it."""
+    if not isinstance(item, dict):
+        raise s.SchemaError(f"'{where}' must be an object")
+    where += "."
+    s.refuse_unknown(item, CHECK_FIELDS, where)
+    perf = s.section(item, "perf", where) if "perf" in item else {}
+    if len(perf) > 32:
+        raise s.SchemaError(f"'{where}perf' has more than 32 entries")
+    for label in perf:   # JSON keys are strings already; only their length is left to bound
+        if len(label) > 64:
+            raise s.SchemaError(f"'{where}perf' has a label longer than 64 characters")
+        s.number(perf, label, f"{where}perf.", lo=-float(s.MAX_INT))
+    return {"name": s.text(item, "name", where, max_len=64), "state": _check_state(item, "state", where),
+            "reason": s.text(item, "reason", where, default="", empty=True),
+            "seconds": s.number(item, "seconds", where, default=0.0, hi=86400.0),
+            "code": s.integer(item, "code", where, default=0, hi=999), "perf": dict(perf)}
+
+
+def read_check(body, site_name):
+    """The fields of a SiteCheck from the body `severus check --json --report` sends; SchemaError names the field."""
+    s.refuse_unknown(body, ("site", "node", "state", "ok", "code", "checks", "wrapper_version"))
+    if body.get("site") is not None and body["site"] != site_name:
+        raise s.SchemaError(f"'site' is {str(body['site'])[:64]!r} but the URL names {site_name!r}")
+    checks = body.get("checks")
+    if not isinstance(checks, list) or not checks:
+        raise s.SchemaError("'checks' must be a non-empty list")
+    if len(checks) > MAX_CHECKS:
+        raise s.SchemaError(f"'checks' has more than {MAX_CHECKS} items")
+    return {"node": s.text(body, "node", max_len=255), "status": _check_state(body, "state"),
+            "wrapper_version": s.text(body, "wrapper_version", default="", max_len=64, empty=True),
+            "checks": [_check_item(c, f"checks[{i}]") for i, c in enumerate(checks)]}
+
+
+@bp.post("/sites/<name>/checks")
+@auth.require(SITE_ADMIN)
+def post_check(name):
+    # Tighter than the server-wide body limit. werkzeug cuts a chunked body at max_content_length
+    # without a word, so read one byte past the limit to tell "too large" from "bad JSON".
+    request.max_content_length = MAX_CHECK_BYTES + 1
+    if (request.content_length or 0) > MAX_CHECK_BYTES or len(request.get_data()) > MAX_CHECK_BYTES:
+        raise ApiError(413, "too-large", f"a node check is larger than {MAX_CHECK_BYTES} bytes")
+    fields = read_check(json_body(), name)
+    with db.write_transaction():
+        row = m.SiteCheck.create(site=get_site(name), reported_by=auth.current_principal().user, **fields)
+    return jsonify(check_dict(row, row.site)), 201
+
+
+@bp.get("/sites/<name>/checks")
+@auth.require("monitoring")
+def list_checks(name):
+    site = get_site(name)
+    limit = query_int("limit", 20, lo=1, hi=1000)
+    return jsonify({"site": site.name, "history": [check_dict(r, site) for r in _checks_of(site).limit(limit)]})

@@ -1,7 +1,9 @@
 """`severus check` as a site admin runs it: a real XRootD SE up then down, a direct-mode site, a real sbk."""
 import email.utils
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server.demo import Demo, Progress, start_server
+from server.demo import Api, Demo, Progress, sbk_command, start_server
 from wrapper import check
 
 from .conftest import closed_port
@@ -21,9 +23,9 @@ NAGIOS_RE = re.compile(r"^SEVERUS (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+ \| "
                        r"([A-Za-z0-9_]+=-?[\d.]+(s|MB)?(;[\d.-]*){0,3} ?)+$")
 
 
-def severus_check(*args):
+def severus_check(*args, env=None):
     return subprocess.run([sys.executable, "-m", "wrapper", "check", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
 def write_site(path, name, urls=(), local_path=None, access="auto", min_free_gb=0.0):
@@ -38,17 +40,17 @@ def write_site(path, name, urls=(), local_path=None, access="auto", min_free_gb=
 
 @pytest.fixture(scope="module")
 def sbk_server(tmp_path_factory):
-    """A real `sbk serve` on SQLite."""
+    """A real `sbk serve` on SQLite; `token` is a Developer's (every privilege)."""
     base = tmp_path_factory.mktemp("check-sbk")
     demo = Demo(base=base)
     start_server(demo, f"sqlite:///{base / 'sbk.db'}", Progress())
-    yield demo.url
+    yield demo
     demo.stop()
 
 
 def test_xrootd_se_up_is_ok_then_down_is_critical(fresh_se, tmp_path, sbk_server):
     site = write_site(tmp_path / "XRD-SITE.toml", "XRD-SITE", urls=[fresh_se.root_url], access="protocol")
-    up = severus_check("--site-config", str(site), "--write-test", "--server", sbk_server, "--json",
+    up = severus_check("--site-config", str(site), "--write-test", "--server", sbk_server.url, "--json",
                        "--workdir", str(tmp_path))
     assert up.returncode == 0, up.stdout + up.stderr
     result = json.loads(up.stdout)
@@ -105,13 +107,65 @@ def test_bad_site_config_and_unreachable_server(tmp_path):
     bad = tmp_path / "BAD.toml"
     bad.write_text('name = "BAD"\n[se]\nlfn_prefix = 3\n')
     dead = f"http://127.0.0.1:{closed_port()}"
-    done = severus_check("--site-config", str(bad), "--server", dead, "--nagios", "--report")
+    done = severus_check("--site-config", str(bad), "--server", dead, "--nagios", "--report",
+                         env={"SBK_TOKEN": "sbku_unused"})
     assert done.returncode == 2
     line = done.stdout.strip()
     assert NAGIOS_RE.match(line) and "site config CRITICAL: E002" in line and "access UNKNOWN" in line
     assert f"server CRITICAL: {dead}/api/v1/health" in line
-    # --report: there is no server route for check results; it says so on stderr and sends nothing.
-    assert "no route for node check results" in done.stderr and done.stderr.count("\n") == 1
+    # --report without a site to report for: one line on stderr, and a CRITICAL "report" in the output.
+    assert done.stderr == ("severus check: --report: not sent: no site name (the site configuration did not load; "
+                           "pass --site)\n")
+    assert "report CRITICAL: not sent: no site name" in line
+
+
+def test_report_keeps_the_check_on_the_server_as_the_sites_last(xrootd_se, tmp_path, sbk_server):
+    """A real `severus check --report` over a real XRootD SE to a real `sbk serve`; then what it refuses."""
+    api = Api(sbk_server.url, sbk_server.token)
+    api.call("POST", "/sites", json={"name": "XRD-REPORT"})
+    site = write_site(tmp_path / "XRD-REPORT.toml", "XRD-REPORT", urls=[xrootd_se.root_url], access="protocol")
+    admin = {"SBK_URL": sbk_server.url, "SBK_TOKEN": sbk_server.token}
+    done = severus_check("--site-config", str(site), "--write-test", "--json", "--report", "--workdir",
+                         str(tmp_path), env=admin)
+    assert done.returncode == 0 and done.stderr == "", done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["state"] == "OK" and result["node"] == socket.gethostname()
+    sent = result["checks"][-1]
+    assert sent["name"] == "report" and sent["state"] == "OK", sent
+
+    last = api.call("GET", "/sites/XRD-REPORT")["last_check"]
+    assert sent["reason"] == f"kept by {sbk_server.url} as check {last['id']} of XRD-REPORT"
+    assert last["status"] == "OK" and last["node"] == socket.gethostname() and last["reported_by"] == "demo"
+    assert [c["name"] for c in last["checks"]] == ["python", "modules", "site config", "scratch", "access",
+                                                   "se round trip", "server"]
+    kept = {c["name"]: c for c in last["checks"]}
+    assert re.match(r"protocol write, stat, adler32 [0-9a-f]{8}, read, delete", kept["se round trip"]["reason"])
+    assert [(c["name"], c["state"], c["reason"]) for c in last["checks"]] == \
+        [(c["name"], c["state"], c["reason"]) for c in result["checks"][:-1]]
+    assert api.call("GET", "/sites/XRD-REPORT/checks")["history"][0]["id"] == last["id"]
+
+    # Refused (a monitoring-only token, an unknown site) and unreachable: one line, the check's own output.
+    viewer = subprocess.run(sbk_command() + ["user", "add", "viewer", "--groups", "webui"], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "SBK_DB": f"sqlite:///{sbk_server.base / 'sbk.db'}"})
+    assert viewer.returncode == 0, viewer.stderr
+    refused = severus_check("--site-config", str(site), "--report", "--workdir", str(tmp_path),
+                            env=dict(admin, SBK_TOKEN=viewer.stdout.strip().splitlines()[-1]))
+    assert refused.returncode == 4
+    assert refused.stderr == (f"severus check: --report: refused by {sbk_server.url}: HTTP 403 forbidden: "
+                              "this needs the privilege expert-submission\n")
+    assert re.search(r"^CRITICAL report\s+\S+ s  refused by ", refused.stdout, re.M)
+    (tmp_path / "mount").mkdir()
+    nowhere = write_site(tmp_path / "NOWHERE.toml", "NOWHERE", local_path=str(tmp_path / "mount"), access="direct")
+    unknown = severus_check("--site-config", str(nowhere), "--report", "--nagios", "--workdir", str(tmp_path),
+                            env=admin)
+    assert unknown.returncode == 2 and unknown.stderr.endswith("HTTP 404 not-found: site 'NOWHERE' does not exist\n")
+    assert unknown.stdout.startswith("SEVERUS CRITICAL - NOWHERE: report CRITICAL: refused by ")
+    dead = f"http://127.0.0.1:{closed_port()}"
+    gone = severus_check("--site-config", str(site), "--report", "--workdir", str(tmp_path),
+                         env=dict(admin, SBK_URL=dead))
+    assert gone.returncode == 4 and gone.stderr.count("\n") == 1
+    assert gone.stderr.startswith(f"severus check: --report: not sent: server unreachable: {dead}/api/v1/sites/")
+    assert api.call("GET", "/sites/XRD-REPORT")["last_check"]["id"] == last["id"]   # none of those was kept
 
 
 class _SkewedClock(BaseHTTPRequestHandler):
