@@ -80,15 +80,19 @@ def current_version():
 
 
 def upgrade():
-    """Bring the bound database to the latest schema; return the versions applied."""
+    """Bring the bound database to the latest schema; return the versions applied.
+
+    Every migration not yet recorded is applied, in order: one that landed
+    with a lower number than one already applied is not skipped.
+    """
     applied = []
     with db.connection():
         with db.write_transaction():
             db.advisory_lock(UPGRADE_LOCK_KEY)
             m.database.create_tables([m.SchemaVersion], safe=True)
-            version = current_version()
+            done = {row.version for row in m.SchemaVersion.select(m.SchemaVersion.version)}
             for number, migrate in MIGRATIONS:
-                if number > version:
+                if number not in done:
                     log.info("applying schema migration %d (%s)", number, migrate.__doc__)
                     migrate()
                     m.SchemaVersion.create(version=number)

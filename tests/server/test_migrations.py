@@ -56,3 +56,17 @@ def test_bad_database_url_is_one_line(tmp_path):
 def test_unknown_group_is_refused(db_url):
     r = sbk("user", "add", "bob", "--groups", "Wizards", "--db", db_url)
     assert r.returncode == 2 and "unknown group 'Wizards'" in r.stderr
+
+
+def test_a_migration_that_landed_late_is_still_applied(db_url, monkeypatch):
+    """A database that has 1, 2 and 4 (3 came later in the history) gets 3 on the next upgrade."""
+    db.bind(db_url)
+    without_3 = tuple(mig for mig in migrations.MIGRATIONS if mig[0] != 3)
+    monkeypatch.setattr(migrations, "MIGRATIONS", without_3)
+    assert 3 not in migrations.upgrade()
+    monkeypatch.undo()
+    assert migrations.upgrade() == [3]
+    with db.connection():
+        assert {row.version for row in m.SchemaVersion.select()} == set(range(1, migrations.LATEST + 1))
+    if hasattr(db.database.obj, "close_all"):
+        db.database.obj.close_all()
