@@ -4,6 +4,11 @@ import json
 from . import models as m
 from .errors import bad_request
 
+# Serialises the creation of main requests across PostgreSQL sessions, so that
+# "a request with these parameters already exists" is decided by one at a time
+# (SQLite's BEGIN IMMEDIATE already does it).
+CREATE_LOCK_KEY = 0x5B6
+
 
 def check_parameters(session, parameters, where=""):
     """Refuse (400) values that are not `session`'s job parameters; `where` prefixes the names in messages."""

@@ -7,7 +7,8 @@ from shared.jobdesc import INPUT_MODES, NAME_RE
 from .. import auth, db
 from .. import models as m
 from ..errors import ApiError, bad_request, conflict, not_found
-from ..request_rules import check_input, check_parameters, insert_test_request, params_key, twin_path
+from ..request_rules import (CREATE_LOCK_KEY, check_input, check_parameters, insert_test_request,
+                             params_key, twin_path)
 from .params import json_body, query_int, query_text
 from .productions import get_production
 
@@ -100,6 +101,7 @@ def create_request():
     check_input(settings)
     user = auth.current_principal().user
     with db.write_transaction():
+        db.advisory_lock(CREATE_LOCK_KEY)
         main = get_production(s.text(body, "production", max_len=128))
         if main.is_test:
             raise bad_request(f"create requests in {main.twin.name}: each gets its test twin in {main.name}")

@@ -1,5 +1,7 @@
 """Requests: duplicates, the status machine, imports, test twins; productions; submissions' rules."""
-from .conftest import make_production, submit
+import threading
+
+from .conftest import Api, make_production, submit
 
 
 def new_request(api, production, **changes):
@@ -11,6 +13,24 @@ def new_request(api, production, **changes):
 def test_duplicate_parameters_are_refused_with_409(api, production):
     r = new_request(api, production)
     assert r.status_code == 409 and r.json["error"] == "duplicate-request"
+
+
+def test_concurrent_creation_of_the_same_request_is_one_201_and_409s(app, api, production):
+    """Managers racing to create the same request: one wins, the others get 409, never a 500."""
+    params = dict(production["request"]["parameters"], Geometry="DG_race")
+    barrier, codes = threading.Barrier(8), []
+
+    def create():
+        client = Api(app.test_client(), api.token)   # a client (and connection) per thread
+        barrier.wait()
+        codes.append(new_request(client, production, parameters=params).status_code)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(codes) == [201] + [409] * 7
 
 
 def test_from_imports_settings_then_changes_them(api, production):
