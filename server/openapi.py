@@ -37,9 +37,9 @@ SCHEMAS = {
     "Job": ANY_OBJ,
     "JobPage": _obj({"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
                      "total": INT, "page": {"type": "integer", "nullable": True}, "per_page": INT,
-                     # PostgreSQL counts exactly up to 10,000 matches, then gives the planner's estimate
-                     # (an exact count of 100k+ rows costs 20-35 ms, over the 10 ms page budget); SQLite
-                     # always counts exactly
+                     # exact up to 10,000 matches on PostgreSQL, 100,000 on SQLite (1,000 for a text term
+                     # in over 10,000 jobs), then an estimate (PostgreSQL's planner; SQLite: matches among
+                     # 2,000 evenly spaced jobs): exact counts of 100k+ rows cost 20-100+ ms, over budget
                      "total_is_estimate": BOOL,
                      # keyset paging: pass `next` as `after` for the following page (null: the last page)
                      "next": {"type": "string", "nullable": True}}),
