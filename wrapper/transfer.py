@@ -10,15 +10,20 @@ one place (`_errors` for gfal2, `_run` for commands, `_errors` for POSIX),
 with kind one of not_found / checksum / timeout / failed.
 `copy_with_retries` adds the size-based timeout, retries with backoff and one
 attempt record per try (the final report shows the exact transfer that failed).
+Every copy ends by its timeout whatever the tool does: gfal2 copies run on a
+worker thread given up at the deadline (`Gfal2Transfer._bounded`), commands are
+killed with their process group.
 
 Downloads are verified on the local bytes: `copy_in` checksums the file while
 the tool writes it (`TrailingAdler32`), so the check costs the last blocks, not
 a second pass. Many small root:// files go through one `xrdcp --parallel N`
 (`bulk_transfer_for`), each then checked on its own.
 """
+import atexit
 import errno
 import os
 import shutil
+import signal
 import stat as stat_mod
 import subprocess
 import tempfile
@@ -62,7 +67,7 @@ def classify_error(message, code=None):
         return "not_found"
     if "checksum" in text and any(s in text for s in ("mismatch", "checksum error", "do not match")):
         return "checksum"
-    if code == errno.ETIMEDOUT or "timed out" in text or "timeout" in text:
+    if code == errno.ETIMEDOUT or any(s in text for s in ("timed out", "timeout", "operation expired")):
         return "timeout"
     return "failed"
 
@@ -106,6 +111,7 @@ class Transfer:
             self._copy(url, str(local_path), timeout, None)
         except BaseException:
             reader.cancel()
+            _remove(local_path)   # no half-written file left behind (a timed-out copy, say)
             raise
         got = reader.result() or _local_adler32(local_path)
         if got != adler32:
@@ -190,36 +196,69 @@ class Gfal2Transfer(Transfer):
         except self._gfal2.GError as exc:
             raise TransferError(classify_error(exc.message, exc.code), f"{what}: {exc.message}") from None
 
-    def _copy(self, src, dst, timeout, adler32):
-        gfal2 = self._gfal2
-        params = self._context().transfer_parameters()
+    def _params(self, ctx, timeout):
+        params = ctx.transfer_parameters()
         params.overwrite = True
         params.create_parent = True
-        params.timeout = int(max(1, timeout))
-        if adler32:
-            # target mode: one checksum, computed by the destination, compared with the known value.
-            params.set_checksum(gfal2.checksum_mode.target, "adler32", adler32)
-        with self._errors(f"copy {src} -> {dst}"):
-            self._context().filecopy(params, _file_url(src) if is_local(src) else src,
-                                     _file_url(dst) if is_local(dst) else dst)
+        params.timeout = int(max(1, timeout))   # honoured by http(s); root:// ignores it (_bounded)
+        return params
+
+    def _bounded(self, what, timeout, destinations, work):
+        """`work(ctx)` on a worker thread with a context of its own; its value, or TransferError.
+        gfal2's xrootd plugin ignores params.timeout and ctx.cancel() does not interrupt a request
+        waiting on a silent server (XrdCl waits for XRD_REQUESTTIMEOUT, twice for an upload; the
+        cancel itself blocks as long): so
+        at the deadline the copy is cancelled and given up as a timeout. The worker then ends on
+        XrdCl's timeout and removes its local `destinations`; until then a new copy to one of
+        them waits (two writers must never share a file)."""
+        deadline = time.monotonic() + timeout
+        limit = f"not done within its size-based timeout of {timeout:.1f} s"
+        for dst in destinations:
+            busy = _BUSY_DESTINATIONS.get(dst)
+            if busy is not None and not busy.done.wait(max(0.0, deadline - time.monotonic())):
+                raise TransferError("timeout", f"{what}: {limit}: an abandoned copy to {dst} still hangs")
+        worker = _CopyWorker(self._gfal2, work, destinations)
+        if not worker.done.wait(max(0.0, deadline - time.monotonic())) and worker.abandon():
+            raise TransferError("timeout", f"{what}: {limit} (cancelled)")
+        with self._errors(what):
+            if worker.error is not None:
+                raise worker.error
+        return worker.value
+
+    def _copy(self, src, dst, timeout, adler32):
+        gfal2 = self._gfal2
+        src_url = _file_url(src) if is_local(src) else src
+        dst_url = _file_url(dst) if is_local(dst) else dst
+
+        def work(ctx):
+            params = self._params(ctx, timeout)
+            if adler32:
+                # target mode: one checksum, computed by the destination, compared with the known value.
+                params.set_checksum(gfal2.checksum_mode.target, "adler32", adler32)
+            ctx.filecopy(params, src_url, dst_url)
+        self._bounded(f"copy {src} -> {dst}", timeout, [_path(dst)] if is_local(dst) else [], work)
 
     def copy_in_many(self, items, timeout, parallel=1, sizes=None):
         # A bulk filecopy takes one checksum for all files: copy plain, verify each file here
         # (small files: adler32 costs microseconds). About 1.6x the files/s of single copies.
-        params = self._context().transfer_parameters()
-        params.overwrite = True
-        params.create_parent = True
-        params.timeout = int(max(1, timeout))
-        # No per-file checks by gfal2 (destination stat, parent creation): the caller made the
-        # parents, the .part names are new, and each file is verified below. ~1.4x the files/s.
-        params.strict_copy = True
         for parent in {Path(path).parent for _, path, _ in items}:
             parent.mkdir(parents=True, exist_ok=True)
         for _, path, _ in items:
             _remove(path)
-        with self._errors(f"bulk copy of {len(items)} files from {items[0][0] if items else ''}"):
-            errors = self._context().filecopy(params, [url for url, _, _ in items],
-                                              [_file_url(path) for _, path, _ in items])
+
+        def work(ctx):
+            params = self._params(ctx, timeout)
+            # No per-file checks by gfal2 (destination stat, parent creation): the caller made the
+            # parents, the .part names are new, and each file is verified below. ~1.4x the files/s.
+            params.strict_copy = True
+            return ctx.filecopy(params, [url for url, _, _ in items], [_file_url(path) for _, path, _ in items])
+        try:
+            errors = self._bounded(f"bulk copy of {len(items)} files from {items[0][0] if items else ''}",
+                                   timeout, [str(path) for _, path, _ in items], work)
+        except TransferError:
+            for _, path, _ in items:
+                _remove(path)
+            raise
         return _verified(items, [
             None if error is None else TransferError(classify_error(error.message, error.code),
                                                      f"copy {url} -> {path}: {error.message}")
@@ -263,17 +302,93 @@ _FREE_CONTEXTS = []                  # gfal2 contexts no thread holds, for the n
 _CONTEXT_LOCK = threading.Lock()
 
 
+_CANCELLED_CONTEXTS = []             # kept, never freed (see _ContextLease), never reused
+_BUSY_DESTINATIONS = {}              # local path -> the abandoned _CopyWorker still writing it
+
+
+def _await_abandoned_copies():
+    """At exit, wait for abandoned copies to end (XrdCl gives up after 2 x XRD_REQUESTTIMEOUT
+    at most): a copy still inside XrdCl when the process exits aborts it (SIGABRT, seen here)."""
+    bound = 2 * float(os.environ.get("XRD_REQUESTTIMEOUT") or 60) + 10
+    deadline = time.monotonic() + bound
+    for worker in list(_ABANDONED_WORKERS):
+        worker.done.wait(max(0.0, deadline - time.monotonic()))
+    for thread in list(_CANCELLERS):
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+_ABANDONED_WORKERS = set()           # _CopyWorkers given up and still running
+_CANCELLERS = []                     # threads in gfal2_cancel (it returns when the copy ends)
+atexit.register(_await_abandoned_copies)
+
+
+def _take_context(gfal2):
+    with _CONTEXT_LOCK:
+        return _FREE_CONTEXTS.pop() if _FREE_CONTEXTS else gfal2.creat_context()
+
+
 class _ContextLease:
     """A thread's gfal2 context, returned for reuse when the thread ends. Making and freeing
     contexts while other threads copy has crashed gfal2 here (heap corruption), and each
     stage-in starts new worker threads: so contexts are made one at a time and never freed."""
 
     def __init__(self, gfal2):
-        with _CONTEXT_LOCK:
-            self.ctx = _FREE_CONTEXTS.pop() if _FREE_CONTEXTS else gfal2.creat_context()
+        self.ctx = _take_context(gfal2)
 
     def __del__(self, _free=_FREE_CONTEXTS):   # bound here: module globals may be gone at exit
         _free.append(self.ctx)
+
+
+class _CopyWorker:
+    """One gfal2 copy on a thread of its own, which the caller may stop waiting for (`abandon`)."""
+
+    def __init__(self, gfal2, work, destinations):
+        self.ctx = _take_context(gfal2)
+        self.work, self.destinations = work, destinations
+        self.value = self.error = None
+        self.abandoned = False
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, name="severus-gfal2-copy", daemon=True).start()
+
+    def _run(self):
+        try:
+            self.value = self.work(self.ctx)
+        except Exception as exc:   # handed to the caller's thread, which classifies it
+            self.error = exc
+        with self._lock:
+            if self.abandoned:
+                for path in self.destinations:
+                    _remove(path)
+                    if _BUSY_DESTINATIONS.get(path) is self:
+                        del _BUSY_DESTINATIONS[path]
+                _CANCELLED_CONTEXTS.append(self.ctx)   # a cancelled context may stay cancelled
+                _ABANDONED_WORKERS.discard(self)
+            else:
+                _FREE_CONTEXTS.append(self.ctx)
+            self.done.set()
+
+    def _cancel(self):
+        try:
+            self.ctx.cancel()
+        finally:
+            _CANCELLERS.remove(threading.current_thread())
+
+    def abandon(self):
+        """Cancel the copy and stop waiting for it; False when it has ended meanwhile."""
+        with self._lock:
+            if self.done.is_set():
+                return False
+            self.abandoned = True
+            _ABANDONED_WORKERS.add(self)
+            for path in self.destinations:
+                _BUSY_DESTINATIONS[path] = self
+        # Ends a copy that still moves data (a silent server still holds it); its own thread, as
+        # gfal2_cancel returns only when the copy does.
+        canceller = threading.Thread(target=self._cancel, name="severus-gfal2-cancel", daemon=True)
+        _CANCELLERS.append(canceller)
+        canceller.start()
+        return True
 
 
 class PosixTransfer(Transfer):
@@ -363,19 +478,26 @@ class CliTransfer(Transfer):
     def tool_for(self, url):
         return "xrdcp" if _is_root(url) else "gfal-copy"
 
+    def _popen(self, args, **kw):
+        # A session of its own: at the deadline the whole group goes (gfal-* run python children).
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, env=self.env, start_new_session=True, **kw)
+
     def _run(self, args, what, timeout=None):
         timeout = timeout or self.namespace_timeout
         try:
-            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                                  env=self.env, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise TransferError("timeout", f"{what}: no answer in {timeout:.0f} s ({' '.join(args)})") from None
+            proc = self._popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as exc:
             raise TransferError("failed", f"{what}: cannot run {args[0]}: {exc.strerror}") from None
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TransferError("timeout", f"{what}: no answer in {timeout:.1f} s ({' '.join(args)})") from None
+        finally:
+            _kill_group(proc)
         if proc.returncode != 0:
-            text = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())[-500:]
+            text = " ".join((stderr.strip() or stdout.strip()).split())[-500:]
             raise TransferError(classify_error(text), f"{what}: {text} ({' '.join(args)})")
-        return proc.stdout
+        return stdout
 
     def _copy(self, src, dst, timeout, adler32):
         what = f"copy {src} -> {dst}"
@@ -433,20 +555,17 @@ class CliTransfer(Transfer):
         deadline = time.monotonic() + timeout
         with open(stderr_path, "w+") as err:
             try:
-                proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=err, env=self.env)
+                proc = self._popen(args, stdout=subprocess.DEVNULL, stderr=err)
             except OSError as exc:
                 return TransferError("failed", f"{what}: cannot run {args[0]}: {exc.strerror}")
             try:
                 while proc.poll() is None:
                     if time.monotonic() > deadline:
-                        return TransferError("timeout", f"{what}: no answer in {timeout:.0f} s ({' '.join(args)})")
+                        return TransferError("timeout", f"{what}: no answer in {timeout:.1f} s ({' '.join(args)})")
                     if not tick():
                         time.sleep(0.002)
             finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+                _kill_group(proc)
             if proc.returncode == 0:
                 return None
             err.seek(0)
@@ -585,6 +704,16 @@ def bulk_transfer_for(transfer, url):
     return CliTransfer()
 
 
+def _kill_group(proc):
+    """Kill a command's process group unless it has ended, and reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+
+
 def _remove(path):
     try:
         os.unlink(path)
@@ -661,7 +790,7 @@ def copy_with_retries(transfer, direction, source, destination, *, size, config,
                 raise
         finally:
             record(attempt_record(transfer.tool_for(remote), direction, source, destination,
-                                  time.monotonic() - start, size, error))
+                                  time.monotonic() - start, size, error, timeout=round(timeout, 3)))
         time.sleep(config.backoff_s * (2 ** n))
     raise AssertionError("unreachable")
 

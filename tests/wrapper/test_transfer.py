@@ -1,5 +1,6 @@
 """Transfer implementations against a real XRootD SE (root://, http://, dav://) and POSIX."""
 import os
+import socket
 import sys
 import threading
 import time
@@ -7,9 +8,10 @@ import time
 import pytest
 
 from wrapper.checksum import TrailingAdler32, settled_adler32, unchanged
+from wrapper import transfer as transfer_module
 from wrapper.siteconfig import TransferConfig
 from wrapper.transfer import (CliTransfer, Gfal2Transfer, PosixTransfer, TransferError,
-                              bulk_transfer_for, copy_with_retries, make_transfer)
+                              bulk_transfer_for, classify_error, copy_with_retries, make_transfer)
 from .conftest import adler32, closed_port
 
 IMPLEMENTATIONS = [("gfal2", "root"), ("gfal2", "http"), ("gfal2", "dav"),
@@ -211,3 +213,73 @@ def test_settled_adler32_waits_for_the_whole_file_and_notices_changes(tmp_path):
         fh.seek(len(data) - 1)
         fh.write(b"x")
     assert settled_adler32(path, len(data)) is None
+
+
+class SilentServer:
+    """A loopback listener that accepts connections and never answers (a hung SE)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self):
+        """Stop listening and drop the connections (again: no-op)."""
+        if self.sock.fileno() != -1:
+            self.sock.shutdown(socket.SHUT_RDWR)   # wakes the accept; the clients see the end
+            self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture()
+def silent_server():
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("tool", ["gfal2", "cli"])
+@pytest.mark.parametrize("direction", ["out", "in"])
+def test_a_silent_server_ends_the_copy_at_its_timeout(silent_server, tmp_path, tool, direction):
+    """XrdCl would wait for XRD_REQUESTTIMEOUT (30 s here, twice for an upload) whatever
+    gfal2's params.timeout says: the copy must end at the size-based timeout, as a timeout,
+    leaving no local file, and the attempt record must say so."""
+    transfer = Gfal2Transfer() if tool == "gfal2" else CliTransfer()
+    remote = f"root://127.0.0.1:{silent_server.port}//se/f.bin"
+    local, back = tmp_path / "f.bin", tmp_path / "back" / "f.bin.part"
+    local.write_bytes(os.urandom(100_000))
+    config = TransferConfig(retries=0, timeout_base_s=1.5, min_rate_mb_s=1000, timeout_max_s=100)
+    records = []
+    src, dst = (local, remote) if direction == "out" else (remote, back)
+    start = time.monotonic()
+    with pytest.raises(TransferError) as exc:
+        copy_with_retries(transfer, direction, src, dst, size=100_000, config=config,
+                          record=records.append, adler32="00000001")
+    elapsed = time.monotonic() - start
+    limit = config.timeout_for(100_000)
+    assert exc.value.kind == "timeout", exc.value
+    assert limit <= elapsed < limit + 1.0, (elapsed, limit)
+    (record,) = records
+    assert record["error"].startswith("timeout") and record["timeout"] == pytest.approx(limit, abs=0.01)
+    assert not back.exists()
+    silent_server.close()
+    # An abandoned gfal2 copy ends once the server goes away, and leaves nothing either.
+    deadline = time.monotonic() + 20
+    while transfer_module._ABANDONED_WORKERS and time.monotonic() < deadline:
+        time.sleep(0.05)   # polled with a deadline
+    assert not transfer_module._ABANDONED_WORKERS and not back.exists()
+
+
+def test_operation_expired_is_a_timeout():
+    message = "Error on XrdCl::CopyProcess::Run(): [ERROR] Operation expired:  (destination)"
+    assert classify_error(message, 116) == "timeout"
