@@ -59,16 +59,16 @@ def _phrase(text):
     return '"' + text.replace('"', '""') + '"'
 
 
-def _broad_search():
-    """Whether `q` is a term SQLite's FTS5 table matches in more than COUNT_EXACT_UP_TO jobs."""
+def _indexed_search_matches():
+    """How many jobs SQLite's FTS5 table matches for `q`, counted up to COUNT_EXACT_UP_TO + 1 (None: not used)."""
     q = query_text("q", 128)
     text = q.strip().lower() if q is not None else ""
     if not db.is_sqlite() or len(text) < MIN_INDEXED_TERM:
-        return False
+        return None
     fts = m.JOB_SEARCH_FTS
     return m.database.execute_sql(   # FTS5 yields matches as it finds them: LIMIT stops it early
         f"SELECT count(*) FROM (SELECT rowid FROM {fts} WHERE {fts} MATCH ? LIMIT ?)",
-        [_phrase(text), COUNT_EXACT_UP_TO + 1]).fetchone()[0] > COUNT_EXACT_UP_TO
+        [_phrase(text), COUNT_EXACT_UP_TO + 1]).fetchone()[0]
 
 
 def job_filters(indexed_search=True):
@@ -138,10 +138,16 @@ def list_jobs():
     order = field.desc() if sort.startswith("-") else field.asc()
     after = _after_cursor(sort)
     exact_up_to = COUNT_EXACT_UP_TO if not db.is_sqlite() else SQLITE_COUNT_EXACT_UP_TO
-    if _broad_search():
+    matches = _indexed_search_matches()
+    if matches is not None and matches > COUNT_EXACT_UP_TO:
         # FTS5 hands over all of a broad term's matches, unordered, to sort and count: walking
         # the sort's index and testing each row's text finds the page sooner (same matches).
         cond, exact_up_to = job_filters(indexed_search=False), BROAD_SEARCH_EXACT_UP_TO
+    elif matches is not None:
+        # A few matches: SQLite would still walk the sort's index (1M rows for 10 matches, 260 ms);
+        # the unary + hides that index from the ORDER BY, so the matches are fetched and sorted.
+        key = m.pw.NodeList((m.pw.SQL("+"), field))
+        order = key.desc() if sort.startswith("-") else key.asc()
     total, estimated = job_total(cond, estimate_above=exact_up_to)
     rows, params = job_rows(cond + ([after] if after is not None else []), order, 1 if after else page, per_page)
     following = _cursor(rows[-1], sort) if len(rows) == per_page and sort.lstrip("-") in KEYSET_SORTS else None
@@ -253,11 +259,14 @@ def job_rows(cond, order, page, per_page):
     ids = m.Job.select(m.Job.id)
     if cond:
         ids = ids.where(*cond)
-    page_ids = [i for (i,) in ids.order_by(order, m.Job.id).paginate(page, per_page).tuples()]
+    # a unique sort key needs no tie-break: PostgreSQL then reads a composite index ending in runnum
+    # in order instead of walking the runnum index past other productions' jobs
+    keys = (order,) if any(order.node is f for f in (m.Job.runnum, m.Job.id)) else (order, m.Job.id)
+    page_ids = [i for (i,) in ids.order_by(*keys).paginate(page, per_page).tuples()]
     rows = list(m.Job.select(m.Job, m.Site, m.Production, m.Session, m.User).join(m.Site).switch(m.Job)
                 .join(m.Production).switch(m.Job).join(m.Session).switch(m.Job)
                 .join(m.User, m.JOIN.LEFT_OUTER).where(m.Job.id.in_(page_ids or [-1]))
-                .order_by(order, m.Job.id))
+                .order_by(*keys))
     params = {r.id: r.parameters for r in m.Request.select(m.Request.id, m.Request.parameters)
               .where(m.Request.id.in_({j.request_id for j in rows} or {-1}))}
     return rows, params
