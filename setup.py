@@ -20,6 +20,8 @@ setup(
         "gunicorn>=20",
         "psycopg2-binary>=2.9",
         "prometheus-client>=0.14",
+        # The wrapper's adler32 uses zlib-ng's SIMD code when importable (stdlib zlib otherwise).
+        "zlib-ng>=0.4",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout", "vermin", "openapi-spec-validator", "tomli",

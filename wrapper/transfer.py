@@ -30,13 +30,12 @@ import tempfile
 import threading
 import time
 import urllib.parse
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checksum import (CHUNK, TrailingAdler32, adler32_file, format_adler32, normalize_adler32,
-                       settled_adler32, unchanged)
+from .checksum import (CHUNK, TrailingAdler32, adler32_file, adler32_update, format_adler32,
+                       normalize_adler32, settled_adler32, unchanged)
 
 KINDS = ("not_found", "checksum", "timeout", "failed")
 GFAL_PYTHONBIN = "/usr/bin/python3"   # gfal-* scripts run /usr/bin/python otherwise (INFRA.md)
@@ -418,7 +417,7 @@ class PosixTransfer(Transfer):
                     n = fin.readinto(buf)
                     if not n:
                         break
-                    value = zlib.adler32(view[:n], value)
+                    value = adler32_update(view[:n], value)
                     fout.write(view[:n])
                     if time.monotonic() > deadline:
                         raise TransferError("timeout", f"copy {src} -> {dst}: over {timeout:.0f} s")
