@@ -64,15 +64,22 @@ class Demo:
     token: str = ""
 
     def stop(self):
-        if self.server is not None and self.server.poll() is None:
-            os.killpg(self.server.pid, signal.SIGTERM)
-            try:
-                self.server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.server.pid, signal.SIGKILL)
-                self.server.wait()
+        if self.server is not None:
+            stop_process_group(self.server)
         if self.se is not None:
             self.se.stop()
+
+
+def stop_process_group(proc, grace_s=15):
+    """SIGTERM to `proc`'s process group (it leads one), SIGKILL after `grace_s`; wait for it."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def sbk_command():

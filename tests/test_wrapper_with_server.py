@@ -8,7 +8,6 @@ so replies, and the commands in them, come within a second.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -72,13 +71,8 @@ class Sbk:
         poll(healthy, what="sbk serve to answer")
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            d.stop_process_group(self.proc)
         self.proc = None
 
 

@@ -106,11 +106,17 @@ def _payload_of(proc):
                 what="the payload process")
 
 
-def test_sigterm_mid_payload_is_060_with_the_log_and_the_final_report(tmp_path, event_server):
+def _slow_run(tmp_path, event_server):
+    """A real `severus run` whose payload takes long: (node, process)."""
     node = Node(tmp_path, event_server, payload={"module": "fastsim", "parameters": PARAMS,
                                                  "env": {"TOY_EVENT_TIME": "10"}})
     proc = subprocess.Popen(node.argv(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    return node, proc
+
+
+def test_sigterm_mid_payload_is_060_with_the_log_and_the_final_report(tmp_path, event_server):
+    node, proc = _slow_run(tmp_path, event_server)
     try:
         payload = _payload_of(proc)
         proc.send_signal(signal.SIGTERM)
@@ -136,10 +142,7 @@ def test_sigterm_mid_payload_is_060_with_the_log_and_the_final_report(tmp_path, 
 def test_payload_dying_of_a_batch_signal_before_the_wrapper_is_a_site_stop(
         tmp_path, event_server, wrapper_signalled, code):
     """scancel signals the payload and the wrapper at once; the payload may die first."""
-    node = Node(tmp_path, event_server, payload={"module": "fastsim", "parameters": PARAMS,
-                                                 "env": {"TOY_EVENT_TIME": "10"}})
-    proc = subprocess.Popen(node.argv(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    node, proc = _slow_run(tmp_path, event_server)
     try:
         payload = _payload_of(proc)
         for p in payload:
