@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from server import demo as d
+from tests import waiting
 from server.toy_release import build_toy_release
 from server.xrootd_se import free_port
 from wrapper.report import JOURNAL_NAME, read_journal
@@ -30,14 +31,8 @@ HEARTBEAT_S = 0.5
 
 
 def poll(predicate, timeout=30.0, what="condition"):
-    """Wait for `predicate()` to be true, with a deadline (no sleep as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    """The shared poll with this module's longer default (server restarts)."""
+    return waiting.poll(predicate, timeout, what, interval=0.05)
 
 
 class Sbk:

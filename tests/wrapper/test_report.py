@@ -7,7 +7,6 @@ the same port. The integrator adds the same scenarios against the real sbk.
 """
 import json
 import threading
-import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,19 +18,9 @@ from shared.jobdesc import parse_job_description
 from shared.states import Step
 from wrapper.client import ServerClient
 from wrapper.report import JOURNAL_NAME, Reporter, SenderConfig, read_journal, replay_journal
+from tests.waiting import poll  # noqa: F401 (also used by test_cli, test_runner)
 
 TOKEN = "job-token-1"
-
-
-def poll(predicate, timeout=10.0, what="condition"):
-    """Wait for `predicate()` to be true (no sleeps as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class EventServer:
