@@ -2,7 +2,7 @@
 
     python -m bench.bench_server [--quick] [--db sqlite,postgresql] [--only ingest|monitor]
 
-Ingest: a real `sbk serve --workers 2` with SBK_BENCH_RAW=1, load from several
+Ingest: a real `sbk serve --workers 2` (4 threads each) with SBK_BENCH_RAW=1, load from several
 processes (keep-alive http.client, one job token per job), single events and
 batches of 10, against the raw route of the same server (one UPDATE + one
 INSERT, same driver: the database's own limit). Goals: >= 0.6 of raw and
@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"ratio": 0.6, "events_per_s": 1500, "p95_ms": {"sqlite": 20.0, "postgresql": 10.0}}
-CLIENTS = 4          # load processes: enough to keep 2 sync workers busy
+CLIENTS = 4          # load processes: enough to keep 2 workers busy
 BATCH = 10
 
 
@@ -213,7 +213,7 @@ def bench_ingest(kind, dbs, tmp, quick):
             rows.append((batch, best))
     finally:
         server.stop()
-    print(f"\nEvent ingest, {kind}: gunicorn 2 sync workers, {CLIENTS} load processes on the same "
+    print(f"\nEvent ingest, {kind}: gunicorn 2 workers x 4 threads, {CLIENTS} load processes on the same "
           f"{os.cpu_count()} cores, {len(jobs)} jobs, {seconds:g} s per run, best of {repeats}; {load_avg()}")
     print(f"  {'events/post':>11} {'route':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  ratio")
     ok = True

@@ -52,7 +52,7 @@ def cmd_reap(args):
     print(f"timed out {len(reaped)} job(s)" + (f": {' '.join(map(str, reaped))}" if reaped else ""))
 
 
-def _gunicorn_app(bind, workers):
+def _gunicorn_app(bind, workers, threads):
     """A gunicorn application on create_app (None when gunicorn is not installed)."""
     try:
         from gunicorn.app.base import BaseApplication
@@ -63,7 +63,10 @@ def _gunicorn_app(bind, workers):
         def load_config(self):
             self.cfg.set("bind", bind)
             self.cfg.set("workers", workers)
-            self.cfg.set("worker_class", "sync")
+            # Threads keep connections alive and overlap one request's database round trips
+            # with another's Python: 1.3-1.5x the events/s of sync workers (bench_server).
+            self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
+            self.cfg.set("threads", threads)
             self.cfg.set("timeout", 60)
             self.cfg.set("accesslog", None)
 
@@ -84,9 +87,9 @@ def cmd_serve(args):
         close_all()
     liveness = reaper.Reaper(settings.heartbeat_multiple, settings.reap_interval_s).start()
     bind = f"{args.host}:{args.port}"
-    app = None if args.workers == 0 else _gunicorn_app(bind, args.workers)
-    print(f"sbk serving on http://{bind} ({settings.db_url}; "
-          f"{'gunicorn, %d workers' % args.workers if app else 'Flask development server'})", flush=True)
+    app = None if args.workers == 0 else _gunicorn_app(bind, args.workers, args.threads)
+    how = f"gunicorn, {args.workers} workers x {args.threads} threads" if app else "Flask development server"
+    print(f"sbk serving on http://{bind} ({settings.db_url}; {how})", flush=True)
     try:
         if app is not None:
             app.run()
@@ -116,7 +119,9 @@ def build_parser():
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=2,
-                       help="gunicorn sync workers; 0 = Flask's threaded server (also used without gunicorn)")
+                       help="gunicorn worker processes; 0 = Flask's threaded server (also used without gunicorn)")
+    serve.add_argument("--threads", type=int, default=4,
+                       help="threads per gunicorn worker (1: a sync worker)")
     serve.add_argument("--public-url", help="URL written into job descriptions; env SBK_PUBLIC_URL")
     serve.set_defaults(func=cmd_serve)
     init = sub.add_parser("init-db", help="create or upgrade the schema (keeps data)")
