@@ -138,6 +138,9 @@ def settled_adler32(path, size):
     and no hole; None before. `unchanged(path, signature)` later tells whether the value
     still holds (same inode, size and modification time)."""
     try:
+        # Mostly asked about files still missing or short: one stat says so, before an open.
+        if os.stat(path).st_size != size:
+            return None
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None

@@ -5,8 +5,9 @@ path below the directory), never directly in the work dir, so that input
 files can never be mistaken for outputs by the output patterns. The payload
 runs in `ctx.workdir` and is given the returned paths.
 
-Each file is copied to `<name>.part` and renamed only once its adler32
-matches the catalog's (or, for files the catalog does not know, the SE's);
+Each file is copied to `<name>.part` (a bulk xrdcp: to a hidden staging
+directory beside it) and renamed to `<name>` only once its adler32 matches
+the catalog's (or, for files the catalog does not know, the SE's);
 up to `site.transfer.parallel` files move at once; replicas at the local
 site come first. Many files move in bulk (one `xrdcp --parallel N` for
 root://, one gfal2 bulk copy per worker otherwise); the catalog lookups of a
@@ -25,7 +26,8 @@ from shared.errors import (InputChecksumMismatch, InputError, InputNotFound, Scr
 from .access import SiteAccesses
 from .catalog import Catalog, FileEntry, Replica
 from .client import ServerError
-from .transfer import TransferError, attempt_record, bulk_transfer_for, copy_with_retries, make_transfer
+from .transfer import (TransferError, attempt_record, bulk_transfer_for, copy_with_retries, make_transfer,
+                       part_path)
 
 INPUT_DIR = "inputs"
 GB = 1e9
@@ -62,7 +64,7 @@ def fetch_entry(ctx, sources, entry, dest, adler32=None):
     """Copy a catalogued file to `dest` through `<dest>.part`, verified against `adler32`
     (default: the catalog's); raise TransferError whose kind sums up every replica's failure."""
     dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
+    part = part_path(dest)
     expected = adler32 or entry.adler32
     kinds, last = [], None
     for transfer, url in sources.candidates(entry):
@@ -134,25 +136,21 @@ def _bulk_pass(ctx, sources, items):
 
     def run(chunk):
         transfer, members = chunk
-        parts = [dest.with_name(dest.name + ".part") for _, dest, _ in members]
         start = time.monotonic()
         try:
             timeout = ctx.site.transfer.timeout_for(sum(e.size for e, _, _ in members))
-            results = transfer.copy_in_many([(url, part, e.adler32) for (e, _, url), part in zip(members, parts)],
+            # Each file appears at its destination only verified (copy_in_many's promise).
+            results = transfer.copy_in_many([(url, dest, e.adler32) for e, dest, url in members],
                                             timeout, parallel=parallel, sizes=[e.size for e, _, _ in members])
         except TransferError as exc:
             results = [exc] * len(members)
         seconds = time.monotonic() - start
         failed = []
-        for (entry, dest, url), part, error in zip(members, parts, results):
-            ctx.transfers.append(attempt_record(transfer.tool_for(url), "in", url, part, seconds, entry.size,
+        for (entry, dest, url), error in zip(members, results):
+            ctx.transfers.append(attempt_record(transfer.tool_for(url), "in", url, dest, seconds, entry.size,
                                                 error, bulk=len(members)))
-            if error is None:
-                os.replace(part, dest)
-            else:
+            if error is not None:
                 ctx.log.warning("%s from %s: %s (trying again alone)", entry.lfn, url, error.message)
-                if part.exists():
-                    part.unlink()
                 failed.append((entry, dest))
         return failed
 

@@ -137,15 +137,20 @@ class Transfer:
 
     def copy_in_many(self, items, timeout, parallel=1, sizes=None):
         """Download (url, local_path, adler32) items (of `sizes` bytes, when known); return a
-        TransferError or None per item.
-        One by one here; gfal2 and xrdcp override it with bulk copies (many small files)."""
+        TransferError or None per item. A path appears only once its bytes matched `adler32`:
+        each file is written under another name first and renamed then.
+        One by one through `<path>.part` here; gfal2 and xrdcp override it with bulk copies."""
         results = []
         for url, local_path, adler32 in items:
+            part = part_path(local_path)
             try:
-                self.copy_in(url, local_path, timeout, adler32=adler32)
-                results.append(None)
+                self.copy_in(url, part, timeout, adler32=adler32)
             except TransferError as exc:
+                _remove(part)
                 results.append(exc)
+            else:
+                os.replace(part, local_path)
+                results.append(None)
         return results
 
     def stat(self, url):
@@ -238,30 +243,31 @@ class Gfal2Transfer(Transfer):
         self._bounded(f"copy {src} -> {dst}", timeout, [_path(dst)] if is_local(dst) else [], work)
 
     def copy_in_many(self, items, timeout, parallel=1, sizes=None):
-        # A bulk filecopy takes one checksum for all files: copy plain, verify each file here
-        # (small files: adler32 costs microseconds). About 1.6x the files/s of single copies.
+        # A bulk filecopy takes one checksum for all files: copy plain to .part names, verify
+        # each file here (small files: adler32 costs microseconds). About 1.6x the files/s of
+        # single copies.
         for parent in {Path(path).parent for _, path, _ in items}:
             parent.mkdir(parents=True, exist_ok=True)
-        for _, path, _ in items:
-            _remove(path)
+        parts = [str(part_path(path)) for _, path, _ in items]
+        for part in parts:
+            _remove(part)
 
         def work(ctx):
             params = self._params(ctx, timeout)
-            # No per-file checks by gfal2 (destination stat, parent creation): the caller made the
-            # parents, the .part names are new, and each file is verified below. ~1.4x the files/s.
+            # No per-file checks by gfal2 (destination stat, parent creation): the parents are
+            # made, the .part names are new, and each file is verified below. ~1.4x the files/s.
             params.strict_copy = True
-            return ctx.filecopy(params, [url for url, _, _ in items], [_file_url(path) for _, path, _ in items])
+            return ctx.filecopy(params, [url for url, _, _ in items], [_file_url(part) for part in parts])
         try:
             errors = self._bounded(f"bulk copy of {len(items)} files from {items[0][0] if items else ''}",
-                                   timeout, [str(path) for _, path, _ in items], work)
+                                   timeout, parts, work)
         except TransferError:
-            for _, path, _ in items:
-                _remove(path)
+            for part in parts:
+                _remove(part)
             raise
-        return _verified(items, [
-            None if error is None else TransferError(classify_error(error.message, error.code),
-                                                     f"copy {url} -> {path}: {error.message}")
-            for (url, path, _), error in zip(items, errors)])
+        return [_publish(url, path, adler32, part, None if error is None else TransferError(
+                    classify_error(error.message, error.code), f"copy {url} -> {path}: {error.message}"))
+                for (url, path, adler32), part, error in zip(items, parts, errors)]
 
     def stat(self, url):
         with self._errors(f"stat {url}"):
@@ -514,39 +520,42 @@ class CliTransfer(Transfer):
 
     def copy_in_many(self, items, timeout, parallel=1, sizes=None):
         """root:// files: one `xrdcp --parallel N --infiles LIST` per batch of distinct names
-        (xrdcp names what it writes after the sources) into a staging directory. Each file is
-        checksummed as soon as it has its expected size (`sizes`) while the others still
-        arrive, then moves to its .part path. Other schemes: one by one."""
+        (xrdcp names what it writes after the sources) into a hidden staging directory, which
+        plays the part of the .part names: each file is checksummed as soon as it has its
+        expected size (`sizes`) while the others still arrive, and once it matched is renamed
+        straight to its path. Other schemes: one by one."""
         if not items or not all(_is_root(url) for url, _, _ in items):
             return super().copy_in_many(items, timeout, parallel, sizes)
-        errors, known = [None] * len(items), [None] * len(items)
-        for batch in _distinct_name_batches(items):
-            first = Path(items[batch[0]][1])
-            first.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".severus-bulk-", dir=first.parent))
+        parallel = max(1, int(parallel))
+        names = [_basename(url) for url, _, _ in items]
+        parents = [os.path.dirname(os.path.abspath(path)) for _, path, _ in items]
+        for parent in set(parents):
+            os.makedirs(parent, exist_ok=True)
+        errors = [None] * len(items)
+        for batch in _distinct_name_batches(names):
+            # Beside the first file: a rename moves no bytes within one file system.
+            staging = tempfile.mkdtemp(prefix=".severus-bulk-", dir=parents[batch[0]])
             try:
-                names = {i: _basename(items[i][0]) for i in batch}
-                (staging / ".sources").write_text("".join(items[i][0] + "\n" for i in batch))
-                arrivals = _Arrivals(staging, [(i, names[i], sizes[i]) for i in batch] if sizes else [],
-                                     window=4 * max(1, int(parallel)))
+                temps = {i: os.path.join(staging, names[i]) for i in batch}
+                sources = os.path.join(staging, ".sources")
+                with open(sources, "w") as fh:
+                    fh.writelines(items[i][0] + "\n" for i in batch)
+                arrivals = _Arrivals([(i, temps[i], sizes[i]) for i in batch] if sizes else [],
+                                     window=4 * parallel)
                 failure = self._run_watching(
-                    ["xrdcp", "-f", "-s", "--parallel", str(max(1, int(parallel))),
-                     "--infiles", str(staging / ".sources"), str(staging) + "/"],
-                    f"bulk copy of {len(batch)} files", timeout, staging / ".stderr", arrivals.check)
+                    ["xrdcp", "-f", "-s", "--parallel", str(parallel), "--infiles", sources, staging + "/"],
+                    f"bulk copy of {len(batch)} files", timeout, os.path.join(staging, ".stderr"), arrivals.check)
                 for i in batch:
-                    url, path, _ = items[i]
-                    known[i] = arrivals.adler32(i)
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
-                    try:
-                        os.replace(staging / names[i], path)   # a rename keeps inode and mtime
-                    except FileNotFoundError:
+                    url, path, adler32 = items[i]
+                    known = arrivals.adler32(i)
+                    error = None
+                    if failure is not None and known is None and not os.path.exists(temps[i]):
                         # Some may have arrived although xrdcp failed: each file is judged alone.
-                        errors[i] = TransferError(failure.kind if failure else "failed",
-                                                  f"copy {url} -> {path}: " +
-                                                  (failure.message if failure else "xrdcp did not write it"))
+                        error = TransferError(failure.kind, f"copy {url} -> {path}: {failure.message}")
+                    errors[i] = _publish(url, path, adler32, temps[i], error, known)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        return _verified(items, errors, known)
+        return errors
 
     def _run_watching(self, args, what, timeout, stderr_path, tick):
         """Run a command, calling `tick()` (True when it did something) until it ends; return
@@ -633,9 +642,8 @@ class _Arrivals:
     copy goes on (they arrive about in list order: a window past the first unchecked one is
     looked at), and trusted at the end only if the file has not changed since."""
 
-    def __init__(self, directory, expected, window):
-        self.directory = directory
-        self.expected = expected     # [(index, name, size)] in the order given to the tool
+    def __init__(self, expected, window):
+        self.expected = expected     # [(index, path, size)] in the order given to the tool
         self.window = window
         self.first = 0
         self.sums = {}
@@ -643,11 +651,11 @@ class _Arrivals:
     def check(self):
         """Checksum the files that became whole; True when there was one."""
         found = False
-        for i, name, size in self.expected[self.first:self.first + self.window]:
+        for i, path, size in self.expected[self.first:self.first + self.window]:
             if i not in self.sums:
-                got = settled_adler32(self.directory / name, size)
+                got = settled_adler32(path, size)
                 if got is not None:
-                    self.sums[i] = (name, got)
+                    self.sums[i] = (path, got)
                     found = True
         while self.first < len(self.expected) and self.expected[self.first][0] in self.sums:
             self.first += 1
@@ -657,35 +665,46 @@ class _Arrivals:
         """File i's checksum taken on arrival, if it still holds; else None (read it again)."""
         if i not in self.sums:
             return None
-        name, (value, signature) = self.sums[i]
-        return value if unchanged(self.directory / name, signature) else None
+        path, (value, signature) = self.sums[i]
+        return value if unchanged(path, signature) else None
 
 
-def _verified(items, errors, known=None):
-    """Per (url, path, adler32) item: its copy error, or a checksum error when the local
-    bytes (their adler32 in `known`, or read now) differ from `adler32`, or None."""
-    results = []
-    for n, ((url, path, adler32), error) in enumerate(zip(items, errors)):
-        if error is None:
-            got = (known[n] if known else None) or _local_adler32(path)
+def part_path(path):
+    """Where a download to `path` is written until its checksum matched."""
+    path = Path(path)
+    return path.with_name(path.name + ".part")
+
+
+def _publish(url, path, adler32, temp, error=None, known=None):
+    """Rename a downloaded `temp` to `path` if the copy went well (`error` None) and its bytes
+    (their adler32 `known`, or read now) match `adler32`; else remove it. Return the copy's
+    error, a checksum error, or None."""
+    if error is None:
+        try:
+            got = known or _local_adler32(temp)
+        except TransferError as exc:
+            error = exc
+        else:
             if got != adler32:
                 error = TransferError("checksum", f"copy {url} -> {path}: adler32 {got} != expected {adler32}")
-        results.append(error)
-    return results
+    if error is None:
+        os.replace(temp, path)
+    else:
+        _remove(temp)
+    return error
 
 
-def _distinct_name_batches(items):
-    """Indices of `items` in batches whose source names differ (one directory can hold them)."""
+def _distinct_name_batches(names):
+    """Indices of `names` in batches without a repeated name (one directory can hold them)."""
     batches = []
-    for i, (url, _, _) in enumerate(items):
-        name = _basename(url)
-        for names, members in batches:
-            if name not in names:
+    for i, name in enumerate(names):
+        for seen, members in batches:
+            if name not in seen:
                 break
         else:
-            names, members = set(), []
-            batches.append((names, members))
-        names.add(name)
+            seen, members = set(), []
+            batches.append((seen, members))
+        seen.add(name)
         members.append(i)
     return [members for _, members in batches]
 

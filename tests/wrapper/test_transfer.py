@@ -171,7 +171,7 @@ def test_trailing_adler32_gives_none_when_the_file_was_replaced_after_reading(tm
 @pytest.mark.parametrize("with_sizes", [False, True])
 def test_xrdcp_bulk_judges_each_file_and_handles_repeated_names(area, tmp_path, with_sizes):
     """Two sources named alike, one missing, one whose bytes differ from the catalog's; with
-    sizes, files are checksummed as they arrive."""
+    sizes, files are checksummed as they arrive. Only the verified files appear at their paths."""
     data = {f"{d}/same.root": os.urandom(5000) for d in ("a", "b")}
     data["a/other.root"] = os.urandom(5000)
     for rel, blob in data.items():
@@ -186,7 +186,36 @@ def test_xrdcp_bulk_judges_each_file_and_handles_repeated_names(area, tmp_path, 
     assert [(url, p.read_bytes()) for url, p, _ in items[:2]] == [(items[0][0], data["a/same.root"]),
                                                                   (items[1][0], data["b/same.root"])]
     assert results[2].kind == "checksum" and results[3] is not None and not items[3][1].exists()
-    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["a-other.root", "a-same.root", "b-same.root"]
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["a-same.root", "b-same.root"]
+
+
+@pytest.mark.parametrize("tool,scheme", [("cli", "root"), ("gfal2", "root"), ("posix", "path")])
+def test_bulk_copies_show_a_file_under_its_name_only_once_verified(area, tmp_path, tool, scheme):
+    """While a bulk copy runs, every file seen under its final name is whole and right; one
+    whose bytes differ from the expected checksum never appears there."""
+    transfer, base = endpoint(area, tool, scheme)
+    data = {f"v{i:02d}.root": os.urandom((1 << 20) + i) for i in range(16)}
+    for name, blob in data.items():
+        area.put(f"verified/{name}", blob)
+    dest = tmp_path / "in"
+    items = [(f"{base}/verified/{name}", dest / name, adler32(blob)) for name, blob in data.items()]
+    items[5] = (items[5][0], items[5][1], adler32(b"not what the SE holds"))
+    results, done = [], threading.Event()
+
+    def copy():
+        try:
+            results.extend(transfer.copy_in_many(items, 60, parallel=4, sizes=[len(b) for b in data.values()]))
+        finally:
+            done.set()
+
+    threading.Thread(target=copy, daemon=True).start()
+    while not done.is_set():   # watching, not waiting: look as often as possible until it ends
+        for entry in os.scandir(dest) if dest.is_dir() else ():
+            if entry.name in data:
+                assert entry.name != "v05.root" and open(entry.path, "rb").read() == data[entry.name]
+    assert [r is None for r in results] == [i != 5 for i in range(16)] and results[5].kind == "checksum"
+    assert sorted(os.listdir(dest)) == sorted(n for n in data if n != "v05.root")
+    assert all(p.read_bytes() == data[p.name] for p in dest.iterdir())
 
 
 def test_many_root_files_go_through_xrdcp_others_keep_their_transfer():
