@@ -178,40 +178,47 @@ class _RunningJob:
 
 
 def _record_running(job_id, attempt, events):
-    """The common report (new running events of a running job) in a few plain statements; None: the general path.
+    """The common report (new running events of a job's current attempt) in two plain statements; None: the general path.
 
     Peewee builds SQL for the 28-column Job model at ~1 ms a statement: most of an
-    event post's time (bench_server). Here the job and its attempt are read and
-    locked in one SELECT, a seq above last_seq needs no duplicate lookup, and the
-    UPDATE sets only what _apply changed. Anything else (a final, a final job, a
-    superseded attempt, a replay) is left to the general path in the same transaction.
+    event post's time (bench_server). Here one UPDATE both checks and moves the job:
+    it matches only while the token's attempt is current, the job is not final and
+    every seq is above last_seq (so none is a duplicate), and its row lock orders
+    concurrent reports of the job. Then the events are inserted. Anything else (a
+    final, a final job, a superseded attempt, a replay) is left to the general path
+    in the same transaction.
     """
-    p = db.database.param
-    row = db.database.execute_sql(
-        f"SELECT j.status, j.attempt, j.last_seq, j.started_at, a.command, a.command_delivered_at "
-        f"FROM {m.Job._meta.table_name} j JOIN {m.Attempt._meta.table_name} a "
-        f"ON a.job_id = j.id AND a.number = j.attempt WHERE j.id = {p}"
-        + ("" if db.is_sqlite() else " FOR UPDATE"), (job_id,)).fetchone()
-    if row is None:
-        return None
-    status, current, last_seq, started_at, command, delivered_at = row
     seqs = {e.seq for e in events}
-    if status in FINAL or current != attempt.number or len(seqs) != len(events) or min(seqs) <= last_seq:
+    if len(seqs) != len(events) or any(e.status in FINAL for e in events):
         return None
     new = sorted(events, key=lambda e: e.seq)
-    _insert_events(job_id, new)
-    job = _RunningJob(status=status, last_seq=last_seq, started_at=started_at)
+    # what the events set, every one of them new (the UPDATE's condition makes it so)
+    job = _RunningJob(status=Status.RUNNING.value, last_seq=new[0].seq - 1, started_at=None)
     _apply(job, new)
-    fields = [getattr(m.Job, name) for name in job.changed]
-    db.database.execute_sql(
-        f"UPDATE {m.Job._meta.table_name} SET {', '.join(f'{f.column_name} = {p}' for f in fields)} "
-        f"WHERE id = {p}", [f.db_value(job.changed[f.name]) for f in fields] + [job_id])
-    if command is not None and delivered_at is not None:
-        command = None
-    elif command is not None:
-        m.Attempt.update(command_delivered_at=m.utcnow()).where(
-            (m.Attempt.job == job_id) & (m.Attempt.number == current)).execute()
-    return {"accepted": len(new), "duplicates": 0, "status": job.status, "command": command}
+    p = db.database.param
+    sets, values = [], []
+    for name, value in job.changed.items():
+        field = getattr(m.Job, name)
+        # started_at is set once, by the first report
+        sets.append(f"{field.column_name} = COALESCE({field.column_name}, {p})" if name == "started_at"
+                    else f"{field.column_name} = {p}")
+        values.append(field.db_value(value))
+    moved = db.database.execute_sql(
+        f"UPDATE {m.Job._meta.table_name} SET {', '.join(sets)} WHERE id = {p} AND attempt = {p} "
+        f"AND last_seq < {p} AND status NOT IN ({', '.join([p] * len(FINAL))})",
+        values + [job_id, attempt.number, new[0].seq] + sorted(FINAL))
+    if moved.rowcount != 1:
+        return None
+    _insert_events(job_id, new)
+    # The command as the token's lookup read it: one set since then goes with the next report.
+    command = None
+    if attempt.command is not None and attempt.command_delivered_at is None:
+        taken = db.database.execute_sql(
+            f"UPDATE {m.Attempt._meta.table_name} SET command_delivered_at = {p} "
+            f"WHERE id = {p} AND command_delivered_at IS NULL",
+            (m.Attempt.command_delivered_at.db_value(m.utcnow()), attempt.id))
+        command = attempt.command if taken.rowcount == 1 else None
+    return {"accepted": len(new), "duplicates": 0, "status": Status.RUNNING.value, "command": command}
 
 
 def _chunks(items, size):

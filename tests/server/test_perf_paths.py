@@ -14,16 +14,19 @@ def test_running_events_move_the_job_like_the_general_path(api, production):
     assert (job["step"], job["started_at"] is not None, job["last_heartbeat"] is not None) == \
         ("RUNNING-01", True, True)
     assert [(h["seq"], h["kind"]) for h in job["history"]] == [(1, "step"), (2, "heartbeat")]
+    # a later report keeps the start time the first one set
+    wrapper.post(f"/jobs/{job_id}/events", json=event(3, kind="heartbeat"))
+    assert api.get(f"/jobs/{job_id}").json["started_at"] == job["started_at"]
     # a replay below last_seq, mixed with a new event, goes the general way: nothing stored twice
-    r = wrapper.post(f"/jobs/{job_id}/events", json=[event(2, kind="heartbeat"), event(3, step="RUNNING-04")])
+    r = wrapper.post(f"/jobs/{job_id}/events", json=[event(3, kind="heartbeat"), event(4, step="RUNNING-04")])
     assert (r.json["accepted"], r.json["duplicates"]) == (1, 1)
     assert api.get(f"/jobs/{job_id}").json["step"] == "RUNNING-04"
     # a running event after the final is stored but changes nothing
-    wrapper.post(f"/jobs/{job_id}/events", json=event(4, "done", code=0))
-    r = wrapper.post(f"/jobs/{job_id}/events", json=event(5, step="RUNNING-05"))
+    wrapper.post(f"/jobs/{job_id}/events", json=event(5, "done", code=0))
+    r = wrapper.post(f"/jobs/{job_id}/events", json=event(6, step="RUNNING-05"))
     assert (r.json["accepted"], r.json["status"]) == (1, "done")
     with db.connection():
-        assert m.Job.get_by_id(job_id).last_seq == 4
+        assert m.Job.get_by_id(job_id).last_seq == 5
 
 
 def test_duplicate_seqs_in_one_batch_are_stored_once(api, production):
