@@ -19,6 +19,8 @@ def isolated_env(monkeypatch, tmp_path):
                 "SBK_DB", "GLIDEIN_Site", "OSG_SITE_NAME", "DIRACSITE", "SITE_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    # A server app on PostgreSQL keeps its web key in its data dir, not in the checkout.
+    monkeypatch.setenv("SBK_DATA_DIR", str(tmp_path / "sbk-data"))
     # A dead endpoint must fail fast, not after XrdCl's 5 retries (INFRA.md).
     monkeypatch.setenv("XRD_CONNECTIONRETRY", "1")
     monkeypatch.setenv("XRD_REQUESTTIMEOUT", "30")
