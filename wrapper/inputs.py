@@ -223,12 +223,32 @@ def _plan(ctx, catalog, sources, spec):
 
 def _lookups(ctx, catalog, lfns):
     """catalog.replicas() of each LFN, `transfer.parallel` requests at once: one round trip
-    per file to the server is the slow part of planning a long LIST."""
+    per file to the server is the slow part of planning a long LIST. Each worker takes the
+    next LFN itself: a pool task per LFN costs more than a fast lookup (2-core node: 5-50 ms
+    for 500 LFNs)."""
     if len(lfns) < 2:
         return [catalog.replicas(lfn) for lfn in lfns]
+    results = [None] * len(lfns)
+    pending = iter(enumerate(lfns))
+    lock, failed = threading.Lock(), threading.Event()
+
+    def work():
+        while not failed.is_set():
+            with lock:
+                i, lfn = next(pending, (None, None))
+            if i is None:
+                return
+            try:
+                results[i] = catalog.replicas(lfn)
+            except BaseException:
+                failed.set()   # the plan fails anyway: no more requests
+                raise
+
     workers = max(1, min(ctx.site.transfer.parallel, len(lfns)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="severus-catalog") as pool:
-        return list(pool.map(catalog.replicas, lfns))
+        for future in [pool.submit(work) for _ in range(workers)]:
+            future.result()
+    return results
 
 
 def _stat_on_se(ctx, sources, lfn):

@@ -528,7 +528,7 @@ class CliTransfer(Transfer):
             return super().copy_in_many(items, timeout, parallel, sizes)
         parallel = max(1, int(parallel))
         names = [_basename(url) for url, _, _ in items]
-        parents = [os.path.dirname(os.path.abspath(path)) for _, path, _ in items]
+        parents = [os.path.dirname(path) or "." for _, path, _ in items]
         for parent in set(parents):
             os.makedirs(parent, exist_ok=True)
         errors = [None] * len(items)

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from shared.errors import InputChecksumMismatch, InputError, InputNotFound, ScratchSpaceError
+from wrapper.client import ServerUnreachable
 from wrapper.inputs import stage_inputs
 from wrapper.transfer import make_transfer
 from .conftest import adler32, closed_port, lfn, site_for
@@ -224,3 +225,22 @@ def test_catalog_lookups_of_a_list_run_in_parallel(area, catalog, make_site, mak
     ctx = make_ctx(site, input={"mode": "LIST", "paths": [lfn(r) for r in sorted(files)]})
     paths = stage_inputs(ctx, catalog=catalog)
     assert [p.read_bytes() for p in paths] == [files[r] for r in sorted(files)]
+
+
+def test_a_catalog_failure_in_a_long_list_is_one_input_error(area, catalog, make_site, make_ctx):
+    """A failed lookup among many (the workers share the LFNs) reaches the job as InputError."""
+    site = site_for(make_site, area, "root", parallel=4)
+    files = input_files("lookupfail", n=40, size=100)
+    publish(area, catalog, site, files)
+    real_replicas = catalog.replicas
+
+    def replicas(lfn_):
+        if lfn_.endswith("f7.root"):
+            raise ServerUnreachable("the catalog went away")
+        return real_replicas(lfn_)
+
+    catalog.replicas = replicas
+    ctx = make_ctx(site, input={"mode": "LIST", "paths": [lfn(r) for r in sorted(files)]})
+    with pytest.raises(InputError, match="catalog: the catalog went away"):
+        stage_inputs(ctx, catalog=catalog)
+
