@@ -523,7 +523,8 @@ class CliTransfer(Transfer):
         (xrdcp names what it writes after the sources) into a hidden staging directory, which
         plays the part of the .part names: each file is checksummed as soon as it has its
         expected size (`sizes`) while the others still arrive, and once it matched is renamed
-        straight to its path. Other schemes: one by one."""
+        straight to its path (`_Arrivals`); the others are judged when xrdcp has ended.
+        Other schemes: one by one."""
         if not items or not all(_is_root(url) for url, _, _ in items):
             return super().copy_in_many(items, timeout, parallel, sizes)
         parallel = max(1, int(parallel))
@@ -540,19 +541,20 @@ class CliTransfer(Transfer):
                 sources = os.path.join(staging, ".sources")
                 with open(sources, "w") as fh:
                     fh.writelines(items[i][0] + "\n" for i in batch)
-                arrivals = _Arrivals([(i, temps[i], sizes[i]) for i in batch] if sizes else [],
-                                     window=4 * parallel)
+                arrivals = _Arrivals([(i, temps[i], sizes[i], items[i][2], items[i][1]) for i in batch]
+                                     if sizes else [], window=4 * parallel)
                 failure = self._run_watching(
                     ["xrdcp", "-f", "-s", "--parallel", str(parallel), "--infiles", sources, staging + "/"],
                     f"bulk copy of {len(batch)} files", timeout, os.path.join(staging, ".stderr"), arrivals.check)
                 for i in batch:
                     url, path, adler32 = items[i]
-                    known = arrivals.adler32(i)
+                    where, known = arrivals.result(i, temps[i])
                     error = None
-                    if failure is not None and known is None and not os.path.exists(temps[i]):
+                    if failure is not None and known is None and not os.path.exists(where):
                         # Some may have arrived although xrdcp failed: each file is judged alone.
                         error = TransferError(failure.kind, f"copy {url} -> {path}: {failure.message}")
-                    errors[i] = _publish(url, path, adler32, temps[i], error, known)
+                    # A file renamed on arrival but changed since is read again where it is.
+                    errors[i] = _publish(url, path, adler32, where, error, known)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return errors
@@ -638,35 +640,44 @@ class CliTransfer(Transfer):
 
 
 class _Arrivals:
-    """Checksums of the files a bulk copy writes, each taken once the file is whole while the
-    copy goes on (they arrive about in list order: a window past the first unchecked one is
-    looked at), and trusted at the end only if the file has not changed since."""
+    """The files a bulk copy writes to a staging directory, each checksummed once it is whole
+    while the copy goes on (they arrive about in list order: a window past the first unchecked
+    one is looked at) and, when that matches, renamed to its destination at once, so that the
+    renames overlap the copy too. A checksum is trusted at the end only if the file has not
+    changed since it was taken."""
 
     def __init__(self, expected, window):
-        self.expected = expected     # [(index, path, size)] in the order given to the tool
+        # [(index, staging path, size, expected adler32, destination)] in the tool's order
+        self.expected = expected
         self.window = window
         self.first = 0
-        self.sums = {}
+        self.sums = {}   # index -> (where the file is, adler32, signature)
 
     def check(self):
-        """Checksum the files that became whole; True when there was one."""
+        """Checksum the files that became whole and rename those that match; True when there
+        was one."""
         found = False
-        for i, path, size in self.expected[self.first:self.first + self.window]:
+        for i, temp, size, adler32, path in self.expected[self.first:self.first + self.window]:
             if i not in self.sums:
-                got = settled_adler32(path, size)
+                got = settled_adler32(temp, size)
                 if got is not None:
-                    self.sums[i] = (path, got)
+                    value, signature = got
+                    if value == adler32:
+                        os.replace(temp, path)   # a rename keeps the inode and mtime of the signature
+                        temp = path
+                    self.sums[i] = (temp, value, signature)
                     found = True
         while self.first < len(self.expected) and self.expected[self.first][0] in self.sums:
             self.first += 1
         return found
 
-    def adler32(self, i):
-        """File i's checksum taken on arrival, if it still holds; else None (read it again)."""
+    def result(self, i, temp):
+        """(where file i is, its checksum taken on arrival if that still holds, else None);
+        `temp` and None when it was not checksummed."""
         if i not in self.sums:
-            return None
-        path, (value, signature) = self.sums[i]
-        return value if unchanged(path, signature) else None
+            return temp, None
+        where, value, signature = self.sums[i]
+        return where, (value if unchanged(where, signature) else None)
 
 
 def part_path(path):
@@ -677,8 +688,8 @@ def part_path(path):
 
 def _publish(url, path, adler32, temp, error=None, known=None):
     """Rename a downloaded `temp` to `path` if the copy went well (`error` None) and its bytes
-    (their adler32 `known`, or read now) match `adler32`; else remove it. Return the copy's
-    error, a checksum error, or None."""
+    (their adler32 `known`, or read now) match `adler32`; else remove it (`temp` may be `path`
+    itself). Return the copy's error, a checksum error, or None."""
     if error is None:
         try:
             got = known or _local_adler32(temp)
@@ -688,7 +699,8 @@ def _publish(url, path, adler32, temp, error=None, known=None):
             if got != adler32:
                 error = TransferError("checksum", f"copy {url} -> {path}: adler32 {got} != expected {adler32}")
     if error is None:
-        os.replace(temp, path)
+        if os.fspath(temp) != os.fspath(path):
+            os.replace(temp, path)
     else:
         _remove(temp)
     return error

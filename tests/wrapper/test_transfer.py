@@ -218,6 +218,33 @@ def test_bulk_copies_show_a_file_under_its_name_only_once_verified(area, tmp_pat
     assert all(p.read_bytes() == data[p.name] for p in dest.iterdir())
 
 
+def test_an_arrival_takes_its_name_only_verified_and_is_judged_again_if_written_since(tmp_path):
+    """_Arrivals renames a whole file whose checksum matches, leaves a whole wrong one in
+    staging, and a file changed after its rename is read again (and removed when wrong)."""
+    staging, dest = tmp_path / "staging", tmp_path / "in"
+    staging.mkdir()
+    dest.mkdir()
+    arrived = {name: os.urandom(3000) for name in ("good", "bad", "later")}
+    expected = dict(arrived, bad=b"what the catalog says")
+    for name, blob in arrived.items():
+        (staging / name).write_bytes(blob)
+    arrivals = transfer_module._Arrivals([(i, str(staging / name), 3000, adler32(expected[name]), dest / name)
+                                          for i, name in enumerate(arrived)], window=8)
+    assert arrivals.check()
+    assert sorted(os.listdir(dest)) == ["good", "later"] and os.listdir(staging) == ["bad"]
+    with open(dest / "later", "r+b") as fh:   # its writer went on after the rename
+        fh.write(b"changed")
+    os.utime(dest / "later", ns=(0, 0))
+    results = []
+    for i, name in enumerate(arrived):
+        where, known = arrivals.result(i, str(staging / name))
+        results.append(transfer_module._publish("root://se//f", dest / name, adler32(expected[name]),
+                                                where, None, known))
+    assert [r and r.kind for r in results] == [None, "checksum", "checksum"]
+    assert os.listdir(dest) == ["good"] and (dest / "good").read_bytes() == arrived["good"]
+    assert os.listdir(staging) == []
+
+
 def test_many_root_files_go_through_xrdcp_others_keep_their_transfer():
     gfal = Gfal2Transfer()
     assert isinstance(bulk_transfer_for(gfal, "root://host//f"), CliTransfer)
