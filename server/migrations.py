@@ -61,11 +61,33 @@ def _create_site_checks():
     m.database.create_tables([m.SiteCheck], safe=True)
 
 
+# The job monitor's indexes ending in runnum (models.Job.Meta) as of migration 5.
+MONITOR_PAGE_INDEXES = (("status", "runnum"), ("site_id", "runnum"), ("site_id", "status", "runnum"),
+                        ("production_id", "status", "runnum"), ("request_id", "runnum"), ("user_id", "runnum"),
+                        ("error_code", "runnum"), ("user_id", "error_code", "runnum"))
+
+
+def _covering_page_indexes():
+    """PostgreSQL: the job monitor's indexes ending in runnum also hold the job id."""
+    if db.is_sqlite():
+        return   # an SQLite index entry holds the rowid, the job id, already
+    # A page's ids then come from the index alone. Without them, PostgreSQL's planner found the
+    # composite index dearer than walking the runnum index past other productions' jobs, which it
+    # takes to be spread evenly (production + status at 1M jobs: 70-120 ms, now < 1 ms). Same
+    # names: the models' index declarations stay satisfied.
+    table = m.Job._meta.table_name
+    for columns in MONITOR_PAGE_INDEXES:
+        name = f"{table}_{'_'.join(columns)}"
+        m.database.execute_sql(f"DROP INDEX IF EXISTS {name}")
+        m.database.execute_sql(f"CREATE INDEX {name} ON {table} ({', '.join(columns)}) INCLUDE (id)")
+
+
 MIGRATIONS = (
     (1, _create_v1),
     (2, _seed_groups),
     (3, _search_indexes),
     (4, _create_site_checks),
+    (5, _covering_page_indexes),
 )
 LATEST = MIGRATIONS[-1][0]
 

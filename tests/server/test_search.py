@@ -149,3 +149,27 @@ def test_a_broad_total_is_an_estimate_and_says_so(api, jobs, monkeypatch):
     assert small["total"] == 1 and small["total_is_estimate"] is False
     everything = api.get("/jobs").json
     assert everything["total_is_estimate"] is True and everything["total"] >= 3
+
+
+def test_migration_5_gives_the_page_indexes_the_job_id(db_url, monkeypatch):
+    """PostgreSQL: the job monitor's indexes ending in runnum hold the job id (same names); the jobs stay."""
+    db.bind(db_url)
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:4])
+    assert migrations.upgrade() == [1, 2, 3, 4]
+    with db.connection(), db.write_transaction():
+        version_2_jobs()
+    before = all_jobs()
+    monkeypatch.undo()
+    assert migrations.upgrade() == [5]
+    table = m.Job._meta.table_name
+    names = [f"{table}_{'_'.join(columns)}" for columns in migrations.MONITOR_PAGE_INDEXES]
+    with db.connection():
+        assert all_jobs() == before
+        if db.is_sqlite():
+            listed = {r[0] for r in m.database.execute_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            assert set(names) <= listed
+        else:
+            defs = dict(m.database.execute_sql("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s",
+                                               [table]).fetchall())
+            assert all(defs[name].endswith("INCLUDE (id)") for name in names), defs
+    db.database.obj.close_all()
