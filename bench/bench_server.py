@@ -282,6 +282,18 @@ def _ts(sec):
     return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).replace(tzinfo=None)
 
 
+def _request_generating(api, production, generator):
+    """The id of a request of `production` (make_production's) with this Generator."""
+    made = production["request"]
+    if made["parameters"]["Generator"] == generator:
+        return made["id"]
+    r = api.post("/requests", json={"production": production["production"], "from": made["id"],
+                                    "parameters": {**made["parameters"], "Generator": generator}})
+    if r.status_code != 201:
+        raise SystemExit(f"POST /requests: {r.status_code} {r.json}")
+    return r.json["id"]
+
+
 def _monitor_setup(app):
     """Productions, requests, sites and users made through the API; their ids."""
     from server import db
@@ -299,11 +311,11 @@ def _monitor_setup(app):
         site_rows = {s.name: s.id for s in m.Site.select().where(m.Site.name.in_(SITES))}
         requests = []
         for k, p in enumerate(made):
-            req = m.Request.get_by_id(p["request"]["id"])
+            req = m.Request.get_by_id(_request_generating(api, p, GENERATORS[k]))
+            # the words of submissions._create_jobs: the job monitor's search relies on them
             requests.append({"id": req.id, "production_id": req.production_id,
                              "session_id": req.production.session_id, "production": p["production"],
-                             "words": [GENERATORS[k]] + [str(v) for k2, v in req.parameters.items()
-                                                         if k2 != "Generator"]})
+                             "words": [str(v) for v in req.parameters.values()]})
     return {"users": users, "sites": [site_rows[s] for s in SITES], "site_names": SITES, "requests": requests}
 
 

@@ -1,4 +1,10 @@
-"""The job monitor's `q` through migration 3's indexes (pg_trgm, FTS5 trigram): the LIKE's results, faster."""
+"""The job monitor's `q`: the LIKE's results over each job's search text, faster.
+
+A term without a space is answered from the words the text is made of (requests, users, sites:
+indexes ending in runnum); a term with a space, or one that could lie in a runnum, through
+migration 3's indexes of the text (pg_trgm, FTS5 trigram). The text is derived data: an edit of
+it alone shows only through the second kind of term.
+"""
 import os
 import subprocess
 import sys
@@ -7,6 +13,7 @@ import pytest
 
 from server import create_app, db, migrations
 from server import models as m
+from server.api import jobs as jobs_api
 
 from .conftest import Api, new_token, submit
 
@@ -37,23 +44,32 @@ def all_jobs():
                     .order_by(m.Job.id).tuples())
 
 
+def other_request(api, production, **parameters):
+    """A valid request of `production` with these parameters changed; the production dict for submit()."""
+    r = api.post("/requests", json={"production": production["production"], "from": production["request"]["id"],
+                                    "parameters": {**production["request"]["parameters"], **parameters}})
+    assert r.status_code == 201, r.json
+    assert api.patch(f"/requests/{r.json['id']}", json={"status": "valid"}).status_code == 200
+    return {**production, "request": r.json}
+
+
 @pytest.fixture()
 def jobs(api, production):
-    """Six jobs on two sites, one with a gjid, one with a non-ASCII word in its text."""
+    """Six jobs on two sites, one with a gjid; the three at INFN-TORINO of a request with a non-ASCII word."""
     submit(api, production, runs=3)
-    ids = submit(api, production, runs=3, sites=("INFN-TORINO",))["job_ids"]
+    ids = submit(api, other_request(api, production, Background="Café_Mix"), runs=3,
+                 sites=("INFN-TORINO",))["job_ids"]
     with db.connection():
         m.Job.update(gjid="slurm.4711").where(m.Job.id == ids[0]).execute()
-        m.Job.update(search=m.Job.search + " café").where(m.Job.id == ids[1]).execute()
     return all_jobs()
 
 
 def test_search_gives_the_like_results(api, jobs):
     assert len(jobs) == 6
-    for q in QUERIES + ["slurm.4711", "SLURM.4711", "10000005"]:
+    for q in QUERIES + ["slurm.4711", "SLURM.4711", "10000005", "CAFÉ_mix infn-torino 1000"]:
         assert found(api, q) == reference(jobs, q), q
     assert len(found(api, "torino")) == 3 and found(api, "slurm.4711") == [jobs[3][0]]
-    assert found(api, "CAFÉ") == [jobs[4][0]] and found(api, "10000005") == [jobs[2][0]]
+    assert found(api, "CAFÉ") == [j[0] for j in jobs[3:]] and found(api, "10000005") == [jobs[2][0]]
 
 
 def test_search_combines_with_the_other_filters_and_pages(api, jobs):
@@ -67,17 +83,19 @@ def test_search_combines_with_the_other_filters_and_pages(api, jobs):
 
 
 def test_updates_and_deletes_of_searched_text_are_reflected(api, jobs):
+    """Terms with a space read the text through its index, which follows its updates and deletes."""
     first, second = jobs[0][0], jobs[1][0]
     with db.connection():
         m.Job.update(search="renamed zeppelin infn-t1").where(m.Job.id == first).execute()
         job = m.Job.get_by_id(second)
         job.message = "saved without a change of its text"
         job.save()
-    assert found(api, "zeppelin") == [first] and first not in found(api, "b0b0bar")
-    assert second in found(api, "b0b0bar")
+    assert found(api, "renamed zeppelin") == [first] and first not in found(api, "b0b0bar_sl dg_4")
+    assert second in found(api, "b0b0bar_sl dg_4")
     with db.connection():
         m.Job.delete().where(m.Job.id == first).execute()
-    assert found(api, "zeppelin") == [] and found(api, "infn-t1") == [j[0] for j in jobs[1:3]]
+    assert found(api, "renamed zeppelin") == [] and found(api, "infn-t1 1000") == [j[0] for j in jobs[1:3]]
+    assert found(api, "infn-t1") == [j[0] for j in jobs[1:3]]
     assert found(api, "b0b0bar") == reference(all_jobs(), "b0b0bar")
 
 
@@ -121,7 +139,7 @@ def test_migration_3_indexes_the_jobs_of_a_version_2_database(db_url, monkeypatc
         assert len(found(api, "torino")) == 2 and len(found(api, "infn-t1")) == 3
         with db.connection():
             m.Job.update(search="moved to infn-torino").where(m.Job.runnum == 10000003).execute()
-        assert len(found(api, "torino")) == 3
+        assert len(found(api, "moved to infn-torino")) == 1
     finally:
         close_all = getattr(db.database.obj, "close_all", None)
         close_all() if close_all else db.database.close()
@@ -149,6 +167,76 @@ def test_a_broad_total_is_an_estimate_and_says_so(api, jobs, monkeypatch):
     assert small["total"] == 1 and small["total_is_estimate"] is False
     everything = api.get("/jobs").json
     assert everything["total_is_estimate"] is True and everything["total"] >= 3
+
+
+@pytest.fixture()
+def varied_jobs(api, production):
+    """Jobs of two requests (one with odd and non-ASCII words), two users and three sites."""
+    other = other_request(api, production, Generator="Ünïcode_Gen", Geometry="100%_DG\\4")
+    assert api.post("/sites", json={"name": "IN2P3-CC", "bunch_size": 5}).status_code == 201
+    zoe = Api(api.client, new_token("Zoë", ["Developer"]))
+    submit(api, production, runs=2, sites=("INFN-T1", "IN2P3-CC"))
+    submit(zoe, production, runs=2, sites=("INFN-TORINO",))
+    submit(zoe, other, runs=2, sites=("INFN-T1", "INFN-TORINO"))
+    submit(api, other, runs=1, sites=("IN2P3-CC",))
+    with db.connection():
+        m.Job.update(gjid="In2p3.17").where(m.Job.runnum == 10000004).execute()
+    return all_jobs()
+
+
+def substrings(texts, lengths=(1, 3, 7)):
+    """Every substring of these lengths of the texts, as typed (some in upper case)."""
+    terms = {t[i:i + n] for t in texts for n in lengths for i in range(len(t) - n + 1)}
+    return sorted(terms) + [t.upper() for t in sorted(terms) if len(t) == 3]
+
+
+def test_words_find_what_the_text_finds(api, varied_jobs, monkeypatch):
+    """Every substring of the jobs' texts, with and without a space, finds the LIKE's jobs: paged
+    as the merge of the words' parts, and as one OR (the path past MAX_MERGED_PARTS)."""
+    terms = substrings({j[4] for j in varied_jobs}) + ["in2p3.17", "In2p3.17", "done", "prepared", "zzz"]
+    assert len(terms) > 300 and any(" " in t for t in terms)
+    for q in terms:
+        assert found(api, q) == reference(varied_jobs, q), q
+    monkeypatch.setattr(jobs_api, "MAX_MERGED_PARTS", 0)
+    for q in terms[::7]:
+        assert found(api, q) == reference(varied_jobs, q), q
+
+
+def runnum_order(jobs, ids, descending=False):
+    runnums = {j[0]: j[1] for j in jobs}
+    return sorted(ids, key=runnums.get, reverse=descending)
+
+
+@pytest.mark.parametrize("sort", ["runnum", "-runnum"])
+def test_pages_of_a_term_in_several_words_follow_the_sort(api, varied_jobs, sort):
+    """`t` is in sites, users and requests: the merged parts page like one sorted list, by cursor and by page."""
+    for q in ("t", "zo", "infn", "gen"):
+        want = runnum_order(varied_jobs, reference(varied_jobs, q), sort.startswith("-"))
+        assert len(want) >= 4, q
+        got, after = [], None
+        while True:
+            r = api.get("/jobs", query_string={"q": q, "per_page": 3, "sort": sort,
+                                               **({"after": after} if after else {})}).json
+            got += [j["id"] for j in r["jobs"]]
+            after = r["next"]
+            if not after:
+                break
+        assert got == want, q
+        second = api.get("/jobs", query_string={"q": q, "per_page": 3, "page": 2, "sort": sort}).json
+        assert [j["id"] for j in second["jobs"]] == want[3:6] and second["total"] == len(want), q
+        by_id = api.get("/jobs", query_string={"q": q, "per_page": 1000, "sort": "-id"}).json
+        assert [j["id"] for j in by_id["jobs"]] == sorted(want, reverse=True), q
+
+
+def test_a_cut_text_is_searched_as_cut(api, production):
+    """A text longer than 1024 characters loses its site and runnum: the words may not find it there."""
+    submit(api, other_request(api, production, Background="x" * 1000), runs=2, sites=("INFN-TORINO",))
+    submit(api, production, runs=2, sites=("INFN-TORINO",))
+    jobs = all_jobs()
+    assert sum(len(j[4]) == 1024 for j in jobs) == 2
+    for q in ("torino", "infn", "xxx", "b0b0bar", "dev", "10000003"):
+        assert found(api, q) == reference(jobs, q), q
+    assert len(found(api, "torino")) == 2 and len(found(api, "xxx")) == 2
 
 
 def test_migration_5_gives_the_page_indexes_the_job_id(db_url, monkeypatch):
