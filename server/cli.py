@@ -63,8 +63,10 @@ def _gunicorn_app(bind, workers, threads):
         def load_config(self):
             self.cfg.set("bind", bind)
             self.cfg.set("workers", workers)
-            # Threads keep connections alive and overlap one request's database round trips
-            # with another's Python: 1.3-1.5x the events/s of sync workers (bench_server).
+            # Sync workers by default: with the database on the same node, threads only fight
+            # over the GIL (bench_server with wrk: 2 sync workers 1,750 events/s on SQLite and
+            # 1,330 on PostgreSQL, 2 x 4 threads 1,050-1,580, erratic). Threads pay off when
+            # each request waits on a remote database's round trips.
             self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
             self.cfg.set("threads", threads)
             self.cfg.set("timeout", 60)
@@ -120,8 +122,8 @@ def build_parser():
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=2,
                        help="gunicorn worker processes; 0 = Flask's threaded server (also used without gunicorn)")
-    serve.add_argument("--threads", type=int, default=4,
-                       help="threads per gunicorn worker (1: a sync worker)")
+    serve.add_argument("--threads", type=int, default=1,
+                       help="threads per gunicorn worker (default 1: sync workers; more for a remote database)")
     serve.add_argument("--public-url", help="URL written into job descriptions; env SBK_PUBLIC_URL")
     serve.set_defaults(func=cmd_serve)
     init = sub.add_parser("init-db", help="create or upgrade the schema (keeps data)")
