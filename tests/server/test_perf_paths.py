@@ -29,6 +29,32 @@ def test_running_events_move_the_job_like_the_general_path(api, production):
         assert m.Job.get_by_id(job_id).last_seq == 5
 
 
+def test_a_fast_path_report_is_committed_with_every_column(api, production, db_url):
+    """What another connection reads at once: committed, each value in its column's type."""
+    job_id, token = started_job(api, production)
+    r = api.as_(token).post(f"/jobs/{job_id}/events", json=[
+        event(1, step="RUNNING-02", message="stage-in: 3 files", metrics={"rss_mb": 812.5}),
+        event(2, kind="heartbeat", tail=["line 1", "line 2"])])
+    assert r.json["accepted"] == 2
+    if db_url.startswith("sqlite"):
+        import sqlite3
+        other = sqlite3.connect(db_url[len("sqlite:///"):])
+    else:
+        import psycopg2
+        other = psycopg2.connect(db_url)
+    try:
+        cur = other.cursor()
+        cur.execute(f"SELECT seq, time, status, kind, step, message, code, metrics, tail FROM event "
+                    f"WHERE job_id = {int(job_id)} ORDER BY seq")
+        assert cur.fetchall() == [
+            (1, 1700000001.0, "running", "step", "RUNNING-02", "stage-in: 3 files", None, '{"rss_mb":812.5}', None),
+            (2, 1700000002.0, "running", "heartbeat", None, "", None, None, '["line 1","line 2"]')]
+        cur.execute(f"SELECT status, step, last_seq FROM job WHERE id = {int(job_id)}")
+        assert cur.fetchone() == ("running", "RUNNING-02", 2)
+    finally:
+        other.close()
+
+
 def test_duplicate_seqs_in_one_batch_are_stored_once(api, production):
     job_id, token = started_job(api, production)
     r = api.as_(token).post(f"/jobs/{job_id}/events", json=[event(1), event(1)])
