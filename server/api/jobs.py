@@ -223,9 +223,9 @@ def list_jobs():
         key = m.pw.NodeList((m.pw.SQL("+"), field))
         order = key.desc() if sort.startswith("-") else key.asc()
     total, estimated = job_total(cond, estimate_above=exact_up_to)
-    rows, params = job_rows(cond + ([after] if after is not None else []), order, 1 if after else page, per_page)
+    rows = job_rows(cond + ([after] if after is not None else []), order, 1 if after else page, per_page)
     following = _cursor(rows[-1], sort) if len(rows) == per_page and sort.lstrip("-") in KEYSET_SORTS else None
-    return jsonify({"jobs": [jobs.job_summary(j, params.get(j.request_id)) for j in rows],
+    return jsonify({"jobs": rows,
                     "total": total, "total_is_estimate": estimated, "page": None if after else page,
                     "per_page": per_page, "next": following})
 
@@ -235,12 +235,20 @@ KEYSET_SORTS = ("runnum", "id", "status", "site", "prepared_at", "events")
 UNIQUE_SORTS = ("runnum", "id")
 
 
+# sorts whose column a job summary holds as stored (site: the name, not the id; times: cut to seconds)
+SUMMARY_SORTS = ("runnum", "id", "status", "events")
+
+
 def _cursor(job, sort):
-    """The opaque `after` cursor that continues behind `job` in this sort."""
-    value = job.__data__[SORTS[sort.lstrip("-")].name]
+    """The opaque `after` cursor that continues behind `job` (a summary) in this sort."""
+    key = sort.lstrip("-")
+    if key in SUMMARY_SORTS:
+        value = job[key]
+    else:
+        value = m.Job.select(SORTS[key]).where(m.Job.id == job["id"]).scalar()
     if isinstance(value, datetime.datetime):
         value = value.isoformat()
-    return base64.urlsafe_b64encode(json.dumps([value, job.id]).encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(json.dumps([value, job["id"]]).encode()).decode().rstrip("=")
 
 
 def _after_cursor(sort):
@@ -347,22 +355,15 @@ def _sampled_count(cond):
 
 
 def job_rows(cond, order, page, per_page):
-    """One page of the jobs matching `cond`: (jobs, parameters by request id).
+    """One page of the jobs matching `cond`, as job summaries.
 
     Deferred join: the page's ids come first from an index alone (the sort runs on
-    narrow index entries, not on joined rows), then only those rows are read.
+    narrow index entries, not on joined rows), then only those rows are read, as tuples.
     """
     # a unique sort key needs no tie-break: PostgreSQL then reads a composite index ending in runnum
     # in order instead of walking the runnum index past other productions' jobs
     keys = (order,) if any(order.node is f for f in (m.Job.runnum, m.Job.id)) else (order, m.Job.id)
-    page_ids = [i for (i,) in _page_ids(cond, keys, page, per_page).tuples()]
-    rows = list(m.Job.select(m.Job, m.Site, m.Production, m.Session, m.User).join(m.Site).switch(m.Job)
-                .join(m.Production).switch(m.Job).join(m.Session).switch(m.Job)
-                .join(m.User, m.JOIN.LEFT_OUTER).where(m.Job.id.in_(page_ids or [-1]))
-                .order_by(*keys))
-    params = {r.id: r.parameters for r in m.Request.select(m.Request.id, m.Request.parameters)
-              .where(m.Request.id.in_({j.request_id for j in rows} or {-1}))}
-    return rows, params
+    return jobs.job_summaries([i for (i,) in _page_ids(cond, keys, page, per_page).tuples()])
 
 
 # An AnyOf of more parts is queried as one OR: with that many requests, users or sites matched,
@@ -397,9 +398,8 @@ def _page_ids(cond, keys, page, per_page):
 
 
 def job_page(cond, order, page, per_page, count_cond=None):
-    """One page of the jobs matching `cond` with the exact total of `count_cond` or `cond` (the web pages)."""
-    rows, params = job_rows(cond, order, page, per_page)
-    return rows, params, job_total(cond if count_cond is None else count_cond)[0]
+    """One page of the jobs matching `cond` (summaries) with the exact total of `count_cond` or `cond` (the web pages)."""
+    return job_rows(cond, order, page, per_page), job_total(cond if count_cond is None else count_cond)[0]
 
 
 @bp.get("/jobs/<id:job_id>")

@@ -119,7 +119,7 @@ def job_monitor():
     sort = query_text("sort", 32) or "-runnum"
     page = query_int("page", 1, lo=1, hi=10 ** 6)
     per_page = query_int("per_page", 25, lo=1, hi=max(PER_PAGE_CHOICES))
-    rows, params, total = job_page(cond, sort_order(sort), page, per_page)
+    rows, total = job_page(cond, sort_order(sort), page, per_page)
     columns = monitor_columns()
     shown = set(request.args.getlist("col")) if request.args.get("cols") else {c.key for c in columns}
     production = request.args.get("production")
@@ -129,7 +129,7 @@ def job_monitor():
     codes = [c for (c,) in m.Job.select(m.Job.error_code).distinct()
              .where(m.Job.error_code.is_null(False)).order_by(m.Job.error_code).tuples()]
     return render_template(
-        "jobs.html", rows=rows, params=params, total=total, page=page, per_page=per_page, sort=sort,
+        "jobs.html", rows=rows, total=total, page=page, per_page=per_page, sort=sort,
         pages=max((total + per_page - 1) // per_page, 1), columns=columns, shown=shown,
         per_page_choices=PER_PAGE_CHOICES, statuses=STATUSES, shortcuts=STATUS_SHORTCUTS,
         chosen_statuses=set(request.args.getlist("status")), chosen_sites=set(request.args.getlist("site")),

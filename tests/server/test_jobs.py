@@ -112,3 +112,40 @@ def test_log_over_the_limit_is_413(api, production, app):
     limit = app.extensions["sbk.settings"].max_log_bytes
     r = api.as_(token).put(f"/jobs/{job_id}/log", data=b"x" * (limit + 1), content_type="application/gzip")
     assert r.status_code == 413 and r.json["error"] == "too-large"
+
+
+def _summary_from_models(job, parameters):
+    """A job as the job monitor listed it when built from joined peewee models (the reference)."""
+    return {
+        "id": job.id, "runnum": job.runnum, "events": job.events,
+        "status": job.status, "step": job.step, "message": job.message,
+        "error_code": job.error_code, "site": job.site.name if job.site_id else None,
+        "user": job.user.name if job.user_id else None,
+        "production": job.production.name, "request": job.request_id,
+        "session": job.session.name, "parameters": parameters,
+        "test": job.test, "log_to_db": job.log_to_db, "gjid": job.gjid, "backend": job.backend,
+        "attempt": job.attempt, "wct": job.wct,
+        "prepared_at": m.iso(job.prepared_at), "submitted_at": m.iso(job.submitted_at),
+        "started_at": m.iso(job.started_at), "finished_at": m.iso(job.finished_at),
+        "last_heartbeat": m.iso(job.heartbeat_at),
+    }
+
+
+def test_job_monitor_rows_read_as_tuples_equal_the_models(app, api, production):
+    """The page is read as plain tuples: every value, type and key order as the models give them."""
+    ids = submit(api, production, runs=3, sites=("INFN-T1", "INFN-TORINO"), test=True)["job_ids"]
+    job_id, token = started_job(api, production)
+    api.as_(token).post(f"/jobs/{job_id}/events", json=[event(1, step="RUNNING-04"), event(2, "failed", code=30)])
+    with app.app_context(), db.connection():
+        m.Job.update(user=None, wct=12.5, message="x " * 40).where(m.Job.id == ids[0]).execute()
+        m.Job.update(prepared_at=datetime.datetime(2024, 2, 29, 23, 59, 59, 999999)).where(m.Job.id == ids[1]).execute()
+        m.Job.update(prepared_at=datetime.datetime(2024, 3, 1)).where(m.Job.id == ids[2]).execute()
+        expected = {j.id: _summary_from_models(j, j.request.parameters) for j in m.Job.select()}
+    for sort in ("runnum", "-prepared_at", "site"):
+        listed = api.get("/jobs", query_string={"sort": sort, "per_page": 100}).json["jobs"]
+        assert len(listed) == len(expected) == 7
+        for job in listed:
+            assert list(job.items()) == list(expected[job["id"]].items())
+            assert all(type(job[k]) is type(expected[job["id"]][k]) for k in job)
+    details = api.get(f"/jobs/{job_id}").json
+    assert {k: details[k] for k in expected[job_id]} == expected[job_id]
