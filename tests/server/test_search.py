@@ -261,3 +261,28 @@ def test_migration_5_gives_the_page_indexes_the_job_id(db_url, monkeypatch):
                                                [table]).fetchall())
             assert all(defs[name].endswith("INCLUDE (id)") for name in names), defs
     db.database.obj.close_all()
+
+
+def test_sqlite_totals_take_a_first_look_before_counting(api, jobs, db_url, monkeypatch):
+    """SQLite (no planner estimate): a quick sample first; far above the limit no count, near it the
+    count runs to the end (the exact number, flagged as above the limit), under it exact."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL takes its planner's estimate")
+    counts = []
+    count = jobs_api._count
+    monkeypatch.setattr(jobs_api, "_count", lambda cond, up_to=None: counts.append(up_to) or count(cond, up_to))
+    monkeypatch.setattr(jobs_api, "QUICK_SAMPLE_FROM", 1)
+    monkeypatch.setattr(jobs_api, "QUICK_MIN_HITS", 1)
+
+    def total(limit, **query):
+        monkeypatch.setattr(jobs_api, "SQLITE_COUNT_EXACT_UP_TO", limit)
+        counts.clear()
+        r = api.get("/jobs", query_string={"per_page": 1, **query}).json
+        return r["total"], r["total_is_estimate"], list(counts)
+
+    assert total(1) == (6, True, [])                              # 6 > 3 x 1: the sample alone
+    assert total(2, site="INFN-TORINO") == (3, True, [None])      # 3 <= 1.5 x 2: counted to the end
+    assert total(4, site="INFN-TORINO") == (3, False, [None])     # under the limit: exact
+    monkeypatch.setattr(jobs_api, "QUICK_MIN_HITS", 100)          # too few matched ids to trust
+    assert total(1) == (6, True, [2])                             # capped count, then the full sample
+
