@@ -25,7 +25,7 @@ from shared import schema as s
 from shared.jobdesc import INPUT_MODES, NAME_RE
 from shared.states import Status
 
-from . import db
+from . import db, search_text
 from . import models as m
 from .errors import bad_request, conflict, not_found
 from .request_rules import check_input, check_parameters, insert_test_request, params_key
@@ -293,7 +293,6 @@ def _create_jobs(user, plan, heartbeat_s):
             req, state = new_requests[req.params_key]
             st.update(_req=req, request=req.id, request_state=state)
         prod = req.production
-        words = [prod.name, user.name if user else ""] + [str(v) for v in req.parameters.values()]
         for row in st["rows"]:
             site_id = row["site_id"]
             runnums = range(row["first_runnum"], row["last_runnum"] + 1)
@@ -302,7 +301,8 @@ def _create_jobs(user, plan, heartbeat_s):
                      "user": user.id if user else None, "test": st["test"],
                      "log_to_db": st["log_to_db"], "status": Status.PREPARED.value,
                      "heartbeat_s": heartbeat_s, "prepared_at": now,
-                     "search": " ".join(words + [row["site"], str(r)]).lower()[:1024]}
+                     "search": search_text.job_text(prod.name, user.name if user else None, req.parameters,
+                                                    row["site"], r)}
                     for r in runnums]
             for i in range(0, len(jobs), 200):
                 m.Job.insert_many(jobs[i:i + 200]).execute()

@@ -11,7 +11,7 @@ from shared import schema as s
 from shared.events import parse_events
 from shared.states import Status
 
-from .. import auth, batch, db, jobs, metrics
+from .. import auth, batch, db, jobs, metrics, search_text
 from .. import models as m
 from ..errors import ApiError, bad_request, not_found
 from ..settings import settings
@@ -76,15 +76,11 @@ class AnyOf(m.pw.Expression):
         self.narrowed = tuple(narrowed or parts)
 
 
-# A job's search text (submissions._create_jobs) is its production's name, its user's name, its
-# request's parameter values, its site's name and its runnum joined by spaces, lower-cased and cut
-# at SEARCH_TEXT_MAX characters. A term without a space lies inside one of these words, so it
-# matches the jobs of the requests, users and sites whose words contain it, or of the runnums
-# that do; those have indexes ending in runnum, a text LIKE has none (a broad term's page was
-# 60-180 ms at 1M jobs, walking past other requests' jobs).
-SEARCH_TEXT_MAX = 1024
+# A term without a space lies inside one of the parts a job's search text is made of (search_text):
+# its jobs are those of the requests, users and sites whose words contain it, or of the runnums that
+# do; those have indexes ending in runnum, a text LIKE has none (a broad term's page was 60-180 ms at
+# 1M jobs, walking past other requests' jobs).
 RUNNUM_CHARS = frozenset("0123456789-")
-RUNNUM_DIGITS = 20   # a BIGINT's, with its sign
 
 
 def _by_words(text, q):
@@ -95,12 +91,12 @@ def _by_words(text, q):
         return None
     users = [(i, name.lower()) for i, name in m.User.select(m.User.id, m.User.name).tuples()]
     sites = [(i, name.lower()) for i, name in m.Site.select(m.Site.id, m.Site.name).tuples()]
-    requests = [(i, " ".join([name] + [str(v) for v in params.values()]).lower())
+    requests = [(i, search_text.request_words(name, params))
                 for i, name, params in m.Request.select(m.Request.id, m.Production.name, m.Request.parameters)
                 .join(m.Production).tuples()]
-    room = SEARCH_TEXT_MAX - max((len(w) for _, w in users), default=0) \
-        - max((len(w) for _, w in sites), default=0) - RUNNUM_DIGITS - 3
-    if any(len(words) > room for _, words in requests):
+    longest_user = max((len(w) for _, w in users), default=0)
+    longest_site = max((len(w) for _, w in sites), default=0)
+    if any(search_text.may_be_cut(words, longest_user, longest_site) for _, words in requests):
         return None
     matched = [i for i, words in requests if text in words]
     others = ([m.Job.user == i for i, words in users if text in words]

@@ -286,3 +286,18 @@ def test_sqlite_totals_take_a_first_look_before_counting(api, jobs, db_url, monk
     monkeypatch.setattr(jobs_api, "QUICK_MIN_HITS", 100)          # too few matched ids to trust
     assert total(1) == (6, True, [2])                             # capped count, then the full sample
 
+
+def test_the_text_is_made_of_the_parts_search_text_names(api, production):
+    """What a submission stores is search_text.job_text; may_be_cut bounds it with the longest runnum."""
+    from server import search_text
+    ids = submit(api, production, runs=1)["job_ids"]
+    with db.connection():
+        job = m.Job.get_by_id(ids[0])
+        assert job.search == search_text.job_text(job.production.name, job.user.name, job.request.parameters,
+                                                  job.site.name, job.runnum)
+        words = search_text.request_words(job.production.name, job.request.parameters)
+    assert all(part.lower() in words for part in [job.production.name] + list(job.request.parameters.values()))
+    longest = search_text.job_text("p" * 500, "u" * 10, {"a": "w" * 480}, "s" * 10, -2 ** 63)   # a BIGINT's longest
+    assert len(longest) == search_text.SEARCH_TEXT_MAX and longest.endswith(" " + str(-2 ** 63))
+    assert not search_text.may_be_cut(search_text.request_words("p" * 500, {"a": "w" * 480}), 10, 10)
+    assert search_text.may_be_cut(search_text.request_words("p" * 501, {"a": "w" * 480}), 10, 10)
