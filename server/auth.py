@@ -87,10 +87,21 @@ def principal_of(user):
     return Principal(user, frozenset(p.privilege for p in privileges))
 
 
-def attempt_for_token(token):
-    """The Attempt a job token was minted for; raise 401 for an unknown one."""
+def job_token():
+    """This request's job token, checked by its form only (401 without one, 403 for a user token)."""
+    token = _bearer()
+    _check_job_prefix(token)
+    return token
+
+
+def _check_job_prefix(token):
     if not token.startswith(JOB_PREFIX):
         raise ApiError(403, "forbidden", "this route takes a job token, not a user token")
+
+
+def attempt_for_token(token):
+    """The Attempt a job token was minted for; raise 401 for an unknown one."""
+    _check_job_prefix(token)
     # A raw query: peewee's SQL building was a third of an event post's time (bench_server).
     row = next(iter(m.Attempt.raw(f"SELECT * FROM {m.Attempt._meta.table_name} WHERE token_hash = "
                                   f"{db.database.param}", hash_token(token))), None)

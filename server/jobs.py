@@ -174,10 +174,6 @@ def record_events(job_id, attempt, events):
         if e.attempt != attempt.number:
             raise ApiError(403, "forbidden",
                            f"this token is for attempt {attempt.number}, not attempt {e.attempt}")
-    if not any(e.status in FINAL for e in events):
-        reply = _record_running(job_id, attempt, events)
-        if reply is not None:
-            return reply
     with db.write_transaction():
         job = _locked_job(job_id)
         if attempt.number != job.attempt:
@@ -217,7 +213,7 @@ def _event_rows(job_id, new):
 
 
 def _insert_events(job_id, new):
-    """Store `new` events of a job with one multi-row INSERT per 200 (plain SQL: see _record_running)."""
+    """Store `new` events of a job with one multi-row INSERT per 200 (plain SQL: see record_running)."""
     p = db.database.param
     for chunk in _chunks(_event_rows(job_id, new), 200):
         db.database.execute_sql(
@@ -236,19 +232,20 @@ class _RunningJob:
         self.changed[name] = value
 
 
-def _record_running(job_id, attempt, events):
-    """The common report (new running events of a job's current attempt, no command
-    pending) in plain SQL, atomically; None: nothing done, the general path's turn.
+def record_running(job_id, token_hash, events):
+    """The common report, new running events of a job's current attempt, stored in plain SQL,
+    atomically, if the token is that attempt's and no command waits for it; None: nothing done
+    (the caller authenticates the token and takes record_events, the general path).
 
     Peewee builds SQL for the 28-column Job model at ~1 ms a statement: most of an
-    event post's time (bench_server). Here one UPDATE both checks and moves the job:
+    event post's time (bench_server). Here one UPDATE checks the token and moves the job:
     it matches only while the token's attempt is current, the job is not final and
     every seq is above last_seq (so none is a duplicate), and its row lock orders
     concurrent reports of the job. The events are inserted only if it matched.
     """
     seqs = {e.seq for e in events}
-    if len(seqs) != len(events) or any(e.status in FINAL for e in events) \
-            or (attempt.command is not None and attempt.command_delivered_at is None):
+    numbers = {e.attempt for e in events}
+    if len(seqs) != len(events) or len(numbers) != 1 or any(e.status in FINAL for e in events):
         return None
     new = sorted(events, key=lambda e: e.seq)
     # what the events set, every one of them new (the UPDATE's condition makes it so)
@@ -263,8 +260,11 @@ def _record_running(job_id, attempt, events):
                     else f"{field.column_name} = {p}")
         values.append(field.db_value(value))
     move = (f"UPDATE {m.Job._meta.table_name} SET {', '.join(sets)} WHERE id = {p} AND attempt = {p} "
-            f"AND last_seq < {p} AND status NOT IN ({', '.join([p] * len(FINAL))})")
-    values += [job_id, attempt.number, new[0].seq] + sorted(FINAL)
+            f"AND last_seq < {p} AND status NOT IN ({', '.join([p] * len(FINAL))}) "
+            f"AND EXISTS (SELECT 1 FROM {m.Attempt._meta.table_name} WHERE job_id = {p} AND number = {p} "
+            f"AND token_hash = {p} AND (command IS NULL OR command_delivered_at IS NOT NULL))")
+    number = numbers.pop()
+    values += [job_id, number, new[0].seq] + sorted(FINAL) + [job_id, number, token_hash]
     reply = {"accepted": len(new), "duplicates": 0, "status": Status.RUNNING.value, "command": None}
     if db.is_sqlite():
         # no UPDATE inside WITH in SQLite: two statements in one (in-process, cheap) transaction

@@ -99,6 +99,9 @@ def test_wrong_tokens_are_refused(api, production):
     assert r.status_code == 403 and r.json["error"] == "forbidden"
     assert api.post(f"/jobs/{job_a}/events", json=event(1)).status_code == 403   # a user token
     assert api.as_(token_a).get("/jobs").status_code == 403                      # a job token
+    # a bad token is told so before a bad body; nothing refused was stored
+    assert api.as_("sbkj_nonsense").post(f"/jobs/{job_a}/events", json={"seq": "x"}).status_code == 401
+    assert [api.get(f"/jobs/{j}").json["history"] for j in (job_a, job_b)] == [[], []]
 
 
 def test_bad_event_bodies_are_400_with_one_message(api, production):
