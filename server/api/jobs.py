@@ -189,18 +189,14 @@ def job_filters(indexed_search=True):
     return cond
 
 
-@bp.get("/jobs")
-@auth.require("monitoring")
-def list_jobs():
-    cond = job_filters()
-    sort = query_text("sort", 32) or "runnum"
+def monitor_query(sort):
+    """The job monitor's query from the query string, planned for speed: (cond, order, total,
+    whether the total is an estimate). The API and the web page both list jobs through it."""
     field = SORTS.get(sort.lstrip("-"))
     if field is None:
         raise bad_request(f"query parameter 'sort' must be one of {', '.join(SORTS)} (prefix - for descending)")
-    page = query_int("page", 1, lo=1, hi=10 ** 6)
-    per_page = query_int("per_page", 50, lo=1, hi=MAX_PER_PAGE)
+    cond = job_filters()
     order = field.desc() if sort.startswith("-") else field.asc()
-    after = _after_cursor(sort)
     exact_up_to = COUNT_EXACT_UP_TO if not db.is_sqlite() else SQLITE_COUNT_EXACT_UP_TO
     matches = None
     if any(isinstance(c, AnyOf) for c in cond):
@@ -220,6 +216,17 @@ def list_jobs():
         order = key.desc() if sort.startswith("-") else key.asc()
         exact_up_to = COUNT_EXACT_UP_TO   # the same totals (at most `matches`), with no first look
     total, estimated = job_total(cond, estimate_above=exact_up_to)
+    return cond, order, total, estimated
+
+
+@bp.get("/jobs")
+@auth.require("monitoring")
+def list_jobs():
+    sort = query_text("sort", 32) or "runnum"
+    cond, order, total, estimated = monitor_query(sort)
+    page = query_int("page", 1, lo=1, hi=10 ** 6)
+    per_page = query_int("per_page", 50, lo=1, hi=MAX_PER_PAGE)
+    after = _after_cursor(sort)
     rows = job_rows(cond + ([after] if after is not None else []), order, 1 if after else page, per_page)
     following = _cursor(rows[-1], sort) if len(rows) == per_page and sort.lstrip("-") in KEYSET_SORTS else None
     return jsonify({"jobs": rows,
@@ -432,11 +439,6 @@ def _page_ids(cond, keys, page, per_page):
         for part in either.narrowed]).alias("matches")
     runnum = union.c.runnum.desc() if keys[0].direction == "DESC" else union.c.runnum.asc()
     return m.Job.select(union.c.id).from_(union).order_by(runnum).paginate(page, per_page)
-
-
-def job_page(cond, order, page, per_page, count_cond=None):
-    """One page of the jobs matching `cond` (summaries) with the exact total of `count_cond` or `cond` (the web pages)."""
-    return job_rows(cond, order, page, per_page), job_total(cond if count_cond is None else count_cond)[0]
 
 
 @bp.get("/jobs/<id:job_id>")

@@ -112,6 +112,15 @@ def test_job_monitor_filters_sorts_and_pages(reader, data):
     assert 'data-col="site"' not in hidden.split('id="jobs"')[1] and 'data-col="status"' in hidden
 
 
+def test_job_monitor_shows_a_broad_total_as_an_estimate_like_the_api(reader, data, monkeypatch):
+    from server.api import jobs as jobs_api
+    monkeypatch.setattr(jobs_api, "COUNT_EXACT_UP_TO", 2)
+    monkeypatch.setattr(jobs_api, "SQLITE_COUNT_EXACT_UP_TO", 2)
+    page = reader.get("/jobs").get_data(as_text=True)
+    assert len(job_rows(page)) == 4 and "jobs found" in page.split("<b>about ")[1]
+    assert "<b>1</b> jobs found" in reader.get("/jobs?status=done").get_data(as_text=True)
+
+
 def test_job_monitor_bad_filter_is_a_400_page(reader):
     r = reader.get("/jobs?status=bogus")
     assert r.status_code == 400 and "text/html" in r.content_type and "bogus" in r.get_data(as_text=True)
