@@ -654,13 +654,15 @@ def job_query(args):
 
 
 def _pages(client, params, per_page=1000):
-    page = 1
+    """Every page of a job query, followed by its `next` cursor: a broad query's total is an
+    estimate, so counting pages against it could stop early (or read deep OFFSETs)."""
+    cursor = None
     while True:
-        reply = client.get("/jobs", **dict(params, page=page, per_page=per_page))
+        reply = client.get("/jobs", **dict(params, per_page=per_page, **({"after": cursor} if cursor else {})))
         yield reply["jobs"]
-        if page * per_page >= reply["total"]:
+        cursor = reply.get("next")
+        if not cursor:
             return
-        page += 1
 
 
 def _status_with_code(job):
@@ -687,16 +689,23 @@ def job_columns(jobs, order=()):
 
 
 def cmd_jobs(client, out, args):
-    params = dict(job_query(args), sort=args.sort, page=args.page, per_page=args.per_page)
+    params = dict(job_query(args), sort=args.sort, per_page=args.per_page)
+    params.update({"after": args.after} if args.after else {"page": args.page})
     reply = client.get("/jobs", **params)
     if out.as_json:
         return out.json(reply)
     jobs = reply["jobs"]
     out.table(job_columns(jobs, parameter_order(client) if jobs else ()), jobs, empty="")
-    pages = max(1, math.ceil(reply["total"] / reply["per_page"]))
-    first = (reply["page"] - 1) * reply["per_page"] + 1 if jobs else 0
-    out.line(f"{reply['total']} jobs found matching the search criteria"
-             + (f"; showing {first} to {first + len(jobs) - 1}, page {reply['page']} of {pages}" if jobs else ""))
+    about = "about " if reply.get("total_is_estimate") else ""
+    shown = ""
+    if jobs and reply["page"] is not None:
+        pages = max(1, math.ceil(reply["total"] / reply["per_page"]))
+        first = (reply["page"] - 1) * reply["per_page"] + 1
+        shown = f"; showing {first} to {first + len(jobs) - 1}, page {reply['page']} of {about}{pages}"
+    out.line(f"{about}{reply['total']} jobs found matching the search criteria{shown}")
+    if reply.get("next"):
+        # deep pages cost the same as the first one through the cursor
+        out.line(f"next page: --after {reply['next']}")
 
 
 def cmd_job(client, out, args):
@@ -954,6 +963,8 @@ def add_commands(sub):
     c.add_argument("--sort", default="runnum", help="runnum, id, status, site, prepared_at, finished_at, wct, "
                                                     "events, error_code; --sort=-wct for descending")
     c.add_argument("--page", type=_positive, default=1)
+    c.add_argument("--after", metavar="CURSOR", help="the page after the one that printed this cursor "
+                                                     "(as fast deep down as on page 1)")
     c.add_argument("--per-page", type=_positive, default=50)
 
     c = command("job", "one job: history, outputs, transfer attempts, log")

@@ -218,8 +218,13 @@ def test_jobs_filters_columns_and_pagination(sbk):
     assert sbk_json(sbk, "jobs", "--error-code", "0")["total"] == 2
     page = sbk_json(sbk, "jobs", "--per-page", "2", "--page", "2", "--sort", "id")
     assert page["page"] == 2 and len(page["jobs"]) == 2 and page["total"] >= 6
-    code, out, _ = sbk("jobs", "--per-page", "2", "--page", "2")
+    code, out, _ = sbk("jobs", "--per-page", "2", "--page", "2", "--sort", "id")
     assert "showing 3 to 4, page 2 of" in out
+    # the printed cursor continues where the page ended, as page 3 would
+    cursor = re.search(r"next page: --after (\S+)", out).group(1)
+    after = sbk_json(sbk, "jobs", "--per-page", "2", "--after", cursor, "--sort", "id")
+    third = sbk_json(sbk, "jobs", "--per-page", "2", "--page", "3", "--sort", "id")
+    assert [j["id"] for j in after["jobs"]] == [j["id"] for j in third["jobs"]] and after["page"] is None
 
 
 def test_job_shows_history_outputs_transfers_and_log(sbk):
@@ -331,3 +336,17 @@ def test_parse_bulk_reads_the_compact_form():
         "log_to_db": True}
     with pytest.raises(client_cli.BadInput):
         client_cli.parse_bulk("request=7,sites=A,runs=0,events=1")
+
+
+def test_pages_follow_the_cursor_past_an_estimated_total():
+    """`sbk submit --wait` reads every prepared job even when the total is a low estimate."""
+    ids = list(range(1, 8))
+
+    class Client:
+        def get(self, path, **params):
+            start = int(params.get("after", 0))
+            chunk = ids[start:start + params["per_page"]]
+            more = start + len(chunk) < len(ids)
+            return {"jobs": [{"id": i} for i in chunk], "total": 3, "total_is_estimate": True,
+                    "next": str(start + len(chunk)) if more else None}
+    assert [j["id"] for page in client_cli._pages(Client(), {"sort": "id"}, per_page=2) for j in page] == ids
