@@ -82,12 +82,18 @@ def _covering_page_indexes():
         m.database.execute_sql(f"CREATE INDEX {name} ON {table} ({', '.join(columns)}) INCLUDE (id)")
 
 
+def _summary_indexes():
+    """Indexes that answer the detail pages' counts and sums without reading jobs (models.Job.Meta)."""
+    m.Job._schema.create_indexes(safe=True)
+
+
 MIGRATIONS = (
     (1, _create_v1),
     (2, _seed_groups),
     (3, _search_indexes),
     (4, _create_site_checks),
     (5, _covering_page_indexes),
+    (6, _summary_indexes),
 )
 LATEST = MIGRATIONS[-1][0]
 

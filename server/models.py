@@ -266,6 +266,11 @@ class Job(BaseModel):
             (("gjid",), False),                          # migration 3: `q` matches gjid exactly
             (("prepared_at",), False),
             (("status", "heartbeat_at"), False),
+            # migration 6: the counts and sums of the request, site and charts pages read an index
+            # alone (1M jobs, SQLite: a request's counts 450 ms, a site's 780 ms, the chart 220 ms)
+            (("request", "status"), False),
+            (("site", "production", "events"), False),
+            (("status", "finished_at", "events"), False),
         )
 
 

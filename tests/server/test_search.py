@@ -239,6 +239,31 @@ def test_a_cut_text_is_searched_as_cut(api, production):
     assert len(found(api, "torino")) == 2 and len(found(api, "xxx")) == 2
 
 
+def test_migration_6_adds_the_summary_indexes_and_keeps_the_jobs(db_url, monkeypatch):
+    db.bind(db_url)
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:5])
+    assert migrations.upgrade() == [1, 2, 3, 4, 5]
+    table = m.Job._meta.table_name
+    wanted = {f"{table}_request_id_status", f"{table}_site_id_production_id_events",
+              f"{table}_status_finished_at_events"}
+    with db.connection():
+        for name in wanted:   # as a version-5 database had them: not there
+            m.database.execute_sql(f"DROP INDEX IF EXISTS {name}")
+        with db.write_transaction():
+            version_2_jobs()
+        before = all_jobs()
+    monkeypatch.undo()
+    assert migrations.upgrade() == [6]
+    with db.connection():
+        assert all_jobs() == before
+        if db.is_sqlite():
+            listed = {r[0] for r in m.database.execute_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        else:
+            listed = {r[0] for r in m.database.execute_sql("SELECT indexname FROM pg_indexes WHERE tablename = %s",
+                                                           [table])}
+        assert wanted <= listed
+
+
 def test_migration_5_gives_the_page_indexes_the_job_id(db_url, monkeypatch):
     """PostgreSQL: the job monitor's indexes ending in runnum hold the job id (same names); the jobs stay."""
     db.bind(db_url)
@@ -248,7 +273,7 @@ def test_migration_5_gives_the_page_indexes_the_job_id(db_url, monkeypatch):
         version_2_jobs()
     before = all_jobs()
     monkeypatch.undo()
-    assert migrations.upgrade() == [5]
+    assert migrations.upgrade() == list(range(5, migrations.LATEST + 1))
     table = m.Job._meta.table_name
     names = [f"{table}_{'_'.join(columns)}" for columns in migrations.MONITOR_PAGE_INDEXES]
     with db.connection():
