@@ -92,13 +92,9 @@ def job_summary(row, parameters):
      _, test, log_to_db, gjid, backend, attempt, wct, prepared_at, submitted_at, started_at, finished_at,
      heartbeat_at) = row
     return {
-        "id": job_id, "runnum": runnum, "events": events,
-        "status": status, "step": step, "message": message,
-        "error_code": error_code, "site": site,
-        "user": user,
-        "production": production, "request": request_id,
-        "session": session, "parameters": parameters,
-        "test": bool(test), "log_to_db": bool(log_to_db), "gjid": gjid, "backend": backend,
+        "id": job_id, "runnum": runnum, "events": events, "status": status, "step": step, "message": message,
+        "error_code": error_code, "site": site, "user": user, "production": production, "request": request_id,
+        "session": session, "parameters": parameters, "test": bool(test), "log_to_db": bool(log_to_db), "gjid": gjid, "backend": backend,
         "attempt": attempt, "wct": wct,
         "prepared_at": _when(prepared_at), "submitted_at": _when(submitted_at),
         "started_at": _when(started_at), "finished_at": _when(finished_at),
