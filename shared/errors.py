@@ -64,7 +64,8 @@ _TABLE = [
     (40, "sys-failed", "storage", True, "stage-out failed on every storage element"),
     (41, "sys-failed", "storage", True, "output checksum mismatch on the storage element"),
     (42, "sys-failed", "payload", False, "no output files matched the output patterns"),
-    (43, "sys-failed", "server", True, "output registration in the catalog failed"),
+    (43, "sys-failed", "server", True, "output registration in the catalog failed (server unreachable)"),
+    (44, "sys-failed", "manager", False, "output registration refused: the LFN is another job's file"),
     (50, "sys-failed", "storage", True, "log upload failed (outputs kept)"),
     (60, "sys-failed", "site", True, "wrapper stopped by a signal from the batch system"),
     (61, "sys-failed", "server", False, "attempt superseded: the server refused this attempt's reports"),
@@ -198,6 +199,10 @@ class NoOutputsMatched(StageOutError):
 
 class RegistrationFailed(StageOutError):
     code = 43
+
+
+class RegistrationRefused(StageOutError):
+    code = 44
 
 
 class LogUploadError(SeverusError):

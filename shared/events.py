@@ -10,10 +10,14 @@ from typing import Mapping, Optional, Tuple
 
 from . import schema as s
 from .errors import CODES
+from .lifecycle import COMMANDS
 from .states import Status, Step, REPORTABLE_STATUSES
 
 KINDS = ("step", "heartbeat", "final", "info")
 MAX_BATCH = 1000
+# A wrapper's events post carries at most this many bytes (the server takes more: SBK_MAX_BODY_BYTES);
+# one event is at most ~660 KiB (a 256 KiB report, 100 tail lines of 4 KiB), so it always fits alone.
+MAX_BATCH_BYTES = 1024 * 1024
 MAX_REPORT_BYTES = 256 * 1024
 MAX_TAIL_LINES = 100
 
@@ -31,6 +35,7 @@ class Event:
     metrics: Mapping[str, float] = field(default_factory=dict)
     tail: Tuple[str, ...] = ()      # last lines of the payload's stdout
     report: Optional[Mapping] = None  # the final report (finals only)
+    ack: Optional[str] = None       # a command from a reply that the wrapper acts on ("kill")
 
     @property
     def key(self):
@@ -57,7 +62,7 @@ def parse_event(d, where=""):
     if not isinstance(d, dict):
         raise s.SchemaError(f"event {where or ''}must be a JSON object".replace(" .", " "))
     s.refuse_unknown(d, ("attempt", "seq", "time", "status", "kind", "step", "message",
-                         "code", "metrics", "tail", "report"), where)
+                         "code", "metrics", "tail", "report", "ack"), where)
     status = s.text(d, "status", where)
     if status not in {st.value for st in REPORTABLE_STATUSES}:
         raise s.SchemaError(f"'{where}status' must be one of running, done, failed, sys-failed, timeout")
@@ -90,11 +95,14 @@ def parse_event(d, where=""):
             raise s.SchemaError(f"'{where}report' must be an object")
         if len(json.dumps(report)) > MAX_REPORT_BYTES:
             raise s.SchemaError(f"'{where}report' is larger than {MAX_REPORT_BYTES} bytes")
+    ack = d.get("ack")
+    if ack is not None and ack not in COMMANDS:
+        raise s.SchemaError(f"'{where}ack' must be one of {', '.join(COMMANDS)}")
     return Event(
         attempt=s.integer(d, "attempt", where, lo=1, hi=100000),
         seq=s.integer(d, "seq", where, lo=1),
         time=s.number(d, "time", where, lo=0, hi=1e11),
         status=status, kind=kind, step=step,
         message=s.text(d, "message", where, default="", max_len=4096, empty=True),
-        code=code, metrics=dict(metrics), tail=tail, report=report,
+        code=code, metrics=dict(metrics), tail=tail, report=report, ack=ack,
     )

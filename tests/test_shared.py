@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from shared import errors, jobdesc, events
+from shared import errors, jobdesc, events, lifecycle
 from shared.schema import SchemaError
 from shared.states import Status, Step, FINAL_STATUSES
 from tests.factories import job_description_dict
@@ -151,3 +151,46 @@ def test_event_batches_are_bounded():
         events.parse_events([_event(seq=i + 1) for i in range(1001)])
     with pytest.raises(SchemaError, match=r"\[1\]\.seq"):
         events.parse_events([_event(), _event(seq="2")])
+
+
+# The life cycle of CONTRACT §8 written out by hand, pair by pair: (from, trigger) -> where it may go.
+# Anything not listed must be refused. The table in shared/lifecycle.py must say exactly this.
+EXPECTED_MOVES = {
+    ("prepared", "submit"): {"submitted"},
+    ("prepared", "report"): {"running"}, ("submitted", "report"): {"running"}, ("running", "report"): {"running"},
+    ("prepared", "finish"): {"done", "failed", "sys-failed", "timeout"},
+    ("submitted", "finish"): {"done", "failed", "sys-failed", "timeout"},
+    ("running", "finish"): {"done", "failed", "sys-failed", "timeout"},
+    ("prepared", "kill"): {"sys-failed"}, ("submitted", "kill"): {"submitted"}, ("running", "kill"): {"running"},
+    ("failed", "resubmit"): {"prepared"}, ("sys-failed", "resubmit"): {"prepared"},
+    ("timeout", "resubmit"): {"prepared"},
+    ("running", "reap"): {"timeout"},
+    ("submitted", "batch-end"): {"sys-failed"}, ("running", "batch-end"): {"sys-failed"},
+}
+
+
+@pytest.mark.parametrize("trigger", [t.value for t in lifecycle.Trigger])
+def test_the_life_cycle_table_allows_exactly_the_contract_moves_for_every_pair_of_states(trigger):
+    for status in Status:
+        for to in Status:
+            allowed = to.value in EXPECTED_MOVES.get((status.value, trigger), set())
+            if allowed:
+                assert lifecycle.move(status, trigger, to) == to.value
+            else:
+                with pytest.raises(lifecycle.IllegalTransition) as refused:
+                    lifecycle.move(status, trigger, to)
+                assert str(status.value) in str(refused.value) and trigger in str(refused.value)
+        assert lifecycle.may(status, trigger) == ((status.value, trigger) in EXPECTED_MOVES)
+
+
+def test_no_trigger_leaves_a_final_status_but_resubmit_and_none_leaves_done():
+    for status in FINAL_STATUSES:
+        movers = [t for t in lifecycle.Trigger if lifecycle.may(status, t)]
+        assert movers == ([] if status == Status.DONE else [lifecycle.Trigger.RESUBMIT])
+
+
+def test_an_event_may_acknowledge_a_command_and_nothing_else():
+    base = {"attempt": 1, "seq": 1, "time": 1.0, "status": "running", "kind": "info"}
+    assert events.parse_event(dict(base, ack="kill")).ack == "kill"
+    with pytest.raises(SchemaError, match="ack"):
+        events.parse_event(dict(base, ack="reboot"))

@@ -63,12 +63,24 @@ class TransferConfig:
 
 
 @dataclass(frozen=True)
+class WrapperConfig:
+    # From a stop (the batch system's SIGTERM, a kill command) to the wrapper's exit: payload
+    # stopped, transfers cut, partial stage-out undone, log and final report sent. Under Slurm's
+    # default KillWait (30 s), after which SIGKILL leaves no log and no report.
+    stop_grace_s: float = 20.0
+    # How long fencing and registration wait for an unreachable server (a restart) before the
+    # stage gives up; a stop cuts the wait.
+    server_wait_s: float = 120.0
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     name: str
     se: StorageConfig
     fallback_sites: Tuple[str, ...] = ()
     min_free_gb: float = 5.0
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    wrapper: WrapperConfig = field(default_factory=WrapperConfig)
     source: str = ""              # the file it came from, for messages
 
 
@@ -102,7 +114,7 @@ def parse_site_config(data, source="<site config>"):
         if extra:
             fail(f"unknown key '{where}{extra[0]}'")
 
-    known(data, ("name", "se", "stageout", "scratch", "transfer"), "")
+    known(data, ("name", "se", "stageout", "scratch", "transfer", "wrapper"), "")
     name = data.get("name")
     if not isinstance(name, str) or not re.fullmatch(SITE_NAME_RE, name):
         fail("'name' must be a site name like INFN-T1")
@@ -151,12 +163,21 @@ def parse_site_config(data, source="<site config>"):
         values[key] = type(default)(value)
     if values["parallel"] < 1 or values["min_rate_mb_s"] <= 0:
         fail("'transfer.parallel' and 'transfer.min_rate_mb_s' must be positive")
+    wr = table(data, "wrapper")
+    known(wr, WrapperConfig.__dataclass_fields__, "wrapper.")
+    wrapper = {}
+    for key, default in WrapperConfig().__dict__.items():
+        value = wr.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 86400:
+            fail(f"'wrapper.{key}' must be a number of seconds between 1 and 86400")
+        wrapper[key] = float(value)
     return SiteConfig(
         name=name,
         se=StorageConfig(lfn_prefix=prefix, urls=tuple(urls), local_path=local_path, access=access),
         fallback_sites=tuple(fallback),
         min_free_gb=float(min_free),
         transfer=TransferConfig(**values),
+        wrapper=WrapperConfig(**wrapper),
         source=source,
     )
 
