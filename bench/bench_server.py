@@ -2,10 +2,11 @@
 
     python -m bench.bench_server [--quick] [--db sqlite,postgresql] [--only ingest|monitor]
 
-Ingest: a real `sbk serve --workers 2` (sync) with SBK_BENCH_RAW=1, load from wrk
-(bench/wrk_events.lua, one job token per job), single events and
-batches of 10, against the raw route of the same server (one UPDATE + one
-INSERT, same driver: the database's own limit). Goals: >= 0.6 of raw and
+Ingest: the sbk app plus bench/raw_app.py's raw route, served as `sbk serve
+--workers 2` serves (server.cli's gunicorn application, 2 sync workers), load from wrk
+(bench/wrk_events.lua, one job token per job), single events and batches of 10
+to POST /jobs/<id>/events, against the raw route of the same server (one UPDATE +
+one INSERT, same driver: the database's own limit). Goals: >= 0.6 of raw and
 >= 1,500 events/s. The load generator shares the machine's cores with the server. Afterwards
 every acknowledged event must be in the database.
 
@@ -122,20 +123,20 @@ class Databases:
 # ---------------------------------------------------------------- ingest
 
 class Server:
-    """`sbk serve --workers 2` with the raw bench route, on a free port."""
+    """bench/raw_app.py under gunicorn (`sbk serve --workers 2`'s settings) on a free port:
+    the real routes and the raw reference route in the same workers."""
 
     def __init__(self, url, tmp):
         from tests.infra.postgres import free_port
         self.port = free_port()
         self.log = open(Path(tmp) / f"serve-{self.port}.log", "w")
-        env = {**os.environ, "SBK_BENCH_RAW": "1", "SBK_REAP_INTERVAL_S": "3600"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--db", url, "--port",
-                                      str(self.port), "--workers", "2"], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.raw_app", "--db", url, "--port",
+                                      str(self.port), "--workers", "2", "--threads", "1"], cwd=ROOT,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"sbk serve exited with {self.proc.returncode}; see {self.log.name}")
+                raise SystemExit(f"bench.raw_app exited with {self.proc.returncode}; see {self.log.name}")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
                 conn.request("GET", "/api/v1/health")
@@ -144,7 +145,7 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.05)   # polling interval under a deadline
-        raise SystemExit("sbk serve did not answer /health in 30 s")
+        raise SystemExit("bench.raw_app did not answer /health in 30 s")
 
     def stop(self):
         self.proc.terminate()

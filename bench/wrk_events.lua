@@ -1,6 +1,7 @@
 -- wrk load for bench_server's ingest: POST heartbeats round-robin over the jobs of a
 -- file ("<job id> <token>" per line), each job's seq growing by BATCH per post, so no
--- post is a duplicate. Arguments (after --): jobs file, raw (0|1), batch, first seq,
+-- post is a duplicate. Arguments (after --): jobs file, raw (0|1; 1 posts to the
+-- tokenless reference route that only bench/raw_app.py serves), batch, first seq,
 -- wrk's thread count.
 local threads = {}
 

@@ -21,7 +21,3 @@ def register(app):
     app.url_map.converters["id"] = IdConverter
     for bp in BLUEPRINTS:
         app.register_blueprint(bp, url_prefix=PREFIX)
-    if str(app.config.get("BENCH_RAW", "")).strip().lower() in ("1", "true", "yes", "on"):
-        # SBK_BENCH_RAW=1: the tokenless reference route of bench/bench_server.py, never in normal serving.
-        from . import bench
-        app.register_blueprint(bench.bp, url_prefix=PREFIX)

@@ -1,8 +1,8 @@
-"""The fast paths of the benchmarks: event ingest shortcuts, the bench-only raw route, keyset paging."""
+"""The fast paths of the benchmarks: event ingest shortcuts, bench/raw_app.py's raw route, keyset paging."""
 from server import create_app, db
 from server import models as m
 
-from .conftest import API, event, started_job, submit
+from .conftest import API, Api, event, make_production, new_token, started_job, submit
 
 
 def test_running_events_move_the_job_like_the_general_path(api, production):
@@ -61,13 +61,47 @@ def test_duplicate_seqs_in_one_batch_are_stored_once(api, production):
     assert (r.json["accepted"], r.json["duplicates"]) == (1, 1)
 
 
-def test_the_raw_bench_route_exists_only_when_enabled(db_url, monkeypatch):
+def test_the_raw_bench_route_exists_only_in_the_bench_app(db_url, monkeypatch):
+    from bench.raw_app import create_raw_app
+    monkeypatch.setenv("SBK_BENCH_RAW", "1")   # the old switch: the shipped app ignores it
     normal = create_app({"DB": db_url}).test_client()
     assert normal.post(f"{API}/bench/raw/1/events", json=event(1)).status_code == 404
-    monkeypatch.setenv("SBK_BENCH_RAW", "1")
-    bench = create_app({"DB": db_url})
+    bench = create_raw_app({"DB": db_url})
     rules = {r.rule for r in bench.url_map.iter_rules()}
     assert f"{API}/bench/raw/<id:job_id>/events" in rules
+    assert f"{API}/jobs/<id:job_id>/events" in rules   # the real route, in the same app
+
+
+def test_the_raw_reference_writes_what_the_real_route_writes(db_url):
+    """One UPDATE (running, last_seq, heartbeat) and one INSERT of the events, no token."""
+    from bench.raw_app import create_raw_app
+    app = create_raw_app({"DB": db_url, "PUBLIC_URL": "http://sbk.test:8080"})
+    app.testing = True
+    api = Api(app.test_client(), new_token("dev", ["Developer"]))
+    job_id, _ = started_job(api, make_production(api))
+    r = app.test_client().post(f"{API}/bench/raw/{job_id}/events",
+                               json=[event(1, kind="heartbeat"), event(2, kind="heartbeat")])
+    assert (r.status_code, r.json) == (200, {"accepted": 2})
+    with db.connection():
+        job = m.Job.get_by_id(job_id)
+        assert (job.status, job.last_seq, job.heartbeat_at is not None) == ("running", 2, True)
+        assert [e.seq for e in m.Event.select().where(m.Event.job == job_id).order_by(m.Event.seq)] == [1, 2]
+    close_all = getattr(db.database.obj, "close_all", None)
+    close_all() if close_all else db.database.close()
+
+
+def test_the_bench_server_runs_with_sbk_serves_gunicorn_settings(db_url, monkeypatch):
+    from bench.raw_app import gunicorn_app
+    from server import cli
+    bench, sbk = gunicorn_app("127.0.0.1:0", 2, 1), cli._gunicorn_app("127.0.0.1:0", 2, 1)
+    # server.cli's class itself (made per call), with its load_config: only load() differs
+    assert type(bench).__mro__[1].__qualname__ == type(sbk).__qualname__
+    assert type(bench).load_config.__code__ is type(sbk).load_config.__code__
+    for name in ("bind", "workers", "worker_class_str", "threads", "timeout", "accesslog"):
+        assert getattr(bench.cfg, name) == getattr(sbk.cfg, name), name
+    monkeypatch.setenv("SBK_DB", db_url)
+    app = bench.load()   # what each worker serves
+    assert f"{API}/bench/raw/<id:job_id>/events" in {r.rule for r in app.url_map.iter_rules()}
 
 
 def _walk(api, query):
