@@ -13,8 +13,19 @@ site can add its own without touching this file:
 
 `run_payload()` starts the command in its own process group, keeps the tails
 of stdout/stderr in size-capped files, enforces the wallclock, memory and
-stall limits on the whole process tree, and samples metrics (psutil when it
-is importable, /proc otherwise).
+stall limits on the whole process tree, and samples metrics. The tree is the
+main process's descendants, its process group and session, and every process
+seen in it while it ran (children that left with setsid()), each known by its
+PID *and* start time so that a reused PID is never taken for the payload's.
+
+Memory is PSS (/proc/<pid>/smaps_rollup) summed over the tree: pages shared by
+forked workers count once, as in CMS (WMCore#8498); a process whose PSS cannot
+be read counts its RSS. When the main process ends, for whatever reason, what
+is left of the tree gets SIGTERM, then SIGKILL after the grace, and is counted
+in metrics["leftover_processes"] (the status does not change).
+
+Processes are read from /proc/<pid>/stat (parent, group, session, start time,
+RSS and CPU in one read); psutil is used where there is no /proc.
 """
 import glob
 import logging
@@ -28,7 +39,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from shared.errors import (JobDescriptionError, PayloadFailed, PayloadMemory, PayloadSignalled,
                            PayloadStalled, PayloadWallclock)
@@ -42,6 +53,8 @@ log = logging.getLogger("severus.payload")
 
 ENTRY_POINT_GROUP = "severus.payload_modules"
 PROGRESS_FILE = "severus-progress"
+SMAPS_ROLLUP = "/proc/{pid}/smaps_rollup"   # PSS in one short read (Linux >= 4.14)
+LEFTOVER_WAIT_S = 5.0      # how long a SIGKILLed process may take to disappear
 
 
 @dataclass(frozen=True)
@@ -265,49 +278,166 @@ class TailFile:
         self._thread.join(timeout)
 
 
-def _proc_tree(root_pid, pgid):
-    """{pid: (rss_bytes, cpu_s)} of root_pid's descendants and its process group, from /proc."""
-    if psutil is not None:
-        try:
-            root = psutil.Process(root_pid)
-            procs = [root] + root.children(recursive=True)
-        except psutil.Error:
-            procs = []
-        tree = {}
-        for p in procs:
-            try:
-                with p.oneshot():
-                    cpu = p.cpu_times()
-                    tree[p.pid] = (p.memory_info().rss, cpu.user + cpu.system)
-            except psutil.Error:
-                pass
-        return tree
-    page = os.sysconf("SC_PAGE_SIZE")
-    tick = os.sysconf("SC_CLK_TCK")
-    stats = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                raw = fh.read().decode("ascii", "replace")
-        except OSError:
-            continue
+class ProcInfo(NamedTuple):
+    """One process as a scan saw it; `start` tells apart the successive owners of a PID."""
+    ppid: int
+    pgrp: int
+    sid: int
+    start: float
+    name: str
+    rss: int = 0          # bytes
+    cpu_s: float = 0.0
+
+
+class ProcReader:
+    """Processes from /proc/<pid>/stat: one read gives all of ProcInfo (start: field 22)."""
+    name = "proc"
+
+    def __init__(self):
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _stat(self, pid):
+        """(state, ProcInfo) of `pid`; raises OSError when it is gone."""
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode("ascii", "replace")
         # The command name may hold spaces and parentheses: split after the last ')'.
-        fields = raw[raw.rfind(")") + 2:].split()
-        stats[int(name)] = (int(fields[1]), int(fields[2]), int(fields[21]) * page,
-                            (int(fields[11]) + int(fields[12])) / tick)
+        close = raw.rfind(")")
+        f = raw[close + 2:].split()    # f[0] is field 3 of proc(5), the state
+        info = ProcInfo(ppid=int(f[1]), pgrp=int(f[2]), sid=int(f[3]), start=float(f[19]),
+                        name=raw[raw.find("(") + 1:close], rss=int(f[21]) * self.page,
+                        cpu_s=(int(f[11]) + int(f[12])) / self.tick)
+        return f[0], info
+
+    def scan(self) -> Dict[int, ProcInfo]:
+        """Every live process of the node (zombies are dead: they hold nothing)."""
+        procs = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    state, info = self._stat(entry)
+                except (OSError, ValueError, IndexError):
+                    continue
+                if state not in ("Z", "X"):
+                    procs[int(entry)] = info
+        return procs
+
+    def start_time(self, pid) -> Optional[float]:
+        """The start time of live process `pid`, or None (gone or a zombie)."""
+        try:
+            state, info = self._stat(pid)
+        except (OSError, ValueError, IndexError):
+            return None
+        return None if state in ("Z", "X") else info.start
+
+
+class PsutilReader:
+    """The same through psutil, where there is no /proc (start: create_time)."""
+    name = "psutil"
+    ATTRS = ["ppid", "create_time", "status", "name", "memory_info", "cpu_times"]
+
+    def scan(self) -> Dict[int, ProcInfo]:
+        procs = {}
+        for p in psutil.process_iter(self.ATTRS):
+            i = p.info
+            if (i["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+                    or i["ppid"] is None or i["create_time"] is None):
+                continue
+            try:
+                pgrp, sid = os.getpgid(p.pid), os.getsid(p.pid)
+            except OSError:
+                continue
+            mem, cpu = i["memory_info"], i["cpu_times"]
+            procs[p.pid] = ProcInfo(ppid=i["ppid"], pgrp=pgrp, sid=sid, start=i["create_time"],
+                                    name=i["name"] or "?", rss=mem.rss if mem else 0,
+                                    cpu_s=cpu.user + cpu.system if cpu else 0.0)
+        return procs
+
+    def start_time(self, pid) -> Optional[float]:
+        try:
+            p = psutil.Process(pid)
+            if p.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return None
+            return p.create_time()
+        except psutil.Error:
+            return None
+
+
+class NullReader:
+    """Neither /proc nor psutil: no tree (the process group is still signalled)."""
+    name = "none"
+
+    def scan(self):
+        return {}
+
+    def start_time(self, pid):
+        return None
+
+
+READER = (ProcReader() if os.path.exists("/proc/self/stat")
+          else PsutilReader() if psutil is not None else NullReader())
+
+
+def payload_tree(procs: Mapping[int, ProcInfo], pgid: int,
+                 known: Mapping[int, float]) -> Dict[int, float]:
+    """{pid: start} of the payload's processes among `procs` (one scan).
+
+    They are the processes of the payload's process group and session (both
+    have the main process's PID, `pgid`), the processes recorded in `known`
+    ({pid: start}, the main one first) that still have the same start time (a
+    PID taken by another process has another one), and all their descendants.
+    """
     children = {}
-    for pid, (ppid, _, _, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    wanted, todo = set(), [root_pid] + [p for p, s in stats.items() if s[1] == pgid]
+    for pid, p in procs.items():
+        children.setdefault(p.ppid, []).append(pid)
+    # The kernel keeps a group's or session's ID while one member lives. Once the ID is
+    # a new process's, what has that group or session is that process's, not the payload's.
+    leader = procs.get(pgid)
+    group_ours = leader is None or known.get(pgid) == leader.start
+    todo = [pid for pid, p in procs.items()
+            if known.get(pid) == p.start or (group_ours and pgid in (p.pgrp, p.sid))]
+    tree = {}
     while todo:
         pid = todo.pop()
-        if pid in wanted or pid not in stats:
-            continue
-        wanted.add(pid)
-        todo.extend(children.get(pid, ()))
-    return {pid: (stats[pid][2], stats[pid][3]) for pid in wanted}
+        if pid not in tree:
+            tree[pid] = procs[pid].start
+            todo.extend(children.get(pid, ()))
+    return tree
+
+
+def _pss(pid) -> Optional[int]:
+    """The PSS of `pid` in bytes, or None when it cannot be read (no smaps_rollup, no right)."""
+    try:
+        with open(SMAPS_ROLLUP.format(pid=pid), "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One sample of the tree's memory: `used_mb` is what the limit compares."""
+    rss_mb: float
+    used_mb: float         # PSS, with RSS for the processes whose PSS is unreadable
+    fallback: int          # how many processes counted their RSS
+    processes: int
+
+    @property
+    def measure(self):
+        if not self.fallback:
+            return "PSS"
+        return "RSS" if self.fallback == self.processes else "PSS+RSS"
+
+    def describe(self):
+        if self.measure == "PSS":
+            return f"process tree PSS {self.used_mb:.0f} MB (RSS {self.rss_mb:.0f} MB)"
+        if self.measure == "RSS":
+            return f"process tree RSS {self.rss_mb:.0f} MB (PSS unreadable)"
+        return (f"process tree PSS {self.used_mb:.0f} MB, with RSS for the {self.fallback} of "
+                f"{self.processes} processes whose PSS is unreadable (RSS {self.rss_mb:.0f} MB)")
 
 
 def _read_events(path):
@@ -359,6 +489,8 @@ class PayloadWatch:
         self.stop = stop             # has `.error` (first stop request) and `.fileno()`
         self.metrics: Dict[str, float] = {}
         self.pids = set()
+        self.known: Dict[int, float] = {}   # every process seen in the tree: pid -> start time
+        self._told_fallback = False
         self._stdout: Optional[TailFile] = None
         self._stderr: Optional[TailFile] = None
 
@@ -399,9 +531,15 @@ class PayloadWatch:
         self._stdout = TailFile(out_r, self.logdir / "payload.stdout", cfg.max_log_bytes)
         self._stderr = TailFile(err_r, self.logdir / "payload.stderr", cfg.max_log_bytes,
                                 lines=max(50, cfg.tail_lines))
-        pgid = proc.pid   # start_new_session: the child leads its own group
+        pgid = proc.pid   # start_new_session: the child leads its own group and session
         self.pids.add(proc.pid)
+        began_at = READER.start_time(proc.pid)
+        if began_at is not None:
+            self.known[proc.pid] = began_at
         error = self._watch(proc, pgid, start)
+        # Whatever is left once the main process has ended goes too (and lets go of the pipes).
+        left = self._end_leftovers(proc, pgid)
+        self.metrics = dict(self.metrics, leftover_processes=len(left))
         self._stdout.join(2.0)
         self._stderr.join(2.0)
         usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -440,7 +578,7 @@ class PayloadWatch:
         try:
             while True:
                 if proc.poll() is not None:
-                    self._sample(proc.pid, pgid, start)
+                    self._sample(pgid, start)
                     return None
                 now = time.monotonic()
                 if self.stop is not None and self.stop.error is not None:
@@ -451,11 +589,13 @@ class PayloadWatch:
                     return PayloadWallclock(f"still running after {cfg.max_wct_s:g} s")
                 if now >= next_sample:
                     next_sample = now + cfg.sample_s
-                    rss_mb = self._sample(proc.pid, pgid, start)
-                    if cfg.max_rss_mb and rss_mb > cfg.max_rss_mb:
+                    mem = self._sample(pgid, start)
+                    if cfg.max_rss_mb and mem.used_mb > cfg.max_rss_mb:
                         self._kill_group(proc, pgid)
-                        return PayloadMemory(f"process tree RSS {rss_mb:.0f} MB "
-                                             f"> {cfg.max_rss_mb:g} MB", rss_mb=rss_mb)
+                        return PayloadMemory(f"{mem.describe()} > {cfg.max_rss_mb:g} MB",
+                                             rss_mb=round(mem.rss_mb, 1),
+                                             pss_mb=round(mem.used_mb, 1),
+                                             memory_measure=mem.measure)
                     events = self.metrics.get("events")
                     size = _outputs_size(self.spec.cwd, self.spec.output_patterns)
                     if events != last_events or size > last_size:
@@ -474,59 +614,132 @@ class PayloadWatch:
             if pidfd is not None:
                 os.close(pidfd)
 
-    def _sample(self, pid, pgid, start):
-        tree = _proc_tree(pid, pgid)
+    def _tree(self, pgid) -> Dict[int, ProcInfo]:
+        """The payload's live processes now; each is remembered with its start time."""
+        procs = READER.scan()
+        tree = payload_tree(procs, pgid, self.known)
+        self.known.update(tree)
         self.pids.update(tree)
-        rss_mb = sum(r for r, _ in tree.values()) / (1024.0 * 1024.0)
+        return {pid: procs[pid] for pid in tree}
+
+    def _sample(self, pgid, start) -> Memory:
+        tree = self._tree(pgid)
+        rss = sum(p.rss for p in tree.values())
+        used, fallback = 0, 0
+        for pid, p in tree.items():
+            pss = _pss(pid)
+            if pss is None:
+                pss, fallback = p.rss, fallback + 1
+            used += pss
+        mem = Memory(rss_mb=rss / 2**20, used_mb=used / 2**20, fallback=fallback,
+                     processes=len(tree))
+        if fallback and not self._told_fallback:
+            self._told_fallback = True
+            log.info("PSS unreadable for %d of %d payload processes: their RSS counts instead",
+                     fallback, len(tree))
         m = dict(self.metrics)
         m["wct_s"] = round(time.monotonic() - start, 3)
-        m["rss_mb"] = round(rss_mb, 1)
-        m["max_rss_mb"] = round(max(m.get("max_rss_mb", 0.0), rss_mb), 1)
-        m["cpu_s"] = round(max(m.get("cpu_s", 0.0), sum(c for _, c in tree.values())), 3)
+        m["rss_mb"] = round(mem.rss_mb, 1)
+        m["max_rss_mb"] = round(max(m.get("max_rss_mb", 0.0), mem.rss_mb), 1)
+        m["pss_mb"] = round(mem.used_mb, 1)
+        m["max_pss_mb"] = round(max(m.get("max_pss_mb", 0.0), mem.used_mb), 1)
+        m["cpu_s"] = round(max(m.get("cpu_s", 0.0), sum(p.cpu_s for p in tree.values())), 3)
         m["processes"] = len(tree)
         if self.spec.progress_file:
             events = _read_events(self.spec.progress_file)
             if events is not None:
                 m["events"] = events
         self.metrics = m
-        return rss_mb
+        return mem
 
     def _kill_group(self, proc, pgid):
-        """SIGTERM the group and the tree, wait `grace_s`, then SIGKILL whatever is left."""
-        tree = set(_proc_tree(proc.pid, pgid)) | {proc.pid}
-        self.pids.update(tree)
-        self._signal_all(pgid, tree, signal.SIGTERM)
+        """A limit or a stop: end the main process and everything of the payload."""
+        self._end_all(proc, pgid)
+
+    def _end_leftovers(self, proc, pgid) -> Dict[int, ProcInfo]:
+        """After the main process: end what is left of the payload; return those processes."""
+        left, killed = self._end_all(proc, pgid)
+        if left:
+            how = (f"{len(killed)} of them with SIGKILL after the {self.config.grace_s:g} s grace"
+                   if killed else "with SIGTERM")
+            log.warning("the payload left %d process(es) behind: %s; ended %s",
+                        len(left), _names(left), how)
+        return left
+
+    def _end_all(self, proc, pgid):
+        """SIGTERM the payload's processes, wait `grace_s`, SIGKILL whatever is left.
+
+        Returns ({pid: ProcInfo} of the processes met other than the main one,
+        those of them that were still there for the SIGKILL).
+        """
+        met: Dict[int, ProcInfo] = {}
+
+        def current():
+            tree = self._tree(pgid)
+            tree.pop(proc.pid, None)
+            met.update(tree)
+            return tree
+
+        def all_gone():
+            return all(READER.start_time(pid) != p.start for pid, p in met.items())
+
+        tree = current()
+        if proc.poll() is not None and not tree:
+            return met, {}                  # the common case: nothing was left
+        self._signal_all(proc, pgid, tree, signal.SIGTERM)
         deadline = time.monotonic() + self.config.grace_s
         while time.monotonic() < deadline:
-            if proc.poll() is not None and not any(_is_running(p) for p in tree):
+            if proc.poll() is not None and all_gone():
                 break
             time.sleep(0.05)
-        # Always: a process forked during the grace period is in the group but not in `tree`.
-        tree |= set(_proc_tree(proc.pid, pgid))
-        self._signal_all(pgid, tree, signal.SIGKILL)
+        # Always: a process forked during the grace period is in no list yet.
+        killed = current()
+        self._signal_all(proc, pgid, killed, signal.SIGKILL)
         proc.wait()
+        deadline = time.monotonic() + LEFTOVER_WAIT_S
+        while not all_gone() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        alive = {pid: p for pid, p in met.items() if READER.start_time(pid) == p.start}
+        if alive:
+            log.error("payload process(es) still there after SIGKILL: %s", _names(alive))
+        return met, killed
 
     @staticmethod
-    def _signal_all(pgid, pids, sig):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for pid in pids:  # children that left the group with setsid()
+    def _signal_all(proc, pgid, tree, sig):
+        leader_unreaped = proc.returncode is None   # then its PID cannot be anyone else's
+        if leader_unreaped:
+            proc.send_signal(sig)
+        if leader_unreaped or any(p.pgrp == pgid for p in tree.values()):
+            # A group with a member keeps its ID; the group also holds what forks meanwhile.
             try:
-                os.kill(pid, sig)
+                os.killpg(pgid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
+        for pid, p in tree.items():   # children that left the group with setsid()
+            _signal_if_same(pid, p.start, sig)
 
 
-def _is_running(pid):
-    """True for a live process; a zombie waiting for its reaper counts as gone."""
+def _signal_if_same(pid, start, sig):
+    """Send `sig` to `pid` only while it is the process that started at `start`."""
+    fd = _pidfd(pid)     # taken before the check: a later reuse of the PID cannot be hit
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-        return raw[raw.rfind(b")") + 2:][:1] not in (b"Z", b"X")
-    except OSError:
+        if READER.start_time(pid) != start:
+            return False
+        sender = getattr(signal, "pidfd_send_signal", None)
+        if fd is not None and sender is not None:
+            sender(fd, sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except OSError:         # gone meanwhile, or not ours to signal
         return False
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _names(procs):
+    return ", ".join(f"{pid} ({p.name})" for pid, p in sorted(procs.items()))
 
 
 def _signal_name(num):

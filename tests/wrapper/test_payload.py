@@ -1,7 +1,9 @@
 """Payload modules and the watchdog, on real processes (shell and python scripts)."""
 import os
+import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -11,10 +13,12 @@ import pytest
 from shared.errors import (JobDescriptionError, KilledByManager, PayloadFailed, PayloadMemory,
                            PayloadSignalled, PayloadStalled, PayloadWallclock)
 from shared.jobdesc import parse_job_description
+import wrapper.payload as payload
 from wrapper.payload import (MODULES, PayloadJob, PayloadSpec, PayloadWatch, WatchConfig,
                              find_module)
 from wrapper.runner import Stop
 
+from ..waiting import poll
 from .test_report import make_desc
 
 PY = sys.executable
@@ -192,6 +196,234 @@ def test_output_files_are_capped_keeping_the_tail(tmp_path):
     assert len(data) <= cap + 1024
     assert data.rstrip().endswith(b"line 039999")
     assert b"earlier output dropped" in data
+
+
+# ---------------------------------------------------------------------- memory: PSS
+
+def watch_for(tmp_path, script, **config):
+    config.setdefault("sample_s", 0.1)
+    config.setdefault("grace_s", 1.0)
+    return PayloadWatch(spec_for(tmp_path, script), WatchConfig(**config), tmp_path)
+
+
+class Background:
+    """`watch.run()` in a thread, so that the test can act while the payload runs."""
+
+    def __init__(self, watch):
+        self.watch, self.result, self.exc = watch, None, None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            self.result = self.watch.run()
+        except Exception as exc:  # the test looks at it
+            self.exc = exc
+
+    def done(self):
+        return not self.thread.is_alive()
+
+    def join(self, timeout=90):
+        self.thread.join(timeout)
+        assert self.done(), "the watchdog did not return"
+
+
+# The payload's processes wait for a file `go` (with a deadline of their own) instead of
+# sleeping, so that the test decides when they end.
+WAIT_FOR_GO = """
+    import os, time
+    def wait_for_go():
+        deadline = time.monotonic() + 60
+        while not os.path.exists("go") and time.monotonic() < deadline:
+            time.sleep(0.02)
+"""
+
+# 200 MB touched, then 4 forks: with OWN_MB = 0 the children only share the parent's pages
+# copy-on-write (RSS sums to ~1000 MB, PSS to ~200 MB); otherwise each touches OWN_MB of its own.
+FORKED = WAIT_FOR_GO + """
+    def touched(mb):
+        b = bytearray(mb * 2**20)
+        b[::4096] = b"x" * len(b[::4096])
+        return b
+    shared = touched(200)
+    kids = []
+    for n in range(4):
+        pid = os.fork()
+        if pid == 0:
+            own = touched(OWN_MB)
+            wait_for_go()
+            os._exit(0)
+        kids.append(pid)
+    for pid in kids:
+        os.waitpid(pid, 0)
+"""
+
+
+def test_a_forked_payload_is_charged_its_shared_pages_once(tmp_path):
+    bg = Background(watch_for(tmp_path, FORKED.replace("OWN_MB", "0"), max_rss_mb=600))
+    poll(lambda: bg.done() or bg.watch.snapshot().get("processes", 0) >= 5, timeout=60,
+         what="a sample of the parent and its 4 children")
+    (tmp_path / "run" / "go").touch()
+    bg.join()
+    assert bg.exc is None, f"a forked payload sharing 200 MB was ended: {bg.exc!r}"
+    m = bg.result.metrics
+    assert bg.result.exit_code == 0
+    assert m["max_rss_mb"] > 900, m          # every process's copy of the shared pages
+    assert 190 < m["max_pss_mb"] < 400, m    # the shared pages once
+    assert m["max_pss_mb"] < m["max_rss_mb"] / 2
+
+
+def test_a_payload_really_using_more_than_the_limit_is_still_033(tmp_path):
+    script = FORKED.replace("OWN_MB", "200")     # ~1000 MB of distinct pages in all
+    watch = watch_for(tmp_path, script, max_rss_mb=600, max_wct_s=120)
+    began = time.monotonic()
+    with pytest.raises(PayloadMemory) as info:
+        watch.run()
+    exc = info.value
+    assert exc.code == 33
+    assert "PSS" in str(exc) and exc.data["memory_measure"] == "PSS"
+    assert exc.data["pss_mb"] > 600 and exc.data["rss_mb"] >= exc.data["pss_mb"]
+    assert len(watch.pids) >= 3
+    assert not [p for p in watch.pids if alive(p)]
+    assert time.monotonic() - began < 60
+
+
+def test_memory_metrics_report_rss_and_pss(tmp_path):
+    script = WAIT_FOR_GO + """
+    b = bytearray(100 * 2**20)
+    b[::4096] = b"x" * len(b[::4096])
+    wait_for_go()
+    """
+    bg = Background(watch_for(tmp_path, script))
+    poll(lambda: bg.done() or bg.watch.snapshot().get("pss_mb", 0) >= 100, timeout=60,
+         what="a sample of the 100 MB")
+    live = bg.watch.snapshot()
+    (tmp_path / "run" / "go").touch()
+    bg.join()
+    assert bg.exc is None, bg.exc
+    m = bg.result.metrics
+    # One process with private pages: its PSS is its RSS less its share of the libraries.
+    assert 100 <= live["pss_mb"] <= live["rss_mb"] < 200, live
+    assert 100 <= m["max_pss_mb"] <= m["max_rss_mb"] < 200, m
+    assert {"rss_mb", "pss_mb"} <= set(m)
+
+
+def test_without_smaps_rollup_the_limit_falls_back_to_rss(tmp_path, monkeypatch):
+    # As on a kernel without smaps_rollup (< 4.14): the sum of RSS, and the message says so.
+    monkeypatch.setattr(payload, "SMAPS_ROLLUP", str(tmp_path / "no-proc" / "{pid}"))
+    script = """
+        import subprocess, sys, time
+        hog = "b = bytearray(80 * 2**20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(300)"
+        kid = subprocess.Popen([sys.executable, "-c", hog])
+        exec(hog)
+    """
+    watch, _, exc, _ = run(tmp_path, script, max_rss_mb=120)
+    assert isinstance(exc, PayloadMemory) and exc.code == 33
+    assert exc.data["memory_measure"] == "RSS" and "tree RSS" in str(exc)
+    assert not [p for p in watch.pids if alive(p)]
+
+
+# ---------------------------------------------------------------------- leftovers
+
+def test_a_background_child_of_a_successful_payload_is_ended_and_counted(tmp_path, caplog):
+    spec = PayloadSpec(argv=("sh", "-c", "sleep 1000 & echo $! > bg.pid"), env=dict(os.environ),
+                       cwd=tmp_path)
+    began = time.monotonic()
+    with caplog.at_level("WARNING", logger="severus.payload"):
+        result = PayloadWatch(spec, WatchConfig(sample_s=0.1, grace_s=10), tmp_path).run()
+    took = time.monotonic() - began
+    child = int((tmp_path / "bg.pid").read_text())
+    assert result.exit_code == 0                # leftovers do not change the status
+    assert not alive(child), "the payload's background child survived it"
+    assert result.metrics["leftover_processes"] == 1
+    assert "left 1 process" in caplog.text and "sleep" in caplog.text
+    assert took < 8                   # sleep ends on SIGTERM: the 10 s grace is not waited
+
+
+LEAVES_TWO = WAIT_FOR_GO + """
+    import subprocess
+    stay = subprocess.Popen(["sleep", "1000"])                           # in the group
+    away = subprocess.Popen(["sleep", "1001"], start_new_session=True)   # left group and session
+    with open("pids.tmp", "w") as fh:
+        fh.write("%d %d" % (stay.pid, away.pid))
+    os.replace("pids.tmp", "pids")
+    wait_for_go()
+"""
+
+
+def read_pids(path):
+    try:
+        return [int(p) for p in path.read_text().split()]
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.parametrize("reader", ["proc", "psutil"])
+def test_children_left_in_and_out_of_the_session_are_ended_and_counted(tmp_path, monkeypatch,
+                                                                       reader):
+    if reader == "psutil":
+        monkeypatch.setattr(payload, "READER", payload.PsutilReader())
+    bystander = subprocess.Popen(["sleep", "1002"])   # the wrapper's own child, not the payload's
+    try:
+        bg = Background(watch_for(tmp_path, LEAVES_TWO))
+        pids = poll(lambda: read_pids(tmp_path / "run" / "pids"), timeout=30, what="the pids")
+        poll(lambda: set(pids) <= set(bg.watch.pids), timeout=30,
+             what="the watchdog seeing both children")
+        (tmp_path / "run" / "go").touch()
+        bg.join()
+        assert bg.exc is None, bg.exc
+        assert bg.result.exit_code == 0
+        assert not [p for p in pids if alive(p)], "a child survived the payload"
+        assert bg.result.metrics["leftover_processes"] == 2
+        assert bystander.poll() is None, "a process that is not the payload's was ended"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_leftover_ignoring_sigterm_is_killed_after_the_grace(tmp_path, caplog):
+    script = """
+        import os, subprocess, sys, time
+        stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                    "open('ready', 'w').close(); time.sleep(1000)")
+        kid = subprocess.Popen([sys.executable, "-c", stubborn])
+        deadline = time.monotonic() + 60
+        while not os.path.exists("ready") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print(kid.pid, flush=True)
+    """
+    with caplog.at_level("WARNING", logger="severus.payload"):
+        watch, result, exc, took = run(tmp_path, script, grace_s=0.5)
+    assert exc is None, exc
+    kid = int(result.stdout.read_text().split()[0])
+    assert not alive(kid)
+    assert result.metrics["leftover_processes"] == 1
+    assert "1 of them with SIGKILL after the 0.5 s grace" in caplog.text
+    assert took < 15
+
+
+def test_a_payload_leaving_nothing_behind_counts_zero(tmp_path):
+    _, result, exc, _ = run(tmp_path, "print('done')")
+    assert exc is None
+    assert result.metrics["leftover_processes"] == 0
+
+
+def test_the_tree_keeps_recorded_pids_only_while_their_start_time_matches():
+    P = payload.ProcInfo
+    # Root 100 (group and session 100) has exited. 150 is still in its group; 300 left with
+    # setsid and was recorded with its start time, 301 is its child; 200 was recorded but
+    # its PID now belongs to a process started later; 400 is someone else's.
+    procs = {150: P(ppid=1, pgrp=100, sid=100, start=11.0, name="a"),
+             200: P(ppid=1, pgrp=200, sid=200, start=99.0, name="reused"),
+             201: P(ppid=200, pgrp=200, sid=200, start=99.5, name="reused-child"),
+             300: P(ppid=1, pgrp=300, sid=300, start=12.0, name="away"),
+             301: P(ppid=300, pgrp=300, sid=300, start=13.0, name="away-child"),
+             400: P(ppid=1, pgrp=400, sid=400, start=5.0, name="other")}
+    known = {100: 10.0, 200: 11.5, 300: 12.0}
+    assert set(payload.payload_tree(procs, 100, known)) == {150, 300, 301}
+    # Once PID 100 itself is reused, its group and session are no longer the payload's.
+    procs[100] = P(ppid=1, pgrp=100, sid=100, start=98.0, name="new-leader")
+    assert set(payload.payload_tree(procs, 100, known)) == {300, 301}
 
 
 # ---------------------------------------------------------------------- modules
