@@ -31,6 +31,7 @@ from .xrootd_se import SEStartError, free_port, start_se, xrootd_available
 
 SITE = "DEMO-T1"
 LFN_PREFIX = "/grid/superbvo.org"
+DIRECT_PROBE_FILE = ".severus-se"   # marks the --no-xrootd directory as the SE (it is no mount)
 SOFTWARE_LFN = f"lfn:{LFN_PREFIX}/production/FastSim/test_release/V0.2.5_SL-5.3_x86_64_rev311.tjz"
 PRODUCTION = "2026_Demo"
 PARAMETERS = {"Analysis": "HadRecoilCocktail", "Generator": "B0B0bar_SL", "Geometry": "DG_4",
@@ -128,7 +129,10 @@ def start_storage(demo, progress, want_xrootd=True):
     else:
         root = demo.base / "se" / "export"
         root.mkdir(parents=True, exist_ok=True)
-        se = {"lfn_prefix": LFN_PREFIX, "local_path": str(root), "access": "direct"}
+        # A plain directory is no mount: the probe file the site names marks it as the SE.
+        (root / DIRECT_PROBE_FILE).write_text("severus demo: this directory is the SE\n")
+        se = {"lfn_prefix": LFN_PREFIX, "local_path": str(root), "access": "direct",
+              "probe_file": DIRECT_PROBE_FILE}
         print("xrootd is not installed: using a local directory as a direct-access SE", file=sys.stderr)
     configs = demo.base / "site_configs"
     configs.mkdir(exist_ok=True)

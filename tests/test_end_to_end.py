@@ -121,8 +121,12 @@ def test_same_job_over_root_protocol_and_direct_access(live, tmp_path, mode):
     if mode == "protocol":
         cfg = write_site_config(tmp_path / "site.toml", f'urls = ["{se.root_url}"]\naccess = "auto"')
     else:
+        # The export is a directory under /tmp, on the node's root file system: without the probe
+        # file that marks it as the SE, auto would (rightly) take it for an empty mount point.
+        (se.export / ".severus-se").write_text("severus direct-access probe file\n")
         cfg = write_site_config(tmp_path / "site.toml",
-                                f'urls = ["{se.root_url}"]\nlocal_path = "{se.export}"\naccess = "auto"')
+                                f'urls = ["{se.root_url}"]\nlocal_path = "{se.export}"\naccess = "auto"\n'
+                                'probe_file = ".severus-se"')
     job_id, desc = prepare_job(live, f"E2E_{mode}")
     proc = run_wrapper(tmp_path, desc, cfg)
     assert proc.returncode == 0, proc.stderr

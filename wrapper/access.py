@@ -1,11 +1,17 @@
 """How this node reaches a site's SE: direct (POSIX mount) or protocol (first URL that answers).
 
 Seed: "automatic recognition of the access type (lcg or direct)". Direct needs
-`local_path` to be mounted and usable for the purpose, proved with a real
-small file (read for stage-in, write+read+delete for stage-out); every probe
-runs under `probe_timeout_s` so a hung mount or a dead door costs seconds.
+`local_path` to be the real SE and usable for the purpose. Real: it holds the
+site's `probe_file` when the site names one, else it is on a mounted file
+system other than the node's root (an empty mount point left by GPFS or the
+automounter being down on one node is a directory on the root file system,
+and reading inputs there would report a node fault as lost data). Usable:
+proved with a real small file (read for stage-in, write+read+delete for
+stage-out). Every probe runs under `probe_timeout_s` so a hung mount or a dead
+door costs seconds.
 """
 import os
+import re
 import socket
 import threading
 import uuid
@@ -18,6 +24,7 @@ from .transfer import TransferError, make_transfer
 
 PURPOSES = ("read", "write")
 _PROBE_BYTES = b"severus access probe\n"
+MOUNTINFO = "/proc/self/mountinfo"      # Linux; elsewhere the mount point is found with ismount
 
 
 class NoAccess(TransferError):
@@ -55,11 +62,12 @@ def detect_access(site, purpose, transfer_factory=make_transfer):
     why_not = []
     if se.access in ("auto", "direct") and se.local_path:
         try:
-            _within(timeout, _probe_direct, se.local_path, purpose)
-            return Access("direct", se.local_path, f"{se.local_path} is mounted and {purpose}able",
+            mounted = _within(timeout, _probe_direct, se, purpose)
+            return Access("direct", se.local_path, f"{se.local_path} is mounted ({mounted}) and {purpose}able",
                           site.name, se, transfer_factory(se.local_path, site.transfer.tool))
         except (OSError, TimeoutError) as exc:
-            why_not.append(f"{se.local_path}: {exc}")
+            message = str(exc)
+            why_not.append(message if message.startswith(se.local_path) else f"{se.local_path}: {message}")
         if se.access == "direct":
             raise NoAccess(f"{site.name}: access is direct but {why_not[-1]}")
     elif se.access == "auto":
@@ -129,9 +137,12 @@ def _probe_url(transfer, url):
     return "" if st.is_dir else " (not a directory)"
 
 
-def _probe_direct(path, purpose):
+def _probe_direct(se, purpose):
+    """Prove `se.local_path` is the real SE and usable for `purpose`: what makes it real, or OSError."""
+    path = se.local_path
     if not os.path.isdir(path):
         raise OSError(f"{path} is not a mounted directory")
+    mounted = _real_se(path, se.probe_file)
     if purpose == "write":
         probe = os.path.join(path, f".severus-probe-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
@@ -147,7 +158,7 @@ def _probe_direct(path, purpose):
                 os.unlink(probe)
             except FileNotFoundError:
                 pass
-        return
+        return mounted
     # Reading: list the root and read a byte of a real file, if the first levels hold one.
     for directory in (path,) + tuple(os.path.join(path, n) for n in sorted(os.listdir(path))[:20]):
         if not os.path.isdir(directory):
@@ -157,7 +168,76 @@ def _probe_direct(path, purpose):
                 if entry.is_file(follow_symlinks=False) and entry.stat().st_size > 0:
                     with open(entry.path, "rb") as fh:
                         fh.read(1)
-                    return
+                    return mounted
+    return mounted
+
+
+def _real_se(path, probe_file):
+    """Why `path` is the SE and not an empty mount point on the node's own disk; OSError when it is not.
+
+    With `probe_file` the file decides (a parent file system, /storage, may be mounted while the
+    SE's own, /storage/gpfs, is not); without, the file system holding `path` must be mounted
+    somewhere other than "/" and be more than the root file system bound elsewhere or an
+    automounter's placeholder.
+    """
+    try:
+        with os.scandir(path):   # opening the directory, unlike stat(), triggers an automount
+            pass
+    except PermissionError:      # the lookup has triggered it already; writing may still be allowed
+        pass
+    point, fstype = _mount_of(path)
+    on = f"{fstype or 'file system'} at {point}"
+    if probe_file:
+        where = "its mount point is /" if point == "/" else on
+        try:
+            with open(os.path.join(path, probe_file), "rb") as fh:
+                fh.read(1)
+        except FileNotFoundError:
+            raise OSError(f"{path} does not hold the probe file {probe_file} ({where})") from None
+        except OSError as exc:
+            raise OSError(f"{path}: the probe file {probe_file} is unreadable: {exc.strerror} ({where})") from None
+        return f"probe file {probe_file} found; {on}"
+    if point == "/":
+        raise OSError(f"{path} is not on a mounted file system (its mount point is /)")
+    if fstype == "autofs":
+        raise OSError(f"{path} is not on a mounted file system (its mount point {point} is an "
+                      "automount trigger with nothing mounted)")
+    if os.stat(path).st_dev == os.stat("/").st_dev:
+        raise OSError(f"{path} is not on a mounted file system ({point} is a bind mount of the root file system)")
+    return on
+
+
+def _mount_of(path):
+    """(mount point, file system type or None) of the mount holding `path`, symbolic links resolved."""
+    real = os.path.realpath(path)
+    best = None
+    try:
+        with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                # id parent major:minor root mount-point options [optional...] - fstype source super-options
+                fields = line.split()
+                try:
+                    fstype = fields[fields.index("-", 6) + 1]
+                except (ValueError, IndexError):
+                    continue
+                point = _unescape_mountinfo(fields[4])
+                inside = point == "/" or real == point or real.startswith(point.rstrip("/") + "/")
+                # The longest mount point wins; at the same point the later mount is on top.
+                if inside and (best is None or len(point) >= len(best[0])):
+                    best = (point, fstype)
+    except OSError:
+        pass
+    if best is not None:
+        return best
+    point = real
+    while not os.path.ismount(point):
+        point = os.path.dirname(point)
+    return point, None
+
+
+def _unescape_mountinfo(field):
+    r"""mountinfo writes space, tab, newline and backslash in paths as \040, \011, \012, \134."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _within(timeout, fn, *args):

@@ -187,7 +187,8 @@ def _check_site(options, node):
         raise _Outcome(CRITICAL, exc.one_line(), exc.code) from None
     se = node.site.se
     return (f"{node.site.name} from {node.site.source} (access {se.access}, "
-            f"{len(se.urls)} url(s){', local_path ' + se.local_path if se.local_path else ''})"), ()
+            f"{len(se.urls)} url(s){', local_path ' + se.local_path if se.local_path else ''}"
+            f"{', probe_file ' + se.probe_file if se.probe_file else ''})"), ()
 
 
 def _check_scratch(options, node):

@@ -30,6 +30,9 @@ class StorageConfig:
     urls: Tuple[str, ...] = ()
     local_path: Optional[str] = None
     access: str = "auto"
+    # A file below local_path that only the real SE holds; when set, direct access needs it
+    # (mount or not), else local_path must be on a mounted file system other than the root.
+    probe_file: Optional[str] = None
 
     def relative(self, lfn):
         """`lfn:/grid/vo/x/y` -> `x/y` (relative to the SE root)."""
@@ -119,7 +122,7 @@ def parse_site_config(data, source="<site config>"):
     if not isinstance(name, str) or not re.fullmatch(SITE_NAME_RE, name):
         fail("'name' must be a site name like INFN-T1")
     se = table(data, "se")
-    known(se, ("lfn_prefix", "urls", "local_path", "access"), "se.")
+    known(se, ("lfn_prefix", "urls", "local_path", "access", "probe_file"), "se.")
     prefix = se.get("lfn_prefix")
     if not isinstance(prefix, str) or not prefix.startswith("/") or ".." in prefix.split("/"):
         fail("'se.lfn_prefix' must be an absolute path like /grid/superbvo.org")
@@ -129,6 +132,13 @@ def parse_site_config(data, source="<site config>"):
     local_path = se.get("local_path")
     if local_path is not None and (not isinstance(local_path, str) or not local_path.startswith("/")):
         fail("'se.local_path' must be an absolute path")
+    probe_file = se.get("probe_file")
+    if probe_file is not None and (not isinstance(probe_file, str) or not probe_file.strip("/")
+                                   or probe_file.startswith("/") or ".." in probe_file.split("/")
+                                   or "\0" in probe_file):
+        fail("'se.probe_file' must be a path relative to 'se.local_path', like .severus-se")
+    if probe_file is not None and not local_path:
+        fail("'se.probe_file' is set but 'se.local_path' is not")
     access = se.get("access", "auto")
     if access not in ACCESS_MODES:
         fail(f"'se.access' must be one of {', '.join(ACCESS_MODES)}")
@@ -173,7 +183,8 @@ def parse_site_config(data, source="<site config>"):
         wrapper[key] = float(value)
     return SiteConfig(
         name=name,
-        se=StorageConfig(lfn_prefix=prefix, urls=tuple(urls), local_path=local_path, access=access),
+        se=StorageConfig(lfn_prefix=prefix, urls=tuple(urls), local_path=local_path, access=access,
+                         probe_file=probe_file),
         fallback_sites=tuple(fallback),
         min_free_gb=float(min_free),
         transfer=TransferConfig(**values),

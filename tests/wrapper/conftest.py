@@ -1,7 +1,9 @@
 """Fixtures for the data-management tests: SE areas, site configs, job contexts, a catalog seam."""
 import os
 import pwd
+import shutil
 import socket
+import tempfile
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -17,6 +19,9 @@ from wrapper.context import JobContext
 from wrapper.siteconfig import load_site_config
 
 LFN_PREFIX = "/grid/test.vo"
+# The test SEs are directories under /tmp, on the node's root file system: direct access to them
+# needs the probe file a site names in [se] probe_file (a real SE is its own mount).
+PROBE_FILE = ".severus-se"
 
 
 def lfn(rel):
@@ -68,6 +73,27 @@ def _give_to_xrootd(path, stop):
         if path == Path(stop) or path.parent == path:
             break
         path = path.parent
+
+
+def mark_se(path):
+    """Put the site's probe file in a directory used as a direct-access SE root; its path."""
+    probe = Path(path) / PROBE_FILE
+    probe.write_text("severus direct-access probe file\n")
+    return probe
+
+
+@pytest.fixture()
+def on_root_fs(tmp_path):
+    """An empty directory on the node's root file system: an SE mount point with nothing mounted."""
+    root_dev = os.stat("/").st_dev
+    for parent in (tmp_path, Path("/var/tmp"), Path("/")):
+        if os.stat(parent).st_dev == root_dev and os.access(parent, os.W_OK):
+            break
+    else:
+        pytest.skip("no writable directory on the root file system")
+    directory = Path(tempfile.mkdtemp(prefix="severus-unmounted-", dir=parent))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def make_area(se):
@@ -132,13 +158,16 @@ def sites_dir(tmp_path):
 def make_site(sites_dir):
     """Write and load a site config; `urls` and `local_path` point into SE areas."""
 
-    def make(name, urls=(), local_path=None, access="auto", fallback=(), min_free_gb=0.0, **transfer):
+    def make(name, urls=(), local_path=None, access="auto", fallback=(), min_free_gb=0.0, probe_file=None,
+             **transfer):
         options = {"retries": 1, "backoff_s": 0.05, "probe_timeout_s": 5.0}
         options.update(transfer)
         lines = [f'name = "{name}"', "[se]", f'lfn_prefix = "{LFN_PREFIX}"',
                  "urls = [" + ", ".join(f'"{u}"' for u in urls) + "]", f'access = "{access}"']
         if local_path:
             lines.append(f'local_path = "{local_path}"')
+        if probe_file:
+            lines.append(f'probe_file = "{probe_file}"')
         lines += ["[stageout]", "fallback_sites = [" + ", ".join(f'"{s}"' for s in fallback) + "]",
                   "[scratch]", f"min_free_gb = {min_free_gb}", "[transfer]"]
         lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in options.items()]
@@ -152,7 +181,9 @@ def make_site(sites_dir):
 def site_for(make_site, area, scheme, name="SITE-A", **kw):
     """A site reaching `area` by `scheme` (root, http, dav) or directly (direct)."""
     if scheme == "direct":
-        return make_site(name, urls=[area.url("root")], local_path=str(area.path), access="direct", **kw)
+        mark_se(area.path)
+        return make_site(name, urls=[area.url("root")], local_path=str(area.path), access="direct",
+                         probe_file=PROBE_FILE, **kw)
     return make_site(name, urls=[area.url(scheme)], access="protocol", **kw)
 
 

@@ -16,7 +16,7 @@ import pytest
 from server.demo import Api, Demo, Progress, sbk_command, start_server
 from wrapper import check
 
-from .conftest import closed_port
+from .conftest import PROBE_FILE, closed_port, mark_se
 
 ROOT = Path(__file__).resolve().parents[2]
 NAGIOS_RE = re.compile(r"^SEVERUS (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+ \| "
@@ -28,11 +28,13 @@ def severus_check(*args, env=None):
                           text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
-def write_site(path, name, urls=(), local_path=None, access="auto", min_free_gb=0.0):
+def write_site(path, name, urls=(), local_path=None, access="auto", min_free_gb=0.0, probe_file=None):
     lines = [f'name = "{name}"', "[se]", 'lfn_prefix = "/grid/test.vo"',
              "urls = [" + ", ".join(f'"{u}"' for u in urls) + "]", f'access = "{access}"']
     if local_path:
         lines.append(f'local_path = "{local_path}"')
+    if probe_file:
+        lines.append(f'probe_file = "{probe_file}"')
     lines += ["[scratch]", f"min_free_gb = {min_free_gb}", "[transfer]", "probe_timeout_s = 5.0"]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -84,19 +86,43 @@ def test_xrootd_se_up_is_ok_then_down_is_critical(fresh_se, tmp_path, sbk_server
 def test_direct_mode_site_round_trip(tmp_path):
     export = tmp_path / "mount"
     export.mkdir()
-    site = write_site(tmp_path / "DIRECT-SITE.toml", "DIRECT-SITE", local_path=str(export), access="direct")
+    mark_se(export)   # a directory under /tmp: the probe file says it is the SE
+    site = write_site(tmp_path / "DIRECT-SITE.toml", "DIRECT-SITE", local_path=str(export), access="direct",
+                      probe_file=PROBE_FILE)
     done = severus_check("--site-config", str(site), "--write-test", "--workdir", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert re.search(rf"^OK\s+access\s+\S+ s  direct for write via posix: {export} is mounted", done.stdout, re.M)
+    assert re.search(rf"^OK\s+site config\s+\S+ s  DIRECT-SITE from .*local_path {export}, probe_file {PROBE_FILE}\)",
+                     done.stdout, re.M)
+    assert re.search(rf"^OK\s+access\s+\S+ s  direct for write via posix: {export} is mounted "
+                     rf"\(probe file {PROBE_FILE} found", done.stdout, re.M)
     assert re.search(r"^OK\s+se round trip\s+\S+ s  direct write, stat, adler32 [0-9a-f]{8}, read, delete",
                      done.stdout, re.M)
     assert list((export / ".severus-check").iterdir()) == []
 
 
+def test_an_empty_mount_point_is_shown_with_its_reason(xrootd_se, tmp_path, on_root_fs):
+    """GPFS missing on this node: auto goes through the URL and says why; direct is CRITICAL and says why."""
+    why = f"{on_root_fs} is not on a mounted file system (its mount point is /)"
+    auto = write_site(tmp_path / "AUTO.toml", "AUTO", urls=[xrootd_se.root_url], local_path=str(on_root_fs))
+    done = severus_check("--site-config", str(auto), "--workdir", str(tmp_path), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    access = next(c for c in json.loads(done.stdout)["checks"] if c["name"] == "access")
+    assert access["state"] == "OK" and access["reason"].startswith("protocol for read via ")
+    assert access["reason"].endswith(f"{xrootd_se.root_url} answered a stat (direct: {why})")
+    direct = write_site(tmp_path / "DIRECT.toml", "DIRECT", urls=[xrootd_se.root_url], local_path=str(on_root_fs),
+                        access="direct")
+    done = severus_check("--site-config", str(direct), "--workdir", str(tmp_path))
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert re.search(rf"^CRITICAL access\s+\S+ s  DIRECT: access is direct but {re.escape(why)}$", done.stdout, re.M)
+    assert os.listdir(on_root_fs) == []
+
+
 def test_scratch_below_the_site_minimum_is_critical_003(tmp_path):
     export = tmp_path / "mount"
     export.mkdir()
-    site = write_site(tmp_path / "FULL.toml", "FULL", local_path=str(export), access="direct", min_free_gb=1e5)
+    mark_se(export)
+    site = write_site(tmp_path / "FULL.toml", "FULL", local_path=str(export), access="direct", min_free_gb=1e5,
+                      probe_file=PROBE_FILE)
     done = severus_check("--site-config", str(site), "--workdir", str(tmp_path), "--json")
     assert done.returncode == 3
     scratch = next(c for c in json.loads(done.stdout)["checks"] if c["name"] == "scratch")
@@ -155,7 +181,9 @@ def test_report_keeps_the_check_on_the_server_as_the_sites_last(xrootd_se, tmp_p
                               "this needs the privilege expert-submission\n")
     assert re.search(r"^CRITICAL report\s+\S+ s  refused by ", refused.stdout, re.M)
     (tmp_path / "mount").mkdir()
-    nowhere = write_site(tmp_path / "NOWHERE.toml", "NOWHERE", local_path=str(tmp_path / "mount"), access="direct")
+    mark_se(tmp_path / "mount")
+    nowhere = write_site(tmp_path / "NOWHERE.toml", "NOWHERE", local_path=str(tmp_path / "mount"), access="direct",
+                         probe_file=PROBE_FILE)
     unknown = severus_check("--site-config", str(nowhere), "--report", "--nagios", "--workdir", str(tmp_path),
                             env=admin)
     assert unknown.returncode == 2 and unknown.stderr.endswith("HTTP 404 not-found: site 'NOWHERE' does not exist\n")

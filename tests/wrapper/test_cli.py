@@ -37,10 +37,13 @@ class Node:
         release = build_toy_release(sw_dir, name="V0.2.5_rev311.tjz")
         server.catalog[SW_LFN] = {"lfn": SW_LFN, "size": release.size, "adler32": release.adler32,
                                   "replicas": [{"site": "TEST-SITE", "surl": str(release.path)}]}
+        # A directory under /tmp is on the node's root file system: the probe file marks it as the SE.
+        (self.se / ".severus-se").write_text("severus direct-access probe file\n")
         self.site_config = tmp_path / "TEST-SITE.toml"
         self.site_config.write_text(
             'name = "TEST-SITE"\n[se]\nlfn_prefix = "/grid/superbvo.org"\n'
-            f'local_path = "{self.se}"\naccess = "direct"\n[scratch]\nmin_free_gb = 0\n')
+            f'local_path = "{self.se}"\naccess = "direct"\nprobe_file = ".severus-se"\n'
+            '[scratch]\nmin_free_gb = 0\n')
         software = {"name": "PacProductionApp", "version": "V0.2.5", "revision": 311,
                     "lfn": SW_LFN, "adler32": release.adler32, "workdir": release.workdir,
                     "exe": release.exe}  # both relative to the unpack root
