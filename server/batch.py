@@ -2,7 +2,7 @@
 
 - `submit_jobs(job_ids, backend_name, base_url, settings)`: the jobs of each
   site are cut into bunches of the site's bunch size; each bunch gets fresh
-  job descriptions (new tokens), goes to the backend in one call, and its jobs
+  job descriptions (tokens minted at this hand-off), goes to the backend in one call, and its jobs
   become `submitted` with their gjid.
 - `poll_once(settings)`: asks the backends about every submitted/running job
   they hold; a batch job that ended without the wrapper's final report
@@ -155,8 +155,11 @@ def _site_groups(job_ids):
 
 
 def _spec(job_id, base_url):
+    """The job as handed to a backend: its description with a token minted now (the only
+    copy that reports; any earlier one is void)."""
     job = jobs.get_job(job_id)
-    return JobSpec(job_id=job.id, runnum=job.runnum, description=jobs.job_description(job, base_url))
+    return JobSpec(job_id=job.id, runnum=job.runnum,
+                   description=jobs.job_description(job, base_url, jobs.mint_token(job)))
 
 
 def _record(gjids, attempts, name):
@@ -207,7 +210,9 @@ def resubmit(job_ids, name, base_url, settings):
         except ApiError as exc:
             reply["refused"].append({"id": job_id, "error": exc.error, "message": exc.message})
             continue
-        if job.status in ACTIVE and job.backend and job.gjid:
+        if job.backend and job.gjid:
+            # A timed-out attempt's batch job may still run (its heartbeats lost, not its node):
+            # stop it; a batch job that ended is left alone by every backend's cancel.
             old.setdefault(job.backend, []).append(job.gjid)
     for backend, gjids in old.items():
         cancel(backend, gjids, settings)

@@ -1,4 +1,4 @@
-"""`sbk`: serve, init-db, user add, reap, demo, and the managers' client commands (client_cli).
+"""`sbk`: serve, init-db, user add, reap, poll, cleanup, demo, and the managers' client commands (client_cli).
 
 Flags become SBK_* environment variables before anything starts, so the
 server, its gunicorn workers and the reaper all read one configuration
@@ -88,6 +88,8 @@ def cmd_serve(args):
     if close_all:
         close_all()
     liveness = reaper.Reaper(settings.heartbeat_multiple, settings.reap_interval_s).start()
+    cleaner = reaper.Cleaner(settings.cleanup_interval_s, settings.cleanup_timeout_s).start() \
+        if settings.cleanup_interval_s > 0 else None
     bind = f"{args.host}:{args.port}"
     app = None if args.workers == 0 else _gunicorn_app(bind, args.workers, args.threads)
     how = f"gunicorn, {args.workers} workers x {args.threads} threads" if app else "Flask development server"
@@ -100,11 +102,18 @@ def cmd_serve(args):
             create_app({"AUTO_INIT": False}).run(host=args.host, port=args.port, threaded=True)
     finally:
         liveness.stop()
+        if cleaner is not None:
+            cleaner.stop()
 
 
 def cmd_poll(args):
     from . import batch
     return batch.cmd_poll(_settings(), args.backend)
+
+
+def cmd_cleanup(args):
+    from . import removals
+    return removals.cmd_cleanup(_settings())
 
 
 def cmd_demo(args):
@@ -143,6 +152,10 @@ def build_parser():
     poll.add_argument("--db", default=argparse.SUPPRESS)
     poll.add_argument("--backend", action="append", help="only this backend (repeatable)")
     poll.set_defaults(func=cmd_poll)
+    cleanup = sub.add_parser("cleanup", help="one pass over removal requests: delete from the SEs the files "
+                                              "no catalog entry names (for a cron)")
+    cleanup.add_argument("--db", default=argparse.SUPPRESS)
+    cleanup.set_defaults(func=cmd_cleanup)
     demo = sub.add_parser("demo", help="run a small production on this machine", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(func=cmd_demo)

@@ -1,23 +1,26 @@
-"""Jobs after preparation: descriptions, reports, kill, resubmit, submission marks, reaping.
+"""Jobs after preparation: descriptions and tokens, the fence, reports, kill, resubmit,
+submission marks, reaping.
 
-Every change of a job happens in a write transaction holding the job's row
-(FOR UPDATE on PostgreSQL, the database write lock on SQLite), so an event,
-a kill, a resubmit and the reaper never interleave on one job.
+Every change of a job's status goes through the life-cycle table (shared/lifecycle.py)
+and happens in a write transaction holding the job's row (FOR UPDATE on PostgreSQL,
+the database write lock on SQLite), so an event, a kill, a resubmit and the reaper
+never interleave on one job.
 """
 import datetime
 import functools
 import json
 import time
 
+from shared import lifecycle
 from shared.errors import lookup
 from shared.jobdesc import JobDescriptionError, parse_job_description
-from shared.states import FINAL_STATUSES, STEP_LABELS, Status, Step
+from shared.lifecycle import FINAL, Trigger
+from shared.states import STEP_LABELS, Status, Step
 
-from . import auth, db
+from . import auth, db, removals
 from . import models as m
 from .errors import ApiError, conflict, not_found
 
-FINAL = frozenset(s.value for s in FINAL_STATUSES)
 REDACTED = "redacted"
 SERVER_SEQ = 0   # seq of the events the server itself writes (wrappers count from 1)
 
@@ -122,25 +125,21 @@ def job_details(job):
                   "url": f"/api/v1/jobs/{job.id}/log?attempt={lg.attempt}"} for lg in logs]
     d["log"] = d["logs"][-1]["url"] if d["logs"] else None
     d["report"] = job.report
+    d["removals"] = removals.job_removals(job.id)
     if job.error_code is not None:
         d["error"] = lookup(job.error_code).to_dict()
     return d
 
 
-def job_description(job, base_url, mint_token=True):
+def job_description(job, base_url, token=REDACTED):
     """The job description (CONTRACT §1) as a dict, validated by the wrapper's parser.
 
-    For a prepared or submitted job with `mint_token`, a new token replaces the
-    current attempt's old one (the description is a credential); a running or
-    finished job's description carries the token "redacted".
+    A description is a credential only when `token` is given (mint_token's, at hand-off to a
+    backend or an explicit rotation); any other read carries the token "redacted", so reading
+    never breaks the copy already shipped in a batch sandbox.
     """
     req, prod = job.request, job.production
     sw, session = prod.software, job.session
-    token = REDACTED
-    if mint_token and job.status in (Status.PREPARED.value, Status.SUBMITTED.value):
-        token = auth.new_token(auth.JOB_PREFIX)
-        m.Attempt.update(token_hash=auth.hash_token(token)).where(
-            (m.Attempt.job == job.id) & (m.Attempt.number == job.attempt)).execute()
     description = {
         "schema": 1,
         "job": {"id": job.id, "runnum": job.runnum, "attempt": job.attempt, "session": session.name,
@@ -162,6 +161,45 @@ def job_description(job, base_url, mint_token=True):
         # Stored settings that make no valid description: the manager must fix the request.
         raise ApiError(422, "invalid-description", f"job {job.id}: {exc}") from None
     return description
+
+
+def mint_token(job):
+    """A new token for the job's current attempt, replacing any earlier one (call inside the job's
+    write transaction): when the attempt is handed to a backend, or rotated on a manager's request."""
+    token = auth.new_token(auth.JOB_PREFIX)
+    m.Attempt.update(token_hash=auth.hash_token(token)).where(
+        (m.Attempt.job == job.id) & (m.Attempt.number == job.attempt)).execute()
+    return token
+
+
+def rotate_token(job_id, user, base_url):
+    """A manager's explicit rotation: a new token for a job not yet started, recorded as an
+    activity; returns the description carrying it. The copy already shipped then gets 401."""
+    with db.write_transaction():
+        job = _locked_job(job_id)
+        if job.status not in (Status.PREPARED.value, Status.SUBMITTED.value):
+            raise conflict("job-started", f"job {job_id} is {job.status}: only a prepared or submitted "
+                                          "job's token can be rotated (a started attempt reports with it)")
+        token = mint_token(job)
+        m.Activity.create(user=user, kind="token-rotated", session=job.session.name,
+                          info=f"job {job.id} (runnum {job.runnum}) attempt {job.attempt}: new token",
+                          ref={"job": job.id, "attempt": job.attempt})
+        return job_description(job, base_url, token)
+
+
+def attempt_state(job_id, attempt):
+    """The fence a wrapper asks before it writes to an SE or registers: 409 unless its attempt is
+    the job's current one and the job has not ended; else the attempt's pending command."""
+    job = get_job(job_id)
+    if job.attempt != attempt.number:
+        raise conflict("attempt-superseded",
+                       f"attempt {attempt.number} of job {job_id} was superseded by attempt {job.attempt}")
+    if job.status in FINAL:
+        raise conflict("attempt-ended", f"job {job_id} already ended ({job.status}, code {job.error_code}): "
+                                        f"attempt {attempt.number} may write nothing more")
+    command = attempt.command if attempt.command and attempt.command_delivered_at is None else None
+    return {"job": job.id, "attempt": attempt.number, "status": job.status, "command": command,
+            "last_seq": job.last_seq}
 
 
 def record_events(job_id, attempt, events):
@@ -189,9 +227,11 @@ def record_events(job_id, attempt, events):
         _insert_events(job.id, new)
         _apply(job, new)
         job.save()
-        command = None
-        if job.status not in FINAL:
-            command = _take_command(job)
+        for e in new:
+            if e.kind == "final" and e.report and e.report.get("removals"):
+                # what the wrapper could not delete itself (a dead SE), when it could not say so sooner
+                removals.file_from_report(job, attempt.number, e.report)
+        command = _pending_command(job, new)
     return {"accepted": len(new), "duplicates": len(events) - len(new),
             "status": job.status, "command": command}
 
@@ -241,7 +281,7 @@ def record_running(job_id, token_hash, events):
     """
     seqs = {e.seq for e in events}
     numbers = {e.attempt for e in events}
-    if len(seqs) != len(events) or len(numbers) != 1 or any(e.status in FINAL for e in events):
+    if len(seqs) != len(events) or len(numbers) != 1 or any(e.status in FINAL or e.ack for e in events):
         return None
     new = sorted(events, key=lambda e: e.seq)
     # what the events set, every one of them new (the UPDATE's condition makes it so)
@@ -255,12 +295,13 @@ def record_running(job_id, token_hash, events):
         sets.append(f"{field.column_name} = COALESCE({field.column_name}, {p})" if name == "started_at"
                     else f"{field.column_name} = {p}")
         values.append(field.db_value(value))
+    reporting = lifecycle.allowed_from(Trigger.REPORT)
     move = (f"UPDATE {m.Job._meta.table_name} SET {', '.join(sets)} WHERE id = {p} AND attempt = {p} "
-            f"AND last_seq < {p} AND status NOT IN ({', '.join([p] * len(FINAL))}) "
+            f"AND last_seq < {p} AND status IN ({', '.join([p] * len(reporting))}) "
             f"AND EXISTS (SELECT 1 FROM {m.Attempt._meta.table_name} WHERE job_id = {p} AND number = {p} "
             f"AND token_hash = {p} AND (command IS NULL OR command_delivered_at IS NOT NULL))")
     number = numbers.pop()
-    values += [job_id, number, new[0].seq] + sorted(FINAL) + [job_id, number, token_hash]
+    values += [job_id, number, new[0].seq] + list(reporting) + [job_id, number, token_hash]
     reply = {"accepted": len(new), "duplicates": 0, "status": Status.RUNNING.value, "command": None}
     if db.is_sqlite():
         # no UPDATE inside WITH in SQLite: two statements in one (in-process, cheap) transaction
@@ -296,10 +337,10 @@ def _apply(job, new_events):
         if job.status in FINAL:
             return
         if e.status in FINAL:
-            _finish(job, e.status, e.code, e.message, step=e.step, report=e.report,
-                    wct=e.metrics.get("wct_s"))
+            _finish(job, lifecycle.move(job.status, Trigger.FINISH, e.status), e.code, e.message,
+                    step=e.step, report=e.report, wct=e.metrics.get("wct_s"))
         elif e.seq > job.last_seq:
-            job.status = Status.RUNNING.value
+            job.status = lifecycle.move(job.status, Trigger.REPORT)
             if e.step:
                 job.step = e.step
                 job.message = e.message or STEP_LABELS[Step(e.step)]
@@ -328,14 +369,19 @@ def _finish(job, status, code, message, step=None, report=None, wct=None):
     job.wct = float(wct) if isinstance(wct, (int, float)) else None
 
 
-def _take_command(job):
-    """The current attempt's pending command, handed out once."""
+def _pending_command(job, new_events):
+    """The current attempt's command while no event acknowledged it (`ack`) and the job runs:
+    repeated in every reply, so a lost reply loses nothing. `new_events` may hold the ack."""
+    if job.status in FINAL:
+        return None
     attempt = db.for_update(m.Attempt.select().where(
         (m.Attempt.job == job.id) & (m.Attempt.number == job.attempt))).first()
     if attempt is None or attempt.command is None or attempt.command_delivered_at is not None:
         return None
-    attempt.command_delivered_at = m.utcnow()
-    attempt.save(only=[m.Attempt.command_delivered_at])
+    if any(e.ack == attempt.command for e in new_events):
+        attempt.command_delivered_at = m.utcnow()
+        attempt.save(only=[m.Attempt.command_delivered_at])
+        return None
     return attempt.command
 
 
@@ -348,13 +394,16 @@ def _server_final(job, status, code, message):
 
 
 def kill_job(job_id):
-    """Kill a job: a prepared one ends now (062); a started one gets `kill` in its next reply."""
+    """Kill a job: a prepared one ends now (062); a submitted or running one's attempt gets `kill`,
+    repeated in replies until the wrapper acknowledges it; a final one is refused (409)."""
     with db.write_transaction():
         job = _locked_job(job_id)
-        if job.status in FINAL:
-            raise conflict("job-final", f"job {job_id} already ended ({job.status})")
-        if job.status == Status.PREPARED.value:
-            _server_final(job, Status.SYS_FAILED.value, 62, "killed on a manager's request before it started")
+        try:
+            status = lifecycle.move(job.status, Trigger.KILL)
+        except lifecycle.IllegalTransition as exc:
+            raise conflict("job-final", f"job {job_id} cannot be killed: {exc}") from None
+        if status != job.status:   # never handed out: it ends here
+            _server_final(job, status, 62, "killed on a manager's request before it started")
             return {"id": job.id, "status": job.status, "command": None}
         m.Attempt.update(command="kill", command_delivered_at=None).where(
             (m.Attempt.job == job.id) & (m.Attempt.number == job.attempt)).execute()
@@ -362,17 +411,21 @@ def kill_job(job_id):
 
 
 def resubmit_job(job_id):
-    """Start a new attempt: the job is prepared again and the old attempt's token gets 409."""
+    """Start a new attempt of a failed, sys-failed or timed-out job (409 otherwise): the job is
+    prepared again, with no token until it is handed to a backend, and the old attempt's token
+    gets 409 on every report, fence and registration."""
     with db.write_transaction():
         job = _locked_job(job_id)
-        if job.status == Status.PREPARED.value:
-            raise conflict("not-submitted", f"job {job_id} is prepared and was never submitted")
+        try:
+            job.status = lifecycle.move(job.status, Trigger.RESUBMIT)
+        except lifecycle.IllegalTransition as exc:
+            raise conflict("not-resubmittable", f"job {job_id} cannot be resubmitted: {exc}") from None
         job.attempt += 1
         m.Attempt.create(job=job.id, number=job.attempt)
         for field in ("step", "error_code", "gjid", "heartbeat_at", "wct", "report",
                       "submitted_at", "started_at", "finished_at"):
             setattr(job, field, None)
-        job.status, job.message, job.last_seq = Status.PREPARED.value, "", 0
+        job.message, job.last_seq = "", 0
         job.prepared_at = m.utcnow()
         job.save()
     return {"id": job.id, "status": job.status, "attempt": job.attempt}
@@ -382,9 +435,11 @@ def mark_submitted(job_id, gjid=None, backend=None):
     """A backend handed the job to a batch system: prepared -> submitted (for backends)."""
     with db.write_transaction():
         job = _locked_job(job_id)
-        if job.status != Status.PREPARED.value:
-            raise conflict("not-prepared", f"job {job_id} is {job.status}, not prepared")
-        job.status, job.gjid, job.backend = Status.SUBMITTED.value, gjid, backend
+        try:
+            job.status = lifecycle.move(job.status, Trigger.SUBMIT)
+        except lifecycle.IllegalTransition as exc:
+            raise conflict("not-prepared", f"job {job_id} cannot be marked submitted: {exc}") from None
+        job.gjid, job.backend = gjid, backend
         job.submitted_at = m.utcnow()
         job.save()
     return job
@@ -397,9 +452,9 @@ def end_batch_job(job_id, attempt, gjid, code, message):
     """
     with db.write_transaction():
         job = _locked_job(job_id)
-        if job.status in FINAL or job.attempt != attempt or job.gjid != gjid:
+        if not lifecycle.may(job.status, Trigger.BATCH_END) or job.attempt != attempt or job.gjid != gjid:
             return False
-        _server_final(job, Status.SYS_FAILED.value, code, message)
+        _server_final(job, lifecycle.move(job.status, Trigger.BATCH_END), code, message)
     return True
 
 
@@ -414,7 +469,7 @@ def reap(multiple, now=None):
             job = db.for_update(m.Job.select().where((m.Job.id == job_id) & silent)).first()
             if job is None:   # a report arrived meanwhile
                 continue
-            _server_final(job, Status.TIMEOUT.value, 100,
+            _server_final(job, lifecycle.move(job.status, Trigger.REAP), 100,
                           f"no report for {now - job.heartbeat_at:.0f} s (heartbeat every {job.heartbeat_s:g} s)")
             reaped.append(job_id)
     return reaped

@@ -87,6 +87,17 @@ def _summary_indexes():
     m.Job._schema.create_indexes(safe=True)
 
 
+def _removals():
+    """Removal requests: files on SEs no catalog entry names, for the server to delete."""
+    m.database.create_tables([m.Removal], safe=True)
+    # Both are looked up by surl: a removal waits while a replica names its file, and one
+    # file is asked for once. PostgreSQL: a hash index (a long multibyte surl can pass btree's row limit).
+    for model in (m.Replica, m.Removal):
+        table = model._meta.table_name
+        using = "" if db.is_sqlite() else "USING hash "
+        m.database.execute_sql(f"CREATE INDEX IF NOT EXISTS {table}_surl ON {table} {using}(surl)")
+
+
 MIGRATIONS = (
     (1, _create_v1),
     (2, _seed_groups),
@@ -94,6 +105,7 @@ MIGRATIONS = (
     (4, _create_site_checks),
     (5, _covering_page_indexes),
     (6, _summary_indexes),
+    (7, _removals),
 )
 LATEST = MIGRATIONS[-1][0]
 

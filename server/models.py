@@ -282,8 +282,10 @@ JOB_SEARCH_FTS = "jobs_fts"
 class Attempt(BaseModel):
     job = pw.ForeignKeyField(Job, backref="attempts", on_delete="CASCADE")
     number = pw.IntegerField()
+    # minted when the attempt is handed to a backend (or by an explicit rotation), never by a read
     token_hash = pw.CharField(max_length=64, null=True, unique=True)
-    command = pw.CharField(max_length=16, null=True)     # pending: kill
+    command = pw.CharField(max_length=16, null=True)     # a manager's command for the wrapper: kill
+    # when an event of the attempt acknowledged the command (`ack`); until then every reply repeats it
     command_delivered_at = pw.DateTimeField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
 
@@ -328,6 +330,28 @@ class Replica(BaseModel):
         indexes = ((("file", "site"), True),)
 
 
+class Removal(BaseModel):
+    """A file on an SE that no catalog entry names and that must go: an attempt could not delete
+    what it wrote (a dead SE), or a newer attempt's registration replaced it (DIRAC's removal
+    request). The server deletes it (`sbk cleanup`, the cleaner thread), never while a replica
+    names it."""
+    job = pw.ForeignKeyField(Job, null=True, on_delete="SET NULL")
+    attempt = pw.IntegerField(null=True)
+    site = pw.CharField(max_length=64)
+    surl = pw.CharField(max_length=2048)
+    reason = pw.CharField(max_length=255, default="")
+    state = pw.CharField(max_length=16, default="pending")   # pending | done | kept | manual
+    tries = pw.IntegerField(default=0)
+    last_error = pw.TextField(default="")
+    next_try_at = pw.DoubleField(default=0.0)      # Unix seconds; also the claim of a running pass
+    created_at = pw.DateTimeField(default=utcnow)
+    done_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        # migration 7 indexes surl (by hash on PostgreSQL), as it does Replica.surl
+        indexes = ((("state", "next_try_at"), False), (("job",), False))
+
+
 class JobLog(BaseModel):
     job = pw.ForeignKeyField(Job, on_delete="CASCADE")
     attempt = pw.IntegerField()
@@ -350,4 +374,4 @@ class Activity(BaseModel):
 
 ALL_MODELS = (SchemaVersion, User, Group, GroupPrivilege, UserGroup, ApiToken, Session,
               JobParameter, Software, Production, Request, Site, SiteSession, SiteProduction,
-              Job, Attempt, Event, CatalogFile, Replica, JobLog, Activity)
+              Job, Attempt, Event, CatalogFile, Replica, Removal, JobLog, Activity)

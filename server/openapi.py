@@ -3,6 +3,7 @@ import copy
 import functools
 
 from shared.errors import CODES
+from shared.lifecycle import COMMANDS
 from shared.states import Status, Step
 
 STATUSES = [s.value for s in Status]
@@ -30,10 +31,22 @@ SCHEMAS = {
                    "kind": {"type": "string", "enum": ["step", "heartbeat", "final", "info"]},
                    "step": {"type": "string", "enum": [s.value for s in Step]}, "message": STR,
                    "code": {"type": "integer", "enum": sorted(CODES)},
-                   "metrics": {"type": "object", "additionalProperties": NUM}, "tail": STRS, "report": ANY_OBJ},
+                   "metrics": {"type": "object", "additionalProperties": NUM}, "tail": STRS, "report": ANY_OBJ,
+                   # a command from a reply the wrapper acts on: the server stops repeating it
+                   "ack": {"type": "string", "enum": list(COMMANDS)}},
                   ("attempt", "seq", "time", "status")),
+    # `command` is repeated in every reply until an event acknowledges it (`ack`) or the attempt ends
     "EventsReply": _obj({"accepted": INT, "duplicates": INT, "status": STR,
-                         "command": {"type": "string", "nullable": True, "enum": ["kill", None]}}),
+                         "command": {"type": "string", "nullable": True, "enum": list(COMMANDS) + [None]}}),
+    # the fence: 200 only for the current attempt of a job that has not ended (409 otherwise)
+    "AttemptState": _obj({"job": INT, "attempt": INT, "status": STR, "last_seq": INT,
+                          "command": {"type": "string", "nullable": True, "enum": list(COMMANDS) + [None]}}),
+    "RemovalIn": _obj({"site": STR, "surl": STR, "lfn": STR, "reason": {"type": "string", "maxLength": 255}},
+                      ("site", "surl")),
+    "Removal": _obj({"id": INT, "attempt": {"type": "integer", "nullable": True}, "site": STR, "surl": STR,
+                     "reason": STR, "state": {"type": "string", "enum": ["pending", "done", "kept", "manual"]},
+                     "tries": INT, "last_error": STR, "created_at": STR,
+                     "done_at": {"type": "string", "nullable": True}}),
     "Job": ANY_OBJ,
     "JobPage": _obj({"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
                      "total": INT, "page": {"type": "integer", "nullable": True}, "per_page": INT,
@@ -118,20 +131,34 @@ ROUTES = [
      "runnum, id, status, site, prepared_at, events) rather than `page`", "user",
      JOB_FILTERS + [("after", STR)], None, 200, "JobPage"),
     ("get", "/jobs/{job_id}", "A job with history, outputs, log link, report", "user", [], None, 200, "Job"),
-    ("get", "/jobs/{job_id}/description", "The job description (mints the attempt's token)", "user", [],
-     None, 200, ANY_OBJ),
+    ("get", "/jobs/{job_id}/description", "The job description, its token redacted (reading never voids the "
+     "token of a copy already shipped)", "user", [], None, 200, ANY_OBJ),
+    ("post", "/jobs/{job_id}/token", "A new token for a prepared or submitted job (the old one gets 401; recorded "
+     "as an activity); the description carrying it. 409 once the job started", "user", [], None, 200, ANY_OBJ),
+    ("get", "/jobs/{job_id}/attempt", "The fence, asked before stage-out and registration (job token): 409 "
+     "attempt-superseded or attempt-ended when the attempt may write nothing more", "job", [], None, 200,
+     "AttemptState"),
+    ("post", "/jobs/{job_id}/removals", "Files an attempt wrote and could not delete, for the server to delete "
+     "(job token of any attempt of the job; only names of that job's outputs and logs)", "job", [],
+     {"oneOf": [{"$ref": "#/components/schemas/RemovalIn"},
+                {"type": "array", "items": {"$ref": "#/components/schemas/RemovalIn"}}]}, 200,
+     _obj({"filed": INT, "asked": INT})),
     ("post", "/jobs/{job_id}/events", "A wrapper's events (job token)", "job", [],
      {"oneOf": [{"$ref": "#/components/schemas/Event"},
                 {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]}, 200, "EventsReply"),
-    ("post", "/jobs/{job_id}/kill", "Kill a job", "user", [], None, 200, ANY_OBJ),
-    ("post", "/jobs/{job_id}/resubmit", "New attempt for a job; with `backend`, submitted again", "user", [],
-     "Resubmit", 200, ANY_OBJ),
+    ("post", "/jobs/{job_id}/kill", "Kill a prepared, submitted or running job (409 otherwise)", "user", [], None,
+     200, ANY_OBJ),
+    ("post", "/jobs/{job_id}/resubmit", "New attempt for a failed, sys-failed or timeout job (409 otherwise); "
+     "with `backend`, submitted again", "user", [], "Resubmit", 200, ANY_OBJ),
     ("post", "/jobs/resubmit", "Resubmit the failed, sys-failed and timeout jobs matching the filters", "user",
      JOB_FILTERS, "Resubmit", 200, ANY_OBJ),
     ("put", "/jobs/{job_id}/log", "Upload the log tarball (job token)", "job", [("attempt", INT)],
      "gzip", 200, ANY_OBJ),
     ("get", "/jobs/{job_id}/log", "Download the log tarball", "user", [("attempt", INT)], None, 200, "gzip"),
-    ("post", "/catalog/replicas", "Register a replica", "job", [], "Replica", 201, "CatalogFile"),
+    ("post", "/catalog/replicas", "Register a replica, or a list all or nothing (reply {files, created}); a job's "
+     "newer attempt replaces its older attempts' replicas", "job", [],
+     {"oneOf": [{"$ref": "#/components/schemas/Replica"},
+                {"type": "array", "items": {"$ref": "#/components/schemas/Replica"}}]}, 201, "CatalogFile"),
     ("get", "/catalog/replicas", "Replicas of an LFN", "user", [("lfn", STR)], None, 200, "CatalogFile"),
     ("delete", "/catalog/replicas", "Delete a replica", "user", [("lfn", STR), ("site", STR)], None, 200, ANY_OBJ),
     ("get", "/catalog/files", "Files below an LFN directory", "user", [("dir", STR)], None, 200, ANY_OBJ),
@@ -185,7 +212,9 @@ def _operation(method, path, summary, security, query, body, code, reply):
         op["responses"]["200"] = {"description": "the plan of a dry run", "content": _ref(ANY_OBJ)}
     if path == "/catalog/replicas" and method == "post":
         op["responses"]["200"] = {"description": "already registered", "content": _ref("CatalogFile")}
-        op["responses"]["409"] = _error("replica-mismatch or attempt-superseded")
+        op["responses"]["409"] = _error("replica-mismatch, attempt-superseded or attempt-ended")
+    if path == "/jobs/{job_id}/attempt":
+        op["responses"]["409"] = _error("attempt-superseded or attempt-ended")
     if security:
         op["security"] = [{"bearer": []}]
         op["responses"]["401"] = _error("missing or unknown token")

@@ -1,14 +1,15 @@
-"""Liveness: time out running jobs whose heartbeats stopped (code 100).
+"""Liveness: time out running jobs whose heartbeats stopped (code 100); and the
+housekeeping thread that works off removal requests (`Cleaner`).
 
-`sbk reap` runs one pass (for a cron); `sbk serve` runs `Reaper` as a daemon
-thread. Under gunicorn only the master's thread reaps, so workers never race
+`sbk reap` and `sbk cleanup` run one pass (for a cron); `sbk serve` runs `Reaper`
+and `Cleaner` as daemon threads. Under gunicorn only the master's thread reaps, so workers never race
 each other (and a race would be harmless: each job is reaped in its own
 transaction, re-checked under its row lock).
 """
 import logging
 import threading
 
-from . import db, jobs
+from . import db, jobs, removals
 
 log = logging.getLogger("sbk.reaper")
 
@@ -49,3 +50,15 @@ class Reaper:
                 self.run_once()
             except Exception:   # a database hiccup must not end liveness checks for good
                 log.exception("%s pass failed; trying again in %.0f s", self.thread_name, self.interval_s)
+
+
+class Cleaner(Reaper):
+    """The removal requests' thread of `sbk serve`: one removals.cleanup_once every interval."""
+    thread_name = "sbk-cleaner"
+
+    def __init__(self, interval_s, timeout_s):
+        super().__init__(None, interval_s)
+        self.timeout_s = timeout_s
+
+    def run_once(self):
+        removals.cleanup_once(timeout_s=self.timeout_s)

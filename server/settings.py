@@ -32,6 +32,8 @@ DEFAULTS = {
     "BACKEND_HTCONDOR_SCHEDD": "",
     "BATCH_POLL_INTERVAL_S": 30.0,     # batch poller of each server process; 0 = off
     "BATCH_GRACE_S": 30.0,             # a batch job ended this long ago without a final report -> sys-failed
+    "CLEANUP_INTERVAL_S": 60.0,        # the removal requests' cleaner thread of `sbk serve`; 0 = off
+    "CLEANUP_TIMEOUT_S": 60.0,         # one deletion on an SE
 }
 
 
@@ -57,6 +59,8 @@ class Settings:
     backend_htcondor_schedd: str
     batch_poll_interval_s: float
     batch_grace_s: float
+    cleanup_interval_s: float
+    cleanup_timeout_s: float
 
     @classmethod
     def from_config(cls, config):
@@ -83,6 +87,8 @@ class Settings:
                 backend_htcondor_schedd=str(config["BACKEND_HTCONDOR_SCHEDD"]),
                 batch_poll_interval_s=float(config["BATCH_POLL_INTERVAL_S"]),
                 batch_grace_s=float(config["BATCH_GRACE_S"]),
+                cleanup_interval_s=float(config["CLEANUP_INTERVAL_S"]),
+                cleanup_timeout_s=float(config["CLEANUP_TIMEOUT_S"]),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad server setting: {exc}") from None

@@ -96,7 +96,7 @@ def prepare_job(live, production, software_version="V0.2.5", adler32=None, env=N
         "bulks": [{"request": request["id"], "sites": [d.SITE], "runs": 1, "events": 50,
                    "log_to_db": True}]})
     job_id = plan["job_ids"][0]
-    return job_id, api.call("GET", f"/jobs/{job_id}/description")
+    return job_id, api.call("POST", f"/jobs/{job_id}/token")
 
 
 def run_wrapper(tmp_path, description, site_config):

@@ -7,11 +7,12 @@ import operator
 
 from flask import Blueprint, Response, jsonify, request
 
+from shared import lifecycle
 from shared import schema as s
 from shared.events import parse_events
 from shared.states import Status
 
-from .. import auth, batch, db, jobs, metrics, search_text
+from .. import auth, batch, db, jobs, metrics, removals, search_text
 from .. import models as m
 from ..errors import ApiError, bad_request, not_found
 from ..settings import settings
@@ -455,9 +456,31 @@ def base_url():
 @bp.get("/jobs/<id:job_id>/description")
 @auth.require(*SUBMITTERS)
 def get_description(job_id):
+    """The description with its token redacted: reading never breaks a shipped copy."""
+    return jsonify(jobs.job_description(jobs.get_job(job_id), base_url()))
+
+
+@bp.post("/jobs/<id:job_id>/token")
+@auth.require(*SUBMITTERS)
+def rotate_token(job_id):
+    """A new token for a prepared or submitted job (recorded); the description that carries it."""
+    return jsonify(jobs.rotate_token(job_id, auth.current_principal().user, base_url()))
+
+
+@bp.get("/jobs/<id:job_id>/attempt")
+def get_attempt(job_id):
+    """The fence: 200 while the token's attempt is current and the job runs, else 409."""
+    return jsonify(jobs.attempt_state(job_id, auth.job_attempt(job_id)))
+
+
+@bp.post("/jobs/<id:job_id>/removals")
+def post_removals(job_id):
+    """Files an attempt wrote and could not delete (any attempt of the job, superseded included)."""
+    attempt = auth.job_attempt(job_id)
+    items = removals.parse_items(json_body((dict, list)))
     with db.write_transaction():
-        job = jobs.get_job(job_id)
-        return jsonify(jobs.job_description(job, base_url()))
+        filed = removals.file_from_wrapper(jobs.get_job(job_id), attempt.number, items)
+    return jsonify({"filed": filed, "asked": len(items)})
 
 
 @bp.post("/jobs/<id:job_id>/events")
@@ -504,7 +527,7 @@ def resubmit(job_id):
                                                      if k not in ("resubmitted", "refused")}))
 
 
-RESUBMITTABLE = ("failed", "sys-failed", "timeout")
+RESUBMITTABLE = lifecycle.allowed_from(lifecycle.Trigger.RESUBMIT)
 MAX_RESUBMIT = 10_000
 
 

@@ -190,7 +190,7 @@ class World:
         return f"lfn:{d.LFN_PREFIX}/production/FastSim/{production}/output"
 
     def description(self, job_id):
-        return self.api.call("GET", f"/jobs/{job_id}/description")
+        return self.api.call("POST", f"/jobs/{job_id}/token")
 
     def job(self, job_id):
         return self.api.call("GET", f"/jobs/{job_id}")

@@ -109,7 +109,7 @@ def test_200_wrappers_and_20_managers_lose_nothing(backend, request, tmp_path, f
             "production": d.PRODUCTION, "bulks": [{"request": req["id"], "sites": [d.SITE],
                                                    "runs": WRAPPERS, "events": 10}]})
         ids = plan["job_ids"]
-        tokens = {i: api.call("GET", f"/jobs/{i}/description")["server"]["token"] for i in ids}
+        tokens = {i: api.call("POST", f"/jobs/{i}/token")["server"]["token"] for i in ids}
         manager = server.add_user("rel-shift", "Shift")
         until = time.time() + duration
         work = [(one_wrapper, (server.url, i, tokens[i], until)) for i in ids]

@@ -135,7 +135,7 @@ def submit(api, production, runs=2, sites=("INFN-T1",), test=False, dry_run=Fals
 def started_job(api, production):
     """A prepared job and its freshly minted job token: (job id, token)."""
     job_id = submit(api, production, runs=1)["job_ids"][0]
-    desc = api.get(f"/jobs/{job_id}/description").json
+    desc = api.post(f"/jobs/{job_id}/token").json
     return job_id, desc["server"]["token"]
 
 

@@ -160,7 +160,7 @@ def test_resubmit_by_filter_makes_new_attempts_and_submits_them(app, api, produc
     first, second = plan["job_ids"]
     tokens = {}
     for job_id in plan["job_ids"]:
-        tokens[job_id] = api.get(f"/jobs/{job_id}/description").json["server"]["token"]
+        tokens[job_id] = api.post(f"/jobs/{job_id}/token").json["server"]["token"]
         api.as_(tokens[job_id]).post(f"/jobs/{job_id}/events",
                                      json=event(1, status="failed", kind="final", code=30))
     assert api.post("/jobs/resubmit", json={"backend": "local"}).status_code == 400   # no filter
@@ -184,5 +184,5 @@ def test_resubmit_by_filter_makes_new_attempts_and_submits_them(app, api, produc
     assert r.status_code == 200 and r.json["attempt"] == 2 and str(second) in r.json["submitted"]
     fresh = submit(api, production, runs=1).json["job_ids"][0]
     r = api.post(f"/jobs/{fresh}/resubmit", json={"backend": "local"})
-    assert r.status_code == 409 and r.json["error"] == "not-submitted"
+    assert r.status_code == 409 and r.json["error"] == "not-resubmittable"
     assert api.post(f"/jobs/{second}/resubmit", json={"backend": "pbs"}).status_code == 400

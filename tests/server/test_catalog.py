@@ -32,6 +32,19 @@ def test_files_below_a_directory_recursively_and_sorted(api, production):
     assert files[0]["replicas"][0]["site"] == "INFN-T1"
 
 
+def test_a_list_is_registered_all_or_nothing(api, production):
+    _, token = started_job(api, production)
+    _, other = started_job(api, production)
+    api.as_(other).post("/catalog/replicas", json=replica(lfn=LFN + ".b", adler32="0000ffff"))
+    batch = [replica(), replica(lfn=LFN + ".b")]   # the second is another job's file, with other bytes
+    r = api.as_(token).post("/catalog/replicas", json=batch)
+    assert r.status_code == 409 and r.json["error"] == "replica-mismatch"
+    assert api.get("/catalog/replicas", query_string={"lfn": LFN}).status_code == 404   # nothing half-done
+    r = api.as_(token).post("/catalog/replicas", json=batch[:1] + [replica(lfn=LFN + ".c")])
+    assert r.status_code == 201 and r.json["created"] == 2 and [f["lfn"] for f in r.json["files"]] == [LFN, LFN + ".c"]
+    assert api.as_(token).post("/catalog/replicas", json=batch[:1]).json["created"] == 0   # a retry
+
+
 def test_delete_by_the_registering_job_or_a_manager(api, production):
     _, token_a = started_job(api, production)
     _, token_b = started_job(api, production)
@@ -45,6 +58,6 @@ def test_delete_by_the_registering_job_or_a_manager(api, production):
 def test_bad_registrations_are_400(api, production):
     _, token = started_job(api, production)
     for bad in (replica(lfn="/no/scheme"), replica(lfn="lfn:/a/../b"), replica(size=-1),
-                replica(adler32="XYZ"), {**replica(), "extra": 1}, [replica()]):
+                replica(adler32="XYZ"), {**replica(), "extra": 1}, [], [replica(), "x"], [replica(size=-1)]):
         r = api.as_(token).post("/catalog/replicas", json=bad)
         assert r.status_code == 400, bad

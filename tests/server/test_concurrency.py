@@ -45,7 +45,7 @@ def report(base, job_id, token, failures):
 
 def test_fifty_concurrent_wrappers_lose_nothing(app, api, production, db_url, tmp_path):
     ids = submit(api, production, runs=CLIENTS)["job_ids"]
-    tokens = {i: api.get(f"/jobs/{i}/description").json["server"]["token"] for i in ids}
+    tokens = {i: api.post(f"/jobs/{i}/token").json["server"]["token"] for i in ids}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "serve.log"

@@ -14,7 +14,7 @@ def test_superseded_attempt_gets_409_and_the_new_one_reports(api, production):
     assert r.status_code == 200 and r.json["attempt"] == 2 and r.json["status"] == "prepared"
     r = api.as_(old_token).post(f"/jobs/{job_id}/events", json=event(2))
     assert r.status_code == 409 and r.json["error"] == "attempt-superseded"
-    desc = api.get(f"/jobs/{job_id}/description").json
+    desc = api.post(f"/jobs/{job_id}/token").json
     assert desc["job"]["attempt"] == 2
     r = api.as_(desc["server"]["token"]).post(f"/jobs/{job_id}/events", json=event(1, attempt=2, step="RUNNING-01"))
     assert r.status_code == 200 and r.json["status"] == "running"
@@ -22,24 +22,32 @@ def test_superseded_attempt_gets_409_and_the_new_one_reports(api, production):
     assert job["error_code"] is None and [h["attempt"] for h in job["history"]] == [1, 2]
 
 
-def test_kill_is_delivered_once_to_the_current_attempt(api, production):
+def test_kill_is_repeated_in_every_reply_until_an_event_acknowledges_it(api, production):
     job_id, token = started_job(api, production)
     wrapper = api.as_(token)
     wrapper.post(f"/jobs/{job_id}/events", json=event(1, step="RUNNING-04"))
     assert api.post(f"/jobs/{job_id}/kill").json["command"] == "kill"
+    # The reply carrying the command may be lost: the next ones carry it again.
     assert wrapper.post(f"/jobs/{job_id}/events", json=event(2)).json["command"] == "kill"
-    assert wrapper.post(f"/jobs/{job_id}/events", json=event(3)).json["command"] is None
-    final = wrapper.post(f"/jobs/{job_id}/events", json=event(4, "sys-failed", code=62))
+    assert wrapper.post(f"/jobs/{job_id}/events", json=event(3)).json["command"] == "kill"
+    assert wrapper.post(f"/jobs/{job_id}/events", json=event(2)).json["command"] == "kill"   # a replay too
+    assert wrapper.get(f"/jobs/{job_id}/attempt").json["command"] == "kill"                 # and the fence
+    acked = wrapper.post(f"/jobs/{job_id}/events", json=event(4, kind="info", ack="kill"))
+    assert acked.json["command"] is None
+    assert wrapper.post(f"/jobs/{job_id}/events", json=event(5)).json["command"] is None
+    final = wrapper.post(f"/jobs/{job_id}/events", json=event(6, "sys-failed", code=62))
     assert final.json["status"] == "sys-failed"
-    assert api.post(f"/jobs/{job_id}/kill").status_code == 409
+    r = api.post(f"/jobs/{job_id}/kill")
+    assert r.status_code == 409 and "kill is allowed only from prepared, submitted, running" in r.json["message"]
 
 
-def test_kill_does_not_follow_into_a_new_attempt(api, production):
+def test_a_kill_ends_with_the_attempt_it_was_meant_for(api, production):
     job_id, token = started_job(api, production)
     api.as_(token).post(f"/jobs/{job_id}/events", json=event(1))
     api.post(f"/jobs/{job_id}/kill")
-    api.post(f"/jobs/{job_id}/resubmit")
-    new_token = api.get(f"/jobs/{job_id}/description").json["server"]["token"]
+    api.as_(token).post(f"/jobs/{job_id}/events", json=event(2, "sys-failed", code=62))
+    assert api.post(f"/jobs/{job_id}/resubmit").json["attempt"] == 2
+    new_token = api.post(f"/jobs/{job_id}/token").json["server"]["token"]
     r = api.as_(new_token).post(f"/jobs/{job_id}/events", json=event(1, attempt=2))
     assert r.json["command"] is None
 

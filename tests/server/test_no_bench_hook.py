@@ -30,7 +30,7 @@ def test_the_old_raw_route_is_a_404_even_with_sbk_bench_raw_set(db_url, monkeypa
         client = app.test_client()
         api = Api(client, new_token("dev", ["Developer"]))
         job_id = submit(api, make_production(api), runs=1)["job_ids"][0]
-        token = api.get(f"/jobs/{job_id}/description").json["server"]["token"]
+        token = api.post(f"/jobs/{job_id}/token").json["server"]["token"]
         for headers in ({}, {"Authorization": f"Bearer {token}"}):
             r = client.post(OLD_URL.format(job_id), json=[event(1), event(2)], headers=headers)
             assert r.status_code == 404, (headers, r.status_code, r.get_data(as_text=True)[:200])

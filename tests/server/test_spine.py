@@ -35,20 +35,32 @@ def test_dry_run_writes_nothing(api, production):
     assert api.get("/jobs").json["total"] == 0
 
 
-def test_description_passes_the_wrapper_parser_and_mints_a_new_token(api, production):
+def test_reading_a_description_never_mints_or_voids_a_token(api, production):
     job_id = submit(api, production, runs=1)["job_ids"][0]
-    first = api.get(f"/jobs/{job_id}/description").json
-    desc = parse_job_description(first)
+    shipped = api.post(f"/jobs/{job_id}/token").json   # a hand-off: the copy that goes to the node
+    desc = parse_job_description(shipped)
     assert desc.server.url == "http://sbk.test:8080"
     assert desc.job.id == job_id and desc.job.runnum == 10000003 and desc.payload.module == "fastsim"
-    second = api.get(f"/jobs/{job_id}/description").json
-    assert second["server"]["token"] != first["server"]["token"]
-    old = api.as_(first["server"]["token"]).post(f"/jobs/{job_id}/events", json=event(1))
-    assert old.status_code == 401
-    new = api.as_(second["server"]["token"]).post(f"/jobs/{job_id}/events", json=event(1))
-    assert new.status_code == 200
-    third = api.get(f"/jobs/{job_id}/description").json
-    assert third["server"]["token"] == "redacted"
+    for _ in range(3):   # a shifter looks at the job, several times
+        read = api.get(f"/jobs/{job_id}/description").json
+        assert read["server"]["token"] == "redacted" and parse_job_description(read).job.id == job_id
+    r = api.as_(shipped["server"]["token"]).post(f"/jobs/{job_id}/events", json=event(1))
+    assert r.status_code == 200 and r.json["status"] == "running"
+
+
+def test_an_explicit_rotation_voids_the_old_token_and_is_recorded(api, production):
+    job_id = submit(api, production, runs=1)["job_ids"][0]
+    first = api.post(f"/jobs/{job_id}/token").json["server"]["token"]
+    second = api.post(f"/jobs/{job_id}/token").json["server"]["token"]
+    assert first != second
+    assert api.as_(first).post(f"/jobs/{job_id}/events", json=event(1)).status_code == 401
+    assert api.as_(second).post(f"/jobs/{job_id}/events", json=event(1)).status_code == 200
+    rotations = [a for a in api.get("/activities").json["activities"] if a["type"] == "token-rotated"]
+    assert len(rotations) == 2 and f"job {job_id}" in rotations[0]["info"]
+    # A started attempt reports with its token: rotating it would cut the job off.
+    r = api.post(f"/jobs/{job_id}/token")
+    assert r.status_code == 409 and r.json["error"] == "job-started"
+    assert api.as_(second).post(f"/jobs/{job_id}/events", json=event(2)).status_code == 200
 
 
 def test_events_move_the_job_and_record_the_final_report(api, production):

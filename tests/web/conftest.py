@@ -9,6 +9,7 @@ from tests.server.conftest import (  # noqa: F401  (fixtures used here by name)
     Api, app, client, db_url, event, make_production, new_token, postgres_cluster, submit)
 
 HOSTILE = "<script>alert('x')</script>"
+REMOVAL_SURL = "root://se.infn-t1.test//store/output/HadRecoilCocktail/DG_4/B0B0bar_SL/run_2.root.1.severus-upload"
 
 
 def log_tarball(text):
@@ -31,10 +32,12 @@ def populate(api):
     ids = submit(api, made, runs=2)["job_ids"] + submit(api, made, runs=2, sites=("INFN-TORINO",))["job_ids"]
     done_id, failed_id = ids[0], ids[2]
     for job_id in (done_id, failed_id):
-        token = api.get(f"/jobs/{job_id}/description").json["server"]["token"]
+        token = api.post(f"/jobs/{job_id}/token").json["server"]["token"]
         job = api.as_(token)
         job.post(f"/jobs/{job_id}/events", json=event(1, step="RUNNING-04", message=HOSTILE))
         if job_id == failed_id:
+            # a file its attempt could not delete (the SE died): a removal request on the job's page
+            assert job.post(f"/jobs/{job_id}/removals", json=[{"site": "INFN-T1", "surl": REMOVAL_SURL}]).json["filed"] == 1
             job.post(f"/jobs/{job_id}/events", json=event(2, "failed", code=30, message="payload failed"))
             continue
         lfn = "lfn:/grid/superbvo.org/production/FastSim/2010_July/output/run_1.root"

@@ -46,7 +46,7 @@ def served(tmp_path_factory):
         ids = api.call("POST", "/submissions", json={"production": PRODUCTION, "bulks": [
             {"request": request_id, "sites": [SECOND_SITE], "runs": 3, "events": 500}]})["job_ids"]
         for job_id, final in zip(ids, [("failed", 30), None]):
-            job_token = api.call("GET", f"/jobs/{job_id}/description")["server"]["token"]
+            job_token = api.call("POST", f"/jobs/{job_id}/token")["server"]["token"]
             wrapper = requests.Session()
             wrapper.headers["Authorization"] = f"Bearer {job_token}"
             now = time.time()

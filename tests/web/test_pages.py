@@ -5,7 +5,7 @@ import pytest
 
 from tests.server.conftest import new_token
 
-from .conftest import HOSTILE, sign_in
+from .conftest import HOSTILE, REMOVAL_SURL, sign_in
 
 ESCAPED = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
 
@@ -133,6 +133,13 @@ def test_job_detail_shows_history_outputs_transfers_and_log(reader, data):
     assert "RUNNING-04" in html and "root://se.infn-t1.test//store/run_1.root" in html
     assert "0a1b2c3d" in html and "gfal2" in html and "stage 4 done" in html
     assert f"/jobs/{data['done']}/log/1" in html
+
+
+def test_job_detail_shows_its_removal_requests(reader, data):
+    html = reader.get(f"/jobs/{data['failed']}").get_data(as_text=True)
+    removals = html.split('id="removals"')[1].split("</table>")[0]
+    assert REMOVAL_SURL in removals and "<td>pending</td>" in removals
+    assert 'id="removals"' not in reader.get(f"/jobs/{data['done']}").get_data(as_text=True)
 
 
 def test_productions_list_counts_requests_by_status(reader, data):
