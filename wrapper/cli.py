@@ -174,6 +174,10 @@ def cmd_pack(args):
 
 
 def cmd_replay(args):
+    """Deliver a journal under the sender's rules (report.Outbox): batches within the byte
+    limit, heartbeat runs coalesced, a refused event marked rejected in the journal while
+    the rest go on. Events the journal already marks rejected are sent again. Exit 0 when
+    the server took every event sent, else 099 naming the rejected ones."""
     from .client import ServerClient, ServerError
     from .report import replay_journal
     url, token = args.server, args.token or os.environ.get("SBK_TOKEN")
@@ -183,13 +187,26 @@ def cmd_replay(args):
     if not url or not token:
         raise WrapperError("replay needs --job-file, or --server and --token")
     try:
-        accepted, duplicates = replay_journal(args.journal, ServerClient(url, token),
-                                              job_id=args.job)
+        result = replay_journal(args.journal, ServerClient(url, token), job_id=args.job)
     except (OSError, ValueError) as exc:
         raise WrapperError(f"cannot replay {args.journal}: {exc}") from None
     except ServerError as exc:
         raise WrapperError(f"the server did not take the journal: {exc}") from None
-    print(f"replayed {args.journal}: {accepted} new event(s), {duplicates} already known")
+    line = (f"replayed {args.journal}: {result.accepted} new event(s), "
+            f"{result.duplicates} already known")
+    if result.coalesced:
+        line += f", {result.coalesced} heartbeat(s) coalesced"
+    if result.rejected:
+        line += f", {len(result.rejected)} rejected"
+    print(line)
+    if result.rejected:
+        first = result.rejected[0]
+        seqs = ", ".join(str(r["rejected"]) for r in result.rejected)
+        final = " (the final report among them)" if result.final_seq is not None \
+            and not result.final_delivered else ""
+        raise WrapperError(f"the server rejected event(s) {seqs}{final} of {args.journal}, "
+                           f"marked in it; first: HTTP {first['status']} {first['error']}: "
+                           f"{first['message']}")
     return 0
 
 
