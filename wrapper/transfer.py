@@ -7,12 +7,17 @@
 
 Every implementation turns its tool's failures into `TransferError(kind)` at
 one place (`_errors` for gfal2, `_run` for commands, `_errors` for POSIX),
-with kind one of not_found / checksum / timeout / failed.
+with kind one of not_found / checksum / timeout / failed / cancelled.
 `copy_with_retries` adds the size-based timeout, retries with backoff and one
 attempt record per try (the final report shows the exact transfer that failed).
-Every copy ends by its timeout whatever the tool does: gfal2 copies run on a
-worker thread given up at the deadline (`Gfal2Transfer._bounded`), commands are
-killed with their process group.
+
+Every copy ends by its timeout whatever the tool does, and at once when its
+`cancel` (a threading.Event) is set (the job is being stopped): gfal2 and POSIX
+copies run on a worker thread given up at the deadline or on the cancel
+(`_bounded`, `_CopyWorker`: the gfal2 copy is cancelled, a POSIX one stops at its
+next block, or whenever a read or open stuck in the kernel returns), commands
+are killed with their process group. A cancelled copy raises
+TransferError("cancelled") and leaves no local partial file.
 
 Downloads are verified on the local bytes: `copy_in` checksums the file while
 the tool writes it (`TrailingAdler32`), so the check costs the last blocks, not
@@ -37,8 +42,9 @@ from pathlib import Path
 from .checksum import (CHUNK, TrailingAdler32, adler32_file, adler32_update, format_adler32,
                        normalize_adler32, settled_adler32, unchanged)
 
-KINDS = ("not_found", "checksum", "timeout", "failed")
+KINDS = ("not_found", "checksum", "timeout", "failed", "cancelled")   # "cancelled": only on a cancel
 GFAL_PYTHONBIN = "/usr/bin/python3"   # gfal-* scripts run /usr/bin/python otherwise (INFRA.md)
+CANCEL_POLL_S = 0.05   # how often a copy's wait looks at its cancel (an Event cannot wake another wait)
 
 
 class TransferError(Exception):
@@ -96,10 +102,12 @@ class Transfer:
         """The tool name recorded in attempt records."""
         return self.tool
 
-    def copy_in(self, url, local_path, timeout, adler32=None):
+    def copy_in(self, url, local_path, timeout, adler32=None, *, cancel=None):
         """Download `url` to `local_path`, verified against `adler32` (default: the SE's); return it.
         The local bytes are checksummed while they arrive (a reader follows the writer), so the
-        verification overlaps the transfer instead of following it."""
+        verification overlaps the transfer instead of following it. `cancel` (an Event) ends the
+        copy at once, as TransferError("cancelled"); so it does when set before the call."""
+        _check_cancel(cancel, f"copy {url} -> {local_path}")
         if adler32 is None:
             adler32 = self.checksum(url)
         local_path = Path(local_path)
@@ -107,7 +115,7 @@ class Transfer:
         _remove(local_path)   # the reader must follow this copy's file, not an earlier try's
         reader = TrailingAdler32(local_path)
         try:
-            self._copy(url, str(local_path), timeout, None)
+            self._copy(url, str(local_path), timeout, None, cancel=cancel)
         except BaseException:
             reader.cancel()
             _remove(local_path)   # no half-written file left behind (a timed-out copy, say)
@@ -117,11 +125,13 @@ class Transfer:
             raise TransferError("checksum", f"copy {url} -> {local_path}: adler32 {got} != expected {adler32}")
         return adler32
 
-    def copy_out(self, local_path, url, timeout, adler32=None):
+    def copy_out(self, local_path, url, timeout, adler32=None, *, cancel=None):
         """Upload, creating parents; return the adler32 the SE computes of what it holds,
-        which must equal `adler32` (default: the file's, computed while the upload runs)."""
+        which must equal `adler32` (default: the file's, computed while the upload runs).
+        `cancel` as for copy_in."""
+        _check_cancel(cancel, f"copy {local_path} -> {url}")
         local = None if adler32 else _BackgroundAdler32(local_path)
-        self._copy(str(local_path), url, timeout, None)
+        self._copy(str(local_path), url, timeout, None, cancel=cancel)
         expected = adler32 or local.result()
         stored = self.checksum(url)
         if stored != expected:
@@ -129,24 +139,28 @@ class Transfer:
                                             f" the file has {expected}")
         return stored
 
-    def _copy(self, src, dst, timeout, adler32):
-        """One copy; with `adler32`, the destination's checksum, computed where it lands, must match."""
+    def _copy(self, src, dst, timeout, adler32, *, cancel=None):
+        """One copy; with `adler32`, the destination's checksum, computed where it lands, must match.
+        It ends by `timeout` (TransferError "timeout") and at once when `cancel` is set ("cancelled")."""
         raise NotImplementedError
 
     bulk_parallel = False   # True: one copy_in_many call itself moves `parallel` files at once
 
-    def copy_in_many(self, items, timeout, parallel=1, sizes=None):
+    def copy_in_many(self, items, timeout, parallel=1, sizes=None, *, cancel=None):
         """Download (url, local_path, adler32) items (of `sizes` bytes, when known); return a
         TransferError or None per item. A path appears only once its bytes matched `adler32`:
-        each file is written under another name first and renamed then.
+        each file is written under another name first and renamed then. A `cancel` ends it at
+        once with TransferError("cancelled") (files already verified stay at their paths).
         One by one through `<path>.part` here; gfal2 and xrdcp override it with bulk copies."""
         results = []
         for url, local_path, adler32 in items:
             part = part_path(local_path)
             try:
-                self.copy_in(url, part, timeout, adler32=adler32)
+                self.copy_in(url, part, timeout, adler32=adler32, cancel=cancel)
             except TransferError as exc:
                 _remove(part)
+                if exc.kind == "cancelled":
+                    raise
                 results.append(exc)
             else:
                 os.replace(part, local_path)
@@ -207,29 +221,17 @@ class Gfal2Transfer(Transfer):
         params.timeout = int(max(1, timeout))   # honoured by http(s); root:// ignores it (_bounded)
         return params
 
-    def _bounded(self, what, timeout, destinations, work):
+    def _bounded(self, what, timeout, destinations, work, cancel=None):
         """`work(ctx)` on a worker thread with a context of its own; its value, or TransferError.
         gfal2's xrootd plugin ignores params.timeout and ctx.cancel() does not interrupt a request
         waiting on a silent server (XrdCl waits for XRD_REQUESTTIMEOUT, twice for an upload; the
-        cancel itself blocks as long): so
-        at the deadline the copy is cancelled and given up as a timeout. The worker then ends on
-        XrdCl's timeout and removes its local `destinations`; until then a new copy to one of
-        them waits (two writers must never share a file)."""
-        deadline = time.monotonic() + timeout
-        limit = f"not done within its size-based timeout of {timeout:.1f} s"
-        for dst in destinations:
-            busy = _BUSY_DESTINATIONS.get(dst)
-            if busy is not None and not busy.done.wait(max(0.0, deadline - time.monotonic())):
-                raise TransferError("timeout", f"{what}: {limit}: an abandoned copy to {dst} still hangs")
-        worker = _CopyWorker(self._gfal2, work, destinations)
-        if not worker.done.wait(max(0.0, deadline - time.monotonic())) and worker.abandon():
-            raise TransferError("timeout", f"{what}: {limit} (cancelled)")
+        cancel itself blocks as long): so at the deadline, or on `cancel`, the copy is cancelled
+        and given up (module `_bounded`)."""
         with self._errors(what):
-            if worker.error is not None:
-                raise worker.error
-        return worker.value
+            return _bounded(what, timeout, destinations, cancel,
+                            lambda dsts: _Gfal2CopyWorker(self._gfal2, work, dsts))
 
-    def _copy(self, src, dst, timeout, adler32):
+    def _copy(self, src, dst, timeout, adler32, *, cancel=None):
         gfal2 = self._gfal2
         src_url = _file_url(src) if is_local(src) else src
         dst_url = _file_url(dst) if is_local(dst) else dst
@@ -240,12 +242,14 @@ class Gfal2Transfer(Transfer):
                 # target mode: one checksum, computed by the destination, compared with the known value.
                 params.set_checksum(gfal2.checksum_mode.target, "adler32", adler32)
             ctx.filecopy(params, src_url, dst_url)
-        self._bounded(f"copy {src} -> {dst}", timeout, [_path(dst)] if is_local(dst) else [], work)
+        self._bounded(f"copy {src} -> {dst}", timeout, [_path(dst)] if is_local(dst) else [], work, cancel)
 
-    def copy_in_many(self, items, timeout, parallel=1, sizes=None):
+    def copy_in_many(self, items, timeout, parallel=1, sizes=None, *, cancel=None):
         # A bulk filecopy takes one checksum for all files: copy plain to .part names, verify
         # each file here (small files: adler32 costs microseconds). About 1.6x the files/s of
         # single copies.
+        what = f"bulk copy of {len(items)} files from {items[0][0] if items else ''}"
+        _check_cancel(cancel, what)
         for parent in {Path(path).parent for _, path, _ in items}:
             parent.mkdir(parents=True, exist_ok=True)
         parts = [str(part_path(path)) for _, path, _ in items]
@@ -259,8 +263,7 @@ class Gfal2Transfer(Transfer):
             params.strict_copy = True
             return ctx.filecopy(params, [url for url, _, _ in items], [_file_url(part) for part in parts])
         try:
-            errors = self._bounded(f"bulk copy of {len(items)} files from {items[0][0] if items else ''}",
-                                   timeout, parts, work)
+            errors = self._bounded(what, timeout, parts, work, cancel)
         except TransferError:
             for part in parts:
                 _remove(part)
@@ -305,26 +308,136 @@ class Gfal2Transfer(Transfer):
 
 _FREE_CONTEXTS = []                  # gfal2 contexts no thread holds, for the next thread
 _CONTEXT_LOCK = threading.Lock()
-
-
 _CANCELLED_CONTEXTS = []             # kept, never freed (see _ContextLease), never reused
 _BUSY_DESTINATIONS = {}              # local path -> the abandoned _CopyWorker still writing it
+_ABANDONED_WORKERS = set()           # _CopyWorkers given up and still running
+_CANCELLERS = []                     # threads in gfal2_cancel (it returns when the copy ends)
 
 
 def _await_abandoned_copies():
-    """At exit, wait for abandoned copies to end (XrdCl gives up after 2 x XRD_REQUESTTIMEOUT
-    at most): a copy still inside XrdCl when the process exits aborts it (SIGABRT, seen here)."""
+    """At exit, wait for abandoned gfal2 copies to end (XrdCl gives up after 2 x
+    XRD_REQUESTTIMEOUT at most): a copy still inside XrdCl when the process exits aborts it
+    (SIGABRT, seen here). An abandoned POSIX copy may be stuck in the kernel for good: it is
+    not waited for, its local destinations are removed (its thread dies with the process)."""
     bound = 2 * float(os.environ.get("XRD_REQUESTTIMEOUT") or 60) + 10
     deadline = time.monotonic() + bound
     for worker in list(_ABANDONED_WORKERS):
-        worker.done.wait(max(0.0, deadline - time.monotonic()))
+        if worker.await_at_exit:
+            worker.done.wait(max(0.0, deadline - time.monotonic()))
     for thread in list(_CANCELLERS):
         thread.join(max(0.0, deadline - time.monotonic()))
+    for worker in list(_ABANDONED_WORKERS):
+        worker.remove_destinations()
 
 
-_ABANDONED_WORKERS = set()           # _CopyWorkers given up and still running
-_CANCELLERS = []                     # threads in gfal2_cancel (it returns when the copy ends)
 atexit.register(_await_abandoned_copies)
+
+
+def _check_cancel(cancel, what):
+    """Raise TransferError("cancelled") when `cancel` is set: nothing is started then."""
+    if cancel is not None and cancel.is_set():
+        raise TransferError("cancelled", f"{what}: cancelled before it started")
+
+
+def _wait(event, deadline, cancel):
+    """Wait for `event` until `deadline` (time.monotonic()) or `cancel` is set; whether `event`
+    is set. Without a cancel, one wait; with one, waits of CANCEL_POLL_S at most (an ended copy
+    still wakes it at once)."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if cancel is None:
+            return event.wait(max(0.0, remaining))
+        if event.wait(max(0.0, min(CANCEL_POLL_S, remaining))):
+            return True
+        if cancel.is_set() or remaining <= CANCEL_POLL_S:
+            return event.is_set()
+
+
+def _bounded(what, timeout, destinations, cancel, start):
+    """Run a copy on a worker thread (`start(destinations)` makes a started _CopyWorker) and
+    return its value or raise its error; by `timeout`, or at once when `cancel` is set, the
+    copy is abandoned instead, its local `destinations` removed, and TransferError "timeout"
+    or "cancelled" raised. An abandoned worker goes on until its tool lets go (gfal2: XrdCl's
+    own timeout; POSIX: the next block, or whenever a read stuck in the kernel returns), then
+    removes its destinations; until then a new copy to one of them waits (two writers must
+    never share a file)."""
+    began = time.monotonic()
+    deadline = began + timeout
+    limit = f"not done within its size-based timeout of {timeout:.1f} s"
+    destinations = [os.path.abspath(d) for d in destinations]
+    for dst in destinations:
+        busy = _BUSY_DESTINATIONS.get(dst)
+        if busy is not None and not _wait(busy.done, deadline, cancel):
+            if cancel is not None and cancel.is_set():
+                raise TransferError("cancelled", f"{what}: cancelled while an abandoned copy to {dst} still hung")
+            raise TransferError("timeout", f"{what}: {limit}: an abandoned copy to {dst} still hangs")
+    worker = start(destinations)
+    if not _wait(worker.done, deadline, cancel) and worker.abandon():
+        for dst in destinations:
+            _remove_quietly(dst)   # at once: what the worker still writes, it writes nameless
+        if cancel is not None and cancel.is_set():
+            raise TransferError("cancelled", f"{what}: cancelled after {time.monotonic() - began:.1f} s")
+        raise TransferError("timeout", f"{what}: {limit} (given up)")
+    if worker.error is not None:
+        raise worker.error
+    return worker.value
+
+
+class _CopyWorker:
+    """One copy, `work(stop)`, on a thread of its own, which the caller may stop waiting for
+    (`abandon`). `stop` is set on abandon: a copy that looks at it ends early. Subclasses say
+    how to interrupt their tool (`_interrupt`) and what to do when the copy has ended (`_ended`)."""
+    await_at_exit = False   # whether the process must let an abandoned copy end before it exits
+    thread_name = "severus-copy"
+
+    def __init__(self, work, destinations):
+        self.work, self.destinations = work, destinations
+        self.value = self.error = None
+        self.abandoned = False
+        self.stop = threading.Event()
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, name=self.thread_name, daemon=True).start()
+
+    def _call(self):
+        return self.work(self.stop)
+
+    def _interrupt(self):
+        """Make the copy end soon after it was abandoned; `stop` is set already."""
+
+    def _ended(self, abandoned):
+        """The copy has ended (on the worker's thread, under the lock)."""
+
+    def _run(self):
+        try:
+            self.value = self._call()
+        except Exception as exc:   # handed to the caller's thread, which classifies it
+            self.error = exc
+        with self._lock:
+            if self.abandoned:
+                self.remove_destinations()
+                _ABANDONED_WORKERS.discard(self)
+            self._ended(self.abandoned)
+            self.done.set()
+
+    def remove_destinations(self):
+        for path in self.destinations:
+            _remove_quietly(path)
+            if _BUSY_DESTINATIONS.get(path) is self:
+                del _BUSY_DESTINATIONS[path]
+
+    def abandon(self):
+        """Stop the copy and stop waiting for it; False when it has ended meanwhile."""
+        with self._lock:
+            if self.done.is_set():
+                return False
+            self.abandoned = True
+            self.stop.set()
+            _ABANDONED_WORKERS.add(self)
+            for path in self.destinations:
+                _BUSY_DESTINATIONS[path] = self
+        self._interrupt()
+        return True
 
 
 def _take_context(gfal2):
@@ -344,56 +457,35 @@ class _ContextLease:
         _free.append(self.ctx)
 
 
-class _CopyWorker:
-    """One gfal2 copy on a thread of its own, which the caller may stop waiting for (`abandon`)."""
+class _Gfal2CopyWorker(_CopyWorker):
+    """`work(ctx)` with a gfal2 context of its own; abandoned, the context is cancelled and
+    never reused."""
+    await_at_exit = True   # a copy still inside XrdCl when the process exits aborts it
+    thread_name = "severus-gfal2-copy"
 
     def __init__(self, gfal2, work, destinations):
         self.ctx = _take_context(gfal2)
-        self.work, self.destinations = work, destinations
-        self.value = self.error = None
-        self.abandoned = False
-        self.done = threading.Event()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._run, name="severus-gfal2-copy", daemon=True).start()
+        super().__init__(work, destinations)
 
-    def _run(self):
-        try:
-            self.value = self.work(self.ctx)
-        except Exception as exc:   # handed to the caller's thread, which classifies it
-            self.error = exc
-        with self._lock:
-            if self.abandoned:
-                for path in self.destinations:
-                    _remove(path)
-                    if _BUSY_DESTINATIONS.get(path) is self:
-                        del _BUSY_DESTINATIONS[path]
-                _CANCELLED_CONTEXTS.append(self.ctx)   # a cancelled context may stay cancelled
-                _ABANDONED_WORKERS.discard(self)
-            else:
-                _FREE_CONTEXTS.append(self.ctx)
-            self.done.set()
+    def _call(self):
+        return self.work(self.ctx)
+
+    def _ended(self, abandoned):
+        # A cancelled context may stay cancelled: kept aside, never reused.
+        (_CANCELLED_CONTEXTS if abandoned else _FREE_CONTEXTS).append(self.ctx)
+
+    def _interrupt(self):
+        # Ends a copy that still moves data (a silent server still holds it); its own thread, as
+        # gfal2_cancel returns only when the copy does.
+        canceller = threading.Thread(target=self._cancel, name="severus-gfal2-cancel", daemon=True)
+        _CANCELLERS.append(canceller)
+        canceller.start()
 
     def _cancel(self):
         try:
             self.ctx.cancel()
         finally:
             _CANCELLERS.remove(threading.current_thread())
-
-    def abandon(self):
-        """Cancel the copy and stop waiting for it; False when it has ended meanwhile."""
-        with self._lock:
-            if self.done.is_set():
-                return False
-            self.abandoned = True
-            _ABANDONED_WORKERS.add(self)
-            for path in self.destinations:
-                _BUSY_DESTINATIONS[path] = self
-        # Ends a copy that still moves data (a silent server still holds it); its own thread, as
-        # gfal2_cancel returns only when the copy does.
-        canceller = threading.Thread(target=self._cancel, name="severus-gfal2-cancel", daemon=True)
-        _CANCELLERS.append(canceller)
-        canceller.start()
-        return True
 
 
 class PosixTransfer(Transfer):
@@ -409,35 +501,78 @@ class PosixTransfer(Transfer):
         except OSError as exc:
             raise TransferError("failed", f"{what}: {exc.strerror or exc}") from None
 
-    def _stream(self, src, dst, timeout, adler32):
-        """Copy in 1 MiB blocks, computing adler32 on the way: one read of the data."""
-        src, dst = _path(src), _path(dst)
-        deadline = time.monotonic() + timeout
-        value = 1
-        buf = bytearray(CHUNK)
+    def _stream_once(self, src, dst, stop, buf):
+        """Copy `src` to `dst` in blocks of `buf`, computing adler32 on the way (one read of the
+        data); its adler32, or None when `stop` was set meanwhile (the copy was abandoned)."""
         view = memoryview(buf)
+        value = 1
         with self._errors(f"copy {src} -> {dst}"):
             Path(dst).parent.mkdir(parents=True, exist_ok=True)
-            with open(src, "rb") as fin, open(dst, "wb") as fout:
-                while True:
-                    n = fin.readinto(buf)
-                    if not n:
-                        break
-                    value = adler32_update(view[:n], value)
-                    fout.write(view[:n])
-                    if time.monotonic() > deadline:
-                        raise TransferError("timeout", f"copy {src} -> {dst}: over {timeout:.0f} s")
-        got = format_adler32(value)
+            with open(src, "rb") as fin:
+                if stop.is_set():   # given up while open() blocked: no destination made
+                    return None
+                with open(dst, "wb") as fout:
+                    while True:
+                        n = fin.readinto(buf)
+                        if not n:
+                            break
+                        value = adler32_update(view[:n], value)
+                        fout.write(view[:n])
+                        if stop.is_set():
+                            return None
+        return format_adler32(value)
+
+    def _stream(self, src, dst, timeout, adler32, cancel):
+        """One copy on a worker thread, abandoned at the deadline or on `cancel` (module
+        `_bounded`): a read or an open may block in the kernel (a hung mount, a FIFO), where
+        no check between blocks would ever run."""
+        src, dst = _path(src), _path(dst)
+        what = f"copy {src} -> {dst}"
+        _check_cancel(cancel, what)
+        got = _bounded(what, timeout, [dst], cancel,
+                       lambda dsts: _CopyWorker(lambda stop: self._stream_once(src, dst, stop, bytearray(CHUNK)),
+                                                dsts))
         if adler32 is not None and got != adler32:
-            raise TransferError("checksum", f"copy {src} -> {dst}: adler32 {got} != expected {adler32}")
+            raise TransferError("checksum", f"{what}: adler32 {got} != expected {adler32}")
         return got
 
-    def copy_in(self, url, local_path, timeout, adler32=None):
-        return self._stream(url, local_path, timeout, adler32)
+    def copy_in(self, url, local_path, timeout, adler32=None, *, cancel=None):
+        return self._stream(url, local_path, timeout, adler32, cancel)
 
-    def _copy(self, src, dst, timeout, adler32):
+    def _copy(self, src, dst, timeout, adler32, *, cancel=None):
         # copy_out then reads the stored file back: the POSIX analogue of the SE's checksum.
-        self._stream(src, dst, timeout, adler32)
+        self._stream(src, dst, timeout, adler32, cancel)
+
+    def copy_in_many(self, items, timeout, parallel=1, sizes=None, *, cancel=None):
+        """The files one after the other through their .part names on ONE worker thread, all
+        within `timeout` (a thread per file would cost more than a small file's copy); at the
+        deadline the files not copied yet fail as a timeout, the verified ones stay."""
+        what = f"bulk copy of {len(items)} files"
+        _check_cancel(cancel, what)
+        parts = [str(part_path(path)) for _, path, _ in items]
+        results = []
+
+        def work(stop):
+            buf = bytearray(CHUNK)
+            for (url, path, adler32), part in zip(items, parts):
+                try:
+                    got = self._stream_once(_path(url), part, stop, buf)
+                except TransferError as exc:
+                    got, error = None, exc
+                else:
+                    error = None
+                if stop.is_set():   # abandoned: this file may be incomplete
+                    return results
+                results.append(_publish(url, path, adler32, part, error, got))
+            return results
+        try:
+            return _bounded(what, timeout, parts, cancel, lambda dsts: _CopyWorker(work, dsts))
+        except TransferError as exc:
+            if exc.kind != "timeout":
+                raise
+            done = list(results)   # what the abandoned worker publishes later is copied again
+            return done + [TransferError("timeout", f"copy {url} -> {path}: {exc.message}")
+                           for url, path, _ in items[len(done):]]
 
     def stat(self, url):
         with self._errors(f"stat {url}"):
@@ -487,16 +622,30 @@ class CliTransfer(Transfer):
         # A session of its own: at the deadline the whole group goes (gfal-* run python children).
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, env=self.env, start_new_session=True, **kw)
 
-    def _run(self, args, what, timeout=None):
+    def _run(self, args, what, timeout=None, cancel=None):
+        """Run a command to its end; its stdout, or TransferError. By `timeout`, or at once when
+        `cancel` is set, its process group is killed."""
         timeout = timeout or self.namespace_timeout
+        _check_cancel(cancel, what)
+        deadline = time.monotonic() + timeout
         try:
             proc = self._popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as exc:
             raise TransferError("failed", f"{what}: cannot run {args[0]}: {exc.strerror}") from None
         try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise TransferError("timeout", f"{what}: no answer in {timeout:.1f} s ({' '.join(args)})") from None
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    # Called again after a TimeoutExpired, communicate loses no output.
+                    stdout, stderr = proc.communicate(
+                        timeout=max(0.0, remaining if cancel is None else min(CANCEL_POLL_S, remaining)))
+                    break
+                except subprocess.TimeoutExpired:
+                    if cancel is not None and cancel.is_set():
+                        raise TransferError("cancelled", f"{what}: cancelled ({' '.join(args)})") from None
+                    if time.monotonic() >= deadline:
+                        raise TransferError("timeout",
+                                            f"{what}: no answer in {timeout:.1f} s ({' '.join(args)})") from None
         finally:
             _kill_group(proc)
         if proc.returncode != 0:
@@ -504,7 +653,7 @@ class CliTransfer(Transfer):
             raise TransferError(classify_error(text), f"{what}: {text} ({' '.join(args)})")
         return stdout
 
-    def _copy(self, src, dst, timeout, adler32):
+    def _copy(self, src, dst, timeout, adler32, *, cancel=None):
         what = f"copy {src} -> {dst}"
         if _is_root(src) or _is_root(dst):
             args = ["xrdcp", "-f", "-s", "--path"] + (["--cksum", f"adler32:{adler32}"] if adler32 else [])
@@ -514,19 +663,20 @@ class CliTransfer(Transfer):
             if adler32:
                 args += ["-K", f"adler32:{adler32}", "--checksum-mode", "target"]
             args += [_file_url(src) if is_local(src) else src, _file_url(dst) if is_local(dst) else dst]
-        self._run(args, what, timeout)
+        self._run(args, what, timeout, cancel)
 
     bulk_parallel = True
 
-    def copy_in_many(self, items, timeout, parallel=1, sizes=None):
+    def copy_in_many(self, items, timeout, parallel=1, sizes=None, *, cancel=None):
         """root:// files: one `xrdcp --parallel N --infiles LIST` per batch of distinct names
         (xrdcp names what it writes after the sources) into a hidden staging directory, which
         plays the part of the .part names: each file is checksummed as soon as it has its
         expected size (`sizes`) while the others still arrive, and once it matched is renamed
         straight to its path (`_Arrivals`); the others are judged when xrdcp has ended.
-        Other schemes: one by one."""
+        Other schemes: one by one. A cancel kills xrdcp and raises TransferError("cancelled");
+        the files renamed to their paths by then stay, verified."""
         if not items or not all(_is_root(url) for url, _, _ in items):
-            return super().copy_in_many(items, timeout, parallel, sizes)
+            return super().copy_in_many(items, timeout, parallel, sizes, cancel=cancel)
         parallel = max(1, int(parallel))
         names = [_basename(url) for url, _, _ in items]
         parents = [os.path.dirname(path) or "." for _, path, _ in items]
@@ -534,6 +684,7 @@ class CliTransfer(Transfer):
             os.makedirs(parent, exist_ok=True)
         errors = [None] * len(items)
         for batch in _distinct_name_batches(names):
+            _check_cancel(cancel, f"bulk copy of {len(batch)} files")
             # Beside the first file: a rename moves no bytes within one file system.
             staging = tempfile.mkdtemp(prefix=".severus-bulk-", dir=parents[batch[0]])
             try:
@@ -545,7 +696,10 @@ class CliTransfer(Transfer):
                                      if sizes else [], window=4 * parallel)
                 failure = self._run_watching(
                     ["xrdcp", "-f", "-s", "--parallel", str(parallel), "--infiles", sources, staging + "/"],
-                    f"bulk copy of {len(batch)} files", timeout, os.path.join(staging, ".stderr"), arrivals.check)
+                    f"bulk copy of {len(batch)} files", timeout, os.path.join(staging, ".stderr"), arrivals.check,
+                    cancel)
+                if failure is not None and failure.kind == "cancelled":
+                    raise failure
                 for i in batch:
                     url, path, adler32 = items[i]
                     where, known = arrivals.result(i, temps[i])
@@ -559,9 +713,9 @@ class CliTransfer(Transfer):
                 shutil.rmtree(staging, ignore_errors=True)
         return errors
 
-    def _run_watching(self, args, what, timeout, stderr_path, tick):
+    def _run_watching(self, args, what, timeout, stderr_path, tick, cancel=None):
         """Run a command, calling `tick()` (True when it did something) until it ends; return
-        its TransferError or None."""
+        its TransferError or None. By `timeout`, or at once on `cancel`, its group is killed."""
         deadline = time.monotonic() + timeout
         with open(stderr_path, "w+") as err:
             try:
@@ -570,6 +724,8 @@ class CliTransfer(Transfer):
                 return TransferError("failed", f"{what}: cannot run {args[0]}: {exc.strerror}")
             try:
                 while proc.poll() is None:
+                    if cancel is not None and cancel.is_set():
+                        return TransferError("cancelled", f"{what}: cancelled ({' '.join(args)})")
                     if time.monotonic() > deadline:
                         return TransferError("timeout", f"{what}: no answer in {timeout:.1f} s ({' '.join(args)})")
                     if not tick():
@@ -751,6 +907,14 @@ def _remove(path):
         pass
 
 
+def _remove_quietly(path):
+    """Remove a file if it can be (cleanup that must not raise: a worker's last act, say)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def _local_adler32(path):
     try:
         return adler32_file(path)
@@ -796,32 +960,41 @@ def make_transfer(url, tool="auto"):
 
 
 def copy_with_retries(transfer, direction, source, destination, *, size, config, record,
-                      adler32=None, verify=None):
+                      adler32=None, verify=None, cancel=None):
     """Copy (direction "in" or "out") with the size-based timeout, retries and backoff;
-    `verify(adler32)` may raise TransferError after a copy; return the verified adler32."""
+    `verify(adler32)` may raise TransferError after a copy; return the verified adler32.
+    `cancel` (an Event) ends the running try at once (recorded) and the backoff, with
+    TransferError("cancelled"); set before the call, nothing is tried and nothing recorded."""
     timeout = config.timeout_for(size)
     tries = 1 + int(config.retries)
     remote = source if direction == "in" else destination
+    _check_cancel(cancel, f"copy {source} -> {destination}")
     for n in range(tries):
         start = time.monotonic()
         error = None
         try:
             if direction == "in":
-                value = transfer.copy_in(source, destination, timeout, adler32=adler32)
+                value = transfer.copy_in(source, destination, timeout, adler32=adler32, cancel=cancel)
             else:
-                value = transfer.copy_out(source, destination, timeout, adler32=adler32)
+                value = transfer.copy_out(source, destination, timeout, adler32=adler32, cancel=cancel)
             if verify is not None:
                 verify(value)
             return value
         except TransferError as exc:
             error = exc
-            # A missing source stays missing; everything else may be a passing fault.
-            if exc.kind == "not_found" or n == tries - 1:
+            # A missing source stays missing; a cancelled copy is not tried again; everything
+            # else may be a passing fault.
+            if exc.kind in ("not_found", "cancelled") or n == tries - 1:
                 raise
         finally:
             record(attempt_record(transfer.tool_for(remote), direction, source, destination,
                                   time.monotonic() - start, size, error, timeout=round(timeout, 3)))
-        time.sleep(config.backoff_s * (2 ** n))
+        backoff = config.backoff_s * (2 ** n)
+        if cancel is None:
+            time.sleep(backoff)
+        elif cancel.wait(backoff):
+            raise TransferError("cancelled", f"copy {source} -> {destination}: cancelled after try {n + 1}"
+                                             f" of {tries} failed ({error})")
     raise AssertionError("unreachable")
 
 
