@@ -40,13 +40,16 @@ GOALS = {"stage-in": 0.9, "list": 0.8, "stage-out": 0.8}
 
 
 class DictCatalog:
-    """Only what stage_inputs reads: replicas(lfn)."""
+    """What stage_inputs reads (replicas) and stage_outputs asks (the fence: always current here)."""
 
     def __init__(self):
         self.entries = {}
 
     def replicas(self, lfn):
         return self.entries.get(lfn)
+
+    def fence(self, job, wait_s, cancel=None, kill_stops=True):
+        return {"attempt": job.attempt}
 
 
 def best_of(repeat, fn, before=None):
@@ -222,7 +225,7 @@ def bench_stage_out(b, size, repeat):
     def ours():
         ctx = b.context()
         os.link(src, ctx.workdir / "up.root")   # the payload's output, without a copy
-        stage_outputs(ctx, [ctx.workdir / "up.root"])
+        stage_outputs(ctx, [ctx.workdir / "up.root"], catalog=b.catalog)
 
     return report("stage-out", min(times.values()), best_of(repeat, ours), size, 1)
 

@@ -64,7 +64,7 @@ _TABLE = [
     (40, "sys-failed", "storage", True, "stage-out failed on every storage element"),
     (41, "sys-failed", "storage", True, "output checksum mismatch on the storage element"),
     (42, "sys-failed", "payload", False, "no output files matched the output patterns"),
-    (43, "sys-failed", "server", True, "output registration in the catalog failed (server unreachable)"),
+    (43, "sys-failed", "server", True, "output registration failed: the server did not answer or refused"),
     (44, "sys-failed", "manager", False, "output registration refused: the LFN is another job's file"),
     (50, "sys-failed", "storage", True, "log upload failed (outputs kept)"),
     (60, "sys-failed", "site", True, "wrapper stopped by a signal from the batch system"),

@@ -9,97 +9,34 @@ except the heartbeats coalesced away (each followed in the journal by a later on
 same run), and the job's final report. tests/wrapper/test_report.py has the same rules
 against a stdlib stand-in.
 """
-import io
 import json
 import subprocess
 import sys
-import tarfile
-import zlib
 
 import pytest
 
-from server import demo as d
-from server.toy_release import EXE, WORKDIR, ToyRelease
 from wrapper.report import JOURNAL_NAME, load_journal
 
 from .test_end_to_end import prepare_job
-from .test_wrapper_with_server import ROOT, Sbk, finish, job, poll, record, start_wrapper
+from .test_wrapper_with_server import ROOT, finish, job, poll, record, server_world, start_wrapper
 
 pytestmark = pytest.mark.timeout(240)
 
 LIMIT = 120_000            # SBK_MAX_BODY_BYTES: one event with a full tail fits, two do not
 LINE = 4000                # characters per stdout line (the events keep at most 4096)
 
-CHATTY_SOURCE = r'''#!/usr/bin/env python3
-"""A toy PacProduction that prints long lines: N events into <runnum>.root."""
-import argparse, os, sys, time
-p = argparse.ArgumentParser()
-p.add_argument("--events", type=int, default=int(os.environ.get("SEVERUS_EVENTS", "10")))
-p.add_argument("--runnum", type=int, default=int(os.environ.get("SEVERUS_RUNNUM", "0")))
-args, _ = p.parse_known_args()
-event_time = float(os.environ.get("TOY_EVENT_TIME", "0"))
-progress = os.environ.get("SEVERUS_PROGRESS_FILE")
-with open("%d.root" % args.runnum, "wb") as out:
-    out.write(b"TOYROOT\n")
-    for n in range(1, args.events + 1):
-        out.write(("event %d of run %d\n" % (n, args.runnum)).encode() * 4)
-        for k in range(5):
-            print(("event %05d line %d " % (n, k)).ljust(LINE, "x"), flush=True)
-        time.sleep(event_time)
-        if progress:
-            with open(progress + ".tmp", "w") as fh:
-                fh.write(str(n))
-            os.replace(progress + ".tmp", progress)
-print("done: %d events" % args.events, flush=True)
-'''.replace("LINE", str(LINE))
-
-
-def build_chatty_release(directory):
-    """The toy release's layout (workdir, exe) with an exe that prints LINE-long lines."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for dirname in ("FastSim", WORKDIR, "bin"):
-            info = tarfile.TarInfo(dirname)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        data = CHATTY_SOURCE.encode()
-        info = tarfile.TarInfo(EXE)
-        info.size, info.mode = len(data), 0o755
-        tar.addfile(info, io.BytesIO(data))
-    blob = buf.getvalue()
-    path = directory / "chatty_rev311.tjz"
-    path.write_bytes(blob)
-    return ToyRelease(path=path, adler32=f"{zlib.adler32(blob) & 0xffffffff:08x}", size=len(blob))
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    """test_wrapper_with_server's world, with the body limit and the chatty release as the software."""
-    base = tmp_path_factory.mktemp("outbox")
-    demo = d.Demo(base=base)
-    sbk = Sbk(base)
-    sbk.env["SBK_MAX_BODY_BYTES"] = str(LIMIT)
-    try:
-        site_config, root = d.start_storage(demo, d.Progress())
-        out = subprocess.run(d.sbk_command() + ["user", "add", "mgr", "--groups", "Developer"],
-                             env=sbk.env, capture_output=True, text=True, timeout=60, cwd=ROOT)
-        assert out.returncode == 0, out.stderr
-        sbk.start()
-        api = d.Api(sbk.url, out.stdout.strip().splitlines()[-1])
-        release = build_chatty_release(base)
-        d.upload_release(release, site_config, root, api)
-        d.define_production(api, release, jobs=1, events=50)
-        yield {"demo": demo, "sbk": sbk, "api": api, "release": release, "site_config": site_config,
-               "export": demo.se.export, "versions": iter(range(1, 100))}
-    finally:
-        sbk.stop()
-        demo.stop()
+    """test_wrapper_with_server's world, with the body limit."""
+    with server_world(tmp_path_factory.mktemp("outbox"), SBK_MAX_BODY_BYTES=str(LIMIT)) as world:
+        yield world
 
 
 def chatty_job(live, name, event_time):
     """A job whose payload prints 5 long lines per event and takes 50 x `event_time` seconds."""
     version = f"V9.1.{next(live['versions'])}"
-    return prepare_job(live, name, software_version=version, env={"TOY_EVENT_TIME": str(event_time)})
+    return prepare_job(live, name, software_version=version,
+                       env={"TOY_EVENT_TIME": str(event_time), "TOY_LINE_BYTES": str(LINE)})
 
 
 def body_bytes(events):

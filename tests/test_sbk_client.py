@@ -233,7 +233,7 @@ def test_job_shows_history_outputs_transfers_and_log(sbk):
     assert re.search(r"status:\s+done\n", out)
     assert re.search(r"1\s+11\s+\S+\s+done\s+final\s+RUNNING-07\s+0", out)   # the final event in the history
     outputs = out.split("OUTPUTS")[1].split("TRANSFER ATTEMPTS")[0]
-    assert re.search(r"/10000000\.root\s+DEMO-T1\s+root://\S+10000000\.root\s+\d+\s+[0-9a-f]{8}\s+1", outputs)
+    assert re.search(r"/10000000\.root\s+DEMO-T1\s+root://\S+10000000\.root\.1\s+\d+\s+[0-9a-f]{8}\s+1", outputs)
     transfers = out.split("TRANSFER ATTEMPTS (final report)")[1].split("\nLOG\n")[0]
     assert re.search(r"^out\s+\S+\s+\S+10000000\.root", transfers, re.M)
     log = out.split("\nLOG\n")[1]

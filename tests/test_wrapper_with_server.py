@@ -6,6 +6,7 @@ manager kills a running job, and a resubmission supersedes a running attempt.
 The server writes heartbeat_s = 0.5 into the descriptions (SBK_HEARTBEAT_S),
 so replies, and the commands in them, come within a second.
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -48,6 +49,7 @@ class Sbk:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
         self.starts = 0
+        self.token = ""
 
     def start(self):
         self.starts += 1
@@ -71,19 +73,21 @@ class Sbk:
         self.proc = None
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """A real server (restartable), a real SE with the toy release, a defined production."""
-    base = tmp_path_factory.mktemp("wsrv")
+@contextlib.contextmanager
+def server_world(base, **env):
+    """A real server (restartable, `env` added to its settings), a real SE with the toy release on
+    it, the FastSim session with a defined production; as a dict for the tests."""
     demo = d.Demo(base=base)
     sbk = Sbk(base)
+    sbk.env.update(env)
     try:
         site_config, root = d.start_storage(demo, d.Progress())
         out = subprocess.run(d.sbk_command() + ["user", "add", "mgr", "--groups", "Developer"],
                              env=sbk.env, capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert out.returncode == 0, out.stderr
+        sbk.token = out.stdout.strip().splitlines()[-1]
         sbk.start()
-        api = d.Api(sbk.url, out.stdout.strip().splitlines()[-1])
+        api = d.Api(sbk.url, sbk.token)
         release = build_toy_release(base)
         d.upload_release(release, site_config, root, api)
         d.define_production(api, release, jobs=1, events=50)
@@ -92,6 +96,13 @@ def live(tmp_path_factory):
     finally:
         sbk.stop()
         demo.stop()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """A real server (restartable), a real SE with the toy release, a defined production."""
+    with server_world(tmp_path_factory.mktemp("wsrv")) as world:
+        yield world
 
 
 def slow_job(live, name, event_time):
@@ -141,6 +152,11 @@ def journal_record(events):
     return [(e["seq"], e["kind"], e["status"], e["step"], e.get("code")) for e in events]
 
 
+def coalescible(events):
+    """Seqs of the heartbeats a sender may coalesce away: each followed by another heartbeat."""
+    return {e["seq"] for e, nxt in zip(events, events[1:]) if e["kind"] == nxt["kind"] == "heartbeat"}
+
+
 def test_server_down_mid_payload_every_event_arrives_once_in_order(live, tmp_path):
     sbk = live["sbk"]
     job_id, desc = slow_job(live, "WS_outage", event_time=0.1)   # a 5 s payload
@@ -160,13 +176,16 @@ def test_server_down_mid_payload_every_event_arrives_once_in_order(live, tmp_pat
     assert (info["status"], info["error_code"]) == ("done", 0)
     events = wrapper_events(tmp_path)
     got = record(info["history"])
-    # Exactly once: the server holds each journaled event, and nothing else.
-    assert got == journal_record(events)
-    assert [s for s, *_ in got] == list(range(1, len(events) + 1))
-    # In order: the server received them in seq order; the outage's backlog in one request.
+    # Exactly once: the server holds each journaled event but the outage's coalesced
+    # heartbeats (each followed by a later one), and nothing else.
+    held = {s for s, *_ in got}
+    assert got == journal_record([e for e in events if e["seq"] in held])
+    assert set(range(1, len(events) + 1)) - held <= coalescible(events)
+    # The heartbeats of the outage were not replayed one by one: at most the last one went.
+    assert len(set(kept) & held) <= 1
+    # In order: the server received them in seq order.
     received = {e["seq"]: e["received_at"] for e in info["history"] if e["attempt"] == 1 and e["seq"] > 0}
     assert [received[s] for s, *_ in got] == sorted(received[s] for s, *_ in got)
-    assert len({received[s] for s in kept}) == 1
     assert got[-1][1:] == ("final", "done", "RUNNING-07", 0)
 
 
@@ -190,13 +209,16 @@ def test_server_down_for_the_whole_job_then_replay_gives_the_same_record(live, t
                              "--job-file", str(tmp_path / "job.json")],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert replay.returncode == 0, replay.stderr
-    assert f"{len(events)} new event(s), 0 already known" in replay.stdout
+    coalesced = coalescible(events)
+    sent = [e for e in events if e["seq"] not in coalesced]
+    assert (f"{len(sent)} new event(s), 0 already known, {len(coalesced)} heartbeat(s) coalesced"
+            if coalesced else f"{len(sent)} new event(s), 0 already known") in replay.stdout
     info = job(live, job_id)
-    assert record(info["history"]) == journal_record(events)
+    assert record(info["history"]) == journal_record(sent)
     assert (info["status"], info["error_code"]) == (final["status"], final["code"])
     assert info["report"]["failed_step"] == final["report"]["failed_step"] == "RUNNING-02"
     again = subprocess.run(replay.args, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert f"0 new event(s), {len(events)} already known" in again.stdout
+    assert f"0 new event(s), {len(sent)} already known" in again.stdout
 
 
 def test_kill_command_from_the_real_server_is_062_with_the_log(live, tmp_path):
@@ -219,22 +241,3 @@ def test_kill_command_from_the_real_server_is_062_with_the_log(live, tmp_path):
     log_rel = info["report"]["log"]["lfn"][len(f"lfn:{d.LFN_PREFIX}/"):]
     assert (live["export"] / log_rel).is_file()
     assert not [o for o in info["outputs"] if o["lfn"].endswith(".root")]
-
-
-def test_resubmit_while_attempt_1_runs_makes_it_exit_61_and_overwrite_nothing(live, tmp_path):
-    job_id, desc = slow_job(live, "WS_stale", event_time=1)
-    proc = start_wrapper(tmp_path, desc, live["site_config"])
-    try:
-        poll(in_payload(live, job_id), what="the payload step on the server")
-        assert live["api"].call("POST", f"/jobs/{job_id}/resubmit")["attempt"] == 2
-    finally:
-        code, out, err = finish(proc)
-    assert code == 61, err
-    assert "E061" in err
-    info = job(live, job_id)
-    # The job belongs to attempt 2, untouched by attempt 1's last words.
-    assert (info["status"], info["attempt"], info["error_code"], info["report"]) == ("prepared", 2, None, None)
-    assert info["logs"] == [] and info["outputs"] == []
-    assert not [e for e in info["history"] if e["attempt"] == 1 and e["kind"] == "final"]
-    out_dir = live["export"] / desc["output"]["lfn_dir"][len(f"lfn:{d.LFN_PREFIX}/"):]
-    assert not out_dir.exists() or not any(out_dir.rglob("*"))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from shared.errors import SiteConfigError
+from .pool import call_within
 from .siteconfig import StorageConfig
 from .transfer import TransferError, make_transfer
 
@@ -47,6 +48,15 @@ class Access:
         """Where `lfn` lives through this access."""
         return self.se.url(self.base, lfn)
 
+    def reach(self, surl, lfn):
+        """Where the catalog replica `surl` of `lfn` is read through this access: by the SURL's
+        path below the SE's root (an output's physical name is not its LFN's, shared/outputs.py),
+        else by its LFN (SiteConfigError when that is outside the SE's prefix too)."""
+        rel = self.se.below(surl)
+        if rel is not None:
+            return self.base.rstrip("/") + "/" + rel
+        return self.url(lfn)
+
     def surl(self, lfn):
         """The name to put in the catalog: a protocol URL others can use, when the SE has one."""
         if self.mode == "protocol" or not self.se.urls:
@@ -62,7 +72,7 @@ def detect_access(site, purpose, transfer_factory=make_transfer):
     why_not = []
     if se.access in ("auto", "direct") and se.local_path:
         try:
-            mounted = _within(timeout, _probe_direct, se, purpose)
+            mounted = call_within(timeout, _probe_direct, se, purpose)
             return Access("direct", se.local_path, f"{se.local_path} is mounted ({mounted}) and {purpose}able",
                           site.name, se, transfer_factory(se.local_path, site.transfer.tool))
         except (OSError, TimeoutError) as exc:
@@ -76,7 +86,7 @@ def detect_access(site, purpose, transfer_factory=make_transfer):
         for url in se.urls:
             try:
                 transfer = transfer_factory(url, site.transfer.tool)
-                answer = _within(timeout, _probe_url, transfer, url)
+                answer = call_within(timeout, _probe_url, transfer, url)
             except (TransferError, TimeoutError) as exc:
                 why_not.append(f"{url}: {exc}")
                 continue
@@ -238,23 +248,3 @@ def _mount_of(path):
 def _unescape_mountinfo(field):
     r"""mountinfo writes space, tab, newline and backslash in paths as \040, \011, \012, \134."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def _within(timeout, fn, *args):
-    """fn(*args) in a daemon thread: a hung mount or door must not hang the job."""
-    result = {}
-
-    def run():
-        try:
-            result["value"] = fn(*args)
-        except BaseException as exc:  # handed to the caller's thread below
-            result["error"] = exc
-
-    thread = threading.Thread(target=run, name="severus-access-probe", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"no answer within {timeout:g} s")
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")

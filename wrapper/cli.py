@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import signal
 import sys
 import tempfile
@@ -120,6 +119,7 @@ def cmd_run(args):
                                                       "message": exc.one_line()})
             reporter.close()
             raise
+        stop.grace_s = site.wrapper.stop_grace_s   # a stop before this point had the default grace
         ctx = JobContext(desc=desc, site=site, workdir=workdir, server=client, log=log)
         outcome = run_job(ctx, reporter, stop, watch_overrides={"sample_s": args.sample_s})
     finally:

@@ -18,7 +18,6 @@ import posixpath
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from shared.errors import (InputChecksumMismatch, InputError, InputNotFound, ScratchSpaceError,
@@ -26,6 +25,7 @@ from shared.errors import (InputChecksumMismatch, InputError, InputNotFound, Scr
 from .access import SiteAccesses
 from .catalog import Catalog, FileEntry, Replica
 from .client import ServerError
+from .pool import run_all
 from .transfer import (TransferError, attempt_record, bulk_transfer_for, copy_with_retries, make_transfer,
                        part_path)
 
@@ -46,16 +46,18 @@ class Sources:
         return self.accesses.get(site_name)
 
     def candidates(self, entry):
-        """(transfer, url) pairs to try for `entry`: the local site's replica first."""
+        """(transfer, url) pairs to try for `entry`: the local site's replica first, each through
+        this node's access to its SE (the replica's SURL names the physical file, which for an
+        output is not its LFN's: `<name>.<attempt>`), else the SURL itself."""
         local = self.ctx.site.name
         replicas = sorted(entry.replicas, key=lambda r: r.site != local)
         for replica in replicas:
             access = self.access(replica.site)
             if access is not None:
                 try:
-                    yield access.transfer, access.url(entry.lfn)
+                    yield access.transfer, access.reach(replica.surl, entry.lfn)
                     continue
-                except SiteConfigError:   # the LFN is outside that SE's prefix: use its SURL
+                except SiteConfigError:   # neither the SURL nor the LFN is below that SE: the SURL
                     pass
             yield self.transfer_factory(replica.surl, self.ctx.site.transfer.tool), replica.surl
 
@@ -70,10 +72,12 @@ def fetch_entry(ctx, sources, entry, dest, adler32=None):
     for transfer, url in sources.candidates(entry):
         try:
             copy_with_retries(transfer, "in", url, part, size=entry.size, config=ctx.site.transfer,
-                              record=ctx.transfers.append, adler32=expected)
+                              record=ctx.transfers.append, adler32=expected, cancel=ctx.cancel)
             os.replace(part, dest)
             return dest
         except TransferError as exc:
+            if exc.kind == "cancelled":
+                raise   # the job is being stopped: no other replica
             kinds.append(exc.kind)
             last = exc
             ctx.log.warning("%s from %s: %s", entry.lfn, url, exc.message)
@@ -109,11 +113,9 @@ def stage_inputs(ctx, catalog=None, transfer_factory=make_transfer):
 
 
 def _parallel(ctx, fn, jobs, name):
-    """fn(job) for every job, `transfer.parallel` at once; the results in order."""
-    workers = max(1, min(ctx.site.transfer.parallel, len(jobs)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"severus-{name}") as pool:
-        futures = [pool.submit(fn, job) for job in jobs]
-        return [(f.exception(), None if f.exception() else f.result()) for f in futures]
+    """fn(job) for every job, `transfer.parallel` at once; the results in order. A stop ends it
+    at once (pool.Cancelled): queued copies never start, running ones are cancelled."""
+    return run_all(fn, jobs, ctx.site.transfer.parallel, ctx.cancel, name)
 
 
 def _bulk_pass(ctx, sources, items):
@@ -141,7 +143,8 @@ def _bulk_pass(ctx, sources, items):
             timeout = ctx.site.transfer.timeout_for(sum(e.size for e, _, _ in members))
             # Each file appears at its destination only verified (copy_in_many's promise).
             results = transfer.copy_in_many([(url, dest, e.adler32) for e, dest, url in members],
-                                            timeout, parallel=parallel, sizes=[e.size for e, _, _ in members])
+                                            timeout, parallel=parallel, sizes=[e.size for e, _, _ in members],
+                                            cancel=ctx.cancel)
         except TransferError as exc:
             results = [exc] * len(members)
         seconds = time.monotonic() - start
@@ -245,9 +248,9 @@ def _lookups(ctx, catalog, lfns):
                 raise
 
     workers = max(1, min(ctx.site.transfer.parallel, len(lfns)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="severus-catalog") as pool:
-        for future in [pool.submit(work) for _ in range(workers)]:
-            future.result()
+    for error, _ in run_all(lambda _: work(), range(workers), workers, ctx.cancel, "catalog"):
+        if error is not None:
+            raise error
     return results
 
 

@@ -2,32 +2,40 @@
 
 A tarball of the wrapper log, the payload's stdout/stderr and the report
 journal goes to `<lfn_dir>/log/<runnum>.<attempt>.log.tgz` on the same SEs as
-the outputs (verified and registered the same way) and, with `log.to_db`, to
-the server, whose size cap is met by keeping each file's tail.
+the outputs (fenced, verified and registered the same way; its LFN already
+names the attempt) and, with `log.to_db`, to the server, whose size cap is met
+by keeping each file's tail. A killed job's log still goes; a superseded
+attempt's does not.
 """
 import io
 import tarfile
+import threading
 import time
 from pathlib import Path
 
-from shared.errors import LogUploadError, StageOutError
+from shared.errors import AttemptSuperseded, LogUploadError, StageOutError
+from shared.outputs import log_name as attempt_log_name
 from .catalog import Catalog, request_with_retries
 from .client import ServerError, ServerRefused
-from .stageout import StoredFile, Targets, output_sites, store_file
-from .transfer import make_transfer
+from .stageout import StoredFile, Targets, fence_writes, output_sites, register_outputs, store_file
+from .transfer import TransferError, make_transfer
 
 MAX_DB_LOG_BYTES = 8 * 2 ** 20    # the server's default SBK_MAX_LOG_BYTES
+# The log's fence and registration wait this long at most for an unreachable server: unregistered,
+# the tarball would be one more file to undo, and the journal in the work dir keeps the record.
+LOG_SERVER_WAIT_S = 10.0
 MIN_TAIL_BYTES = 1024
 
 
 def log_name(desc):
     """`<runnum>.<attempt>.log.tgz`."""
-    return f"{desc.job.runnum}.{desc.job.attempt}.log.tgz"
+    return attempt_log_name(desc.job.runnum, desc.job.attempt)
 
 
 def upload_log(ctx, files, catalog=None, transfer_factory=make_transfer,
-               max_db_bytes=MAX_DB_LOG_BYTES) -> StoredFile:
-    """Tar the files, store and register the tarball, send it to the server when asked; 050 on failure."""
+               max_db_bytes=MAX_DB_LOG_BYTES, cancel=None) -> StoredFile:
+    """Tar the files, store and register the tarball, send it to the server when asked; 050 on failure.
+    It runs after a stop too: `cancel` (not the job's, which the stop has set) ends it."""
     desc = ctx.desc
     files = [Path(f) for f in files if Path(f).is_file()]
     tarball = Path(ctx.workdir) / ".severus" / log_name(desc)
@@ -35,13 +43,16 @@ def upload_log(ctx, files, catalog=None, transfer_factory=make_transfer,
     build_log_tarball(tarball, files)
     lfn = f"{desc.output.lfn_dir.rstrip('/')}/log/{tarball.name}"
     problems, stored = [], None
+    catalog = catalog or Catalog(ctx.server)
     try:
+        cancel = cancel or threading.Event()
+        wait_s = min(ctx.site.wrapper.server_wait_s, LOG_SERVER_WAIT_S)
+        fence_writes(ctx, catalog, kill_stops=False, cancel=cancel, wait_s=wait_s)
         targets = Targets(ctx, output_sites(ctx), transfer_factory)
-        stored = store_file(ctx, targets, tarball, lfn)
-        (catalog or Catalog(ctx.server)).register(stored.lfn, stored.site, stored.surl,
-                                                  stored.size, stored.adler32)
+        stored = store_file(ctx, targets, tarball, lfn, cancel=cancel)
+        register_outputs(ctx, [stored], catalog, cancel=cancel, wait_s=wait_s)
         ctx.facts["log"] = {"lfn": lfn, "site": stored.site, "surl": stored.surl}
-    except StageOutError as exc:
+    except (StageOutError, AttemptSuperseded, TransferError) as exc:
         problems.append(f"SE: {exc}")
     if desc.log.to_db:
         try:

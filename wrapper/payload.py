@@ -37,9 +37,9 @@ import subprocess
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 from shared.errors import (JobDescriptionError, PayloadFailed, PayloadMemory, PayloadSignalled,
                            PayloadStalled, PayloadWallclock)

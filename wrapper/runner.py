@@ -4,29 +4,38 @@
     → 05 outputs → 06 register → 07 log (always attempted) → final event
 
 The first error decides the job's status and code; later steps that make no
-sense after it are skipped, but the log is uploaded whatever happened (PanDA
-and DIRAC users ask for the log of the failed job most of all). A stop
-request (the wrapper's own signal, the server's kill command, a superseded
-attempt) is a `Stop`: the payload watchdog and the step boundaries look at it.
+sense after it are skipped; what a failed job wrote on SEs and did not register
+is undone (all or nothing); the log is uploaded whatever happened (PanDA and
+DIRAC users ask for the log of the failed job most of all).
+
+A stop request (the batch system's signal, the server's kill command, a
+superseded attempt) is a `Stop`. Each stage runs on a thread of its own while
+the main thread waits for it or for a stop: on a stop the job's cancel event
+ends transfers and pools at once, the watchdog kills the payload, and a stage
+that does not end within its share of the grace is left behind; the undo, the
+log and the final report then fit in the rest of the grace (the site's
+`stop_grace_s`, under the batch system's kill wait).
 """
 import json
 import logging
 import os
 import select
 import shutil
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from shared.errors import (AttemptSuperseded, LogUploadError, NoOutputsMatched, PayloadError,
+from shared.errors import (AttemptSuperseded, KilledByManager, LogUploadError, PayloadError,
                            ScratchSpaceError, NodeCheckError, SeverusError, WrapperError,
                            WrapperSignalled, lookup)
 from shared.events import MAX_REPORT_BYTES
 from shared.states import Step
 
 from . import payload as payload_mod
+from .pool import Cancelled
 
 log = logging.getLogger("severus.runner")
 
@@ -34,32 +43,55 @@ TIMING_NAMES = {Step.NODE_CHECKS: "node_checks", Step.SOFTWARE: "software", Step
                 Step.PAYLOAD: "payload", Step.OUTPUTS: "outputs", Step.REGISTER: "register",
                 Step.LOG: "log"}
 STDERR_TAIL_LINES = 50
+# After a stop, the grace (site config `stop_grace_s`) is shared out, as fractions of it: the
+# payload's TERM-to-KILL, the stage ending (a left-behind stage is abandoned), the undo of
+# what was written, the log upload, and the final report's delivery.
+PAYLOAD_SHARE, STAGE_SHARE, UNDO_SHARE, LOG_SHARE, LOG_UNDO_SHARE, FINAL_SHARE = 0.35, 0.5, 0.6, 0.8, 0.85, 0.97
+UNDO_S = 120.0   # the undo's bound without a stop (deletes on a hung SE give up one by one)
 # How long a payload's death by a signal waits for the wrapper's own signal (see _batch_stop).
 BATCH_SIGNAL_SETTLE_S = 2.0
 SCRATCH_FULL_BYTES = 1 << 20   # less free than this after a payload failure: it ran out of scratch
 
 
-class Stop:
-    """A stop request, safe to make from a signal handler or another thread.
+class StageAbandoned(Exception):
+    """A stage did not end within its share of the grace after a stop: it was left running."""
 
-    The first request wins (`error`). A byte written to a pipe wakes the payload
-    watchdog at once. While `interruptible` is set (long stage-in/out), a
-    request from a signal handler also raises in the main thread, so a batch
-    system's TERM is acted on within its grace period.
+
+class Stop:
+    """A stop request (the batch system's signal, the server's kill command, a superseded
+    attempt), safe to make from a signal handler or another thread.
+
+    The first request wins (`error`) and starts the grace (`grace_s`, the site's
+    `stop_grace_s`): everything after it, the payload's kill, the undo of a partial
+    stage-out, the log and the final report, must fit in it. A byte written to a pipe
+    wakes the main thread and the payload watchdog at once; a watcher thread turns it
+    into `event`, the threading.Event that transfers and pools obey (an Event set from
+    a signal handler could deadlock on its own lock).
     """
 
-    def __init__(self):
+    def __init__(self, grace_s=20.0):
         self.error: Optional[SeverusError] = None
-        self.interruptible = False
+        self.grace_s = grace_s
+        self.requested_at: Optional[float] = None   # monotonic
+        self.event = threading.Event()
         self._r, self._w = os.pipe()
         os.set_blocking(self._w, False)
+        self._closed = False
+        self._watcher = threading.Thread(target=self._watch, name="severus-stop", daemon=True)
+        self._watcher.start()
 
     def fileno(self):
         return self._r
 
+    def _watch(self):
+        select.select([self._r], [], [])
+        if not self._closed:
+            self.event.set()
+
     def request(self, error: SeverusError):
         if self.error is None:
             self.error = error
+            self.requested_at = time.monotonic()
         try:
             os.write(self._w, b"x")
         except (BlockingIOError, OSError):
@@ -67,18 +99,63 @@ class Stop:
 
     def from_signal(self, signum, frame=None):
         """Signal handler: SIGTERM/SIGINT/SIGUSR1 from the batch system → 060."""
-        name = _signal_name(signum)
-        self.request(WrapperSignalled(f"received {name}", signal=signum))
-        if self.interruptible:
-            self.interruptible = False
-            raise self.error
+        self.request(WrapperSignalled(f"received {_signal_name(signum)}", signal=signum))
 
     def check(self):
         """Raise the pending stop request, if any (called at step boundaries)."""
         if self.error is not None:
             raise self.error
 
+    def deadline(self, share=1.0):
+        """The monotonic time by which `share` of the grace is used (infinite before a stop)."""
+        if self.requested_at is None:
+            return float("inf")
+        return self.requested_at + share * self.grace_s
+
+    def run(self, func, name, share=None):
+        """func() on a thread of its own, waited for until it ends or a stop comes; after a stop
+        it gets until `share` of the grace (STAGE_SHARE: the payload's TERM-to-KILL, transfers
+        ending on the cancel), then it is left behind and StageAbandoned raised: whatever the
+        stage was blocked in (a hung mount, a silent server) cannot eat the grace. Its exception
+        is raised."""
+        share = STAGE_SHARE if share is None else share
+        done_r, done_w = os.pipe()
+        outcome = {}
+
+        def target():
+            try:
+                func()
+            except BaseException as exc:   # handed to the waiting thread below
+                outcome["error"] = exc
+            finally:
+                try:
+                    os.write(done_w, b"x")
+                except OSError:   # left behind: nobody waits any more
+                    pass
+
+        thread = threading.Thread(target=target, name=f"severus-{name}", daemon=True)
+        try:
+            thread.start()
+            while self.error is None:
+                if done_r in select.select([self._r, done_r], [], [])[0]:
+                    break
+            thread.join(max(0.0, self.deadline(share) - time.monotonic()) if self.error else None)
+        finally:
+            if not thread.is_alive():
+                os.close(done_w)
+            os.close(done_r)   # a left-behind thread's last write then fails quietly (EBADF/EPIPE)
+        if thread.is_alive():
+            raise StageAbandoned(f"{name} did not end within {share * self.grace_s:.0f} s of the stop")
+        if "error" in outcome:
+            raise outcome["error"]
+
     def close(self):
+        self._closed = True
+        try:
+            os.write(self._w, b"x")   # ends the watcher
+        except OSError:
+            pass
+        self._watcher.join(1.0)
         for fd in (self._r, self._w):
             try:
                 os.close(fd)
@@ -140,20 +217,27 @@ class _Job:
         began = time.monotonic()
         try:
             self.stop.check()
-            func()
+            self.stop.run(func, TIMING_NAMES[step])
         except SeverusError as exc:
             self._fail(step, exc)
+        except (Cancelled, StageAbandoned) as exc:   # only a stop does this: its code below
+            self._fail(step, WrapperError(str(exc)))
         except Exception as exc:  # a bug in a stage: still report and upload the log
             log.error("unexpected error in %s:\n%s", step, traceback.format_exc())
             self._fail(step, WrapperError(f"{type(exc).__name__}: {exc}"))
         finally:
-            self.stop.interruptible = False
             self.timings[TIMING_NAMES[step]] = round(time.monotonic() - began, 3)
 
     def _fail(self, step, exc):
-        log.error("%s failed: %s", step, exc.one_line())
+        if self.stop.error is not None and exc is not self.stop.error:
+            log.error("%s stopped (%s): %s", step, self.stop.error.one_line(), exc.one_line())
+        else:
+            log.error("%s failed: %s", step, exc.one_line())
+        if isinstance(exc, (KilledByManager, AttemptSuperseded)):
+            self.stop.request(exc)   # seen by a stage first (the fence): the rest runs under the grace
         if self.error is None:
-            self.error, self.failed_step = exc, str(step)
+            # What a stop cut short (a cancelled copy: 022) fails because of the stop: its code.
+            self.error, self.failed_step = self.stop.error or exc, str(step)
 
     # ------------------------------------------------------------------ the steps
 
@@ -173,12 +257,10 @@ class _Job:
 
     def software(self):
         from .software import stage_software
-        self.stop.interruptible = True
         self.area = stage_software(self.ctx)
 
     def stage_inputs(self):
         from .inputs import stage_inputs
-        self.stop.interruptible = True
         self.inputs = list(stage_inputs(self.ctx))
 
     def payload(self):
@@ -227,18 +309,33 @@ class _Job:
     def stage_outputs(self):
         from .stageout import match_outputs, stage_outputs
         self.outputs = match_outputs(self.ctx)
-        self.stop.interruptible = True
         self.stored = list(stage_outputs(self.ctx, self.outputs))
 
     def register(self):
         from .stageout import register_outputs
-        self.stop.interruptible = True
         register_outputs(self.ctx, self.stored)
 
     def upload_log(self):
         from .joblog import upload_log
         files = [p for p in self.log_files() if p.is_file()]
-        self.log_file = upload_log(self.ctx, files)
+        # The log goes after a stop too (the job's cancel is set then): its own cancel fires at
+        # the end of its share of the grace.
+        cancel = threading.Event()
+        if self.stop.error is not None:
+            timer = threading.Timer(max(0.0, self.stop.deadline(LOG_SHARE) - time.monotonic()), cancel.set)
+            timer.daemon = True
+            timer.start()
+        self.log_file = upload_log(self.ctx, files, cancel=cancel)
+
+    def undo(self, share=UNDO_SHARE):
+        """All or nothing: delete what this attempt wrote on SEs and did not register (by `share`
+        of the grace after a stop, else within UNDO_S); what stays goes to the server."""
+        from .stageout import undo_writes
+        stop = self.stop
+        started = time.monotonic()
+        removed, left = undo_writes(self.ctx, lambda: min(started + UNDO_S, stop.deadline(share)))
+        if removed or left:
+            self.ctx.facts["undone"] = {"removed": removed, "left_to_the_server": len(left)}
 
     def log_files(self):
         ws = self.ctx.workdir
@@ -277,6 +374,8 @@ class _Job:
             "facts": dict(self.ctx.facts),
             "error_data": data,
         }
+        if self.ctx.removals:   # the server was not told of them sooner: it files them from here
+            report["removals"] = list(self.ctx.removals)
         return _fit(report)
 
 
@@ -304,9 +403,14 @@ def _fit(report):
 
 
 def run_job(ctx, reporter, stop: Optional[Stop] = None, watch_overrides=None) -> Outcome:
-    """Run every step of the job; send the final event; return the Outcome."""
-    stop = stop or Stop()
-    job = _Job(ctx, reporter, stop, dict(watch_overrides or {}))
+    """Run every step of the job; undo what a failure left on SEs; upload the log; send the
+    final event; return the Outcome. After a stop all of it fits in the grace (Stop)."""
+    stop = stop or Stop(ctx.site.wrapper.stop_grace_s)
+    ctx.cancel = stop.event
+    overrides = dict(watch_overrides or {})
+    # The payload's TERM-to-KILL must leave the grace room for the log and the final report.
+    overrides.setdefault("grace_s", min(ctx.desc.limits.grace_s, PAYLOAD_SHARE * stop.grace_s))
+    job = _Job(ctx, reporter, stop, overrides)
     reporter.probe = job.probe
     ctx.note = reporter.info
     steps = [(Step.NODE_CHECKS, job.node_checks), (Step.SOFTWARE, job.software),
@@ -316,8 +420,11 @@ def run_job(ctx, reporter, stop: Optional[Stop] = None, watch_overrides=None) ->
         if job.error is not None:
             break
         job.run_step(step, func)
-    if isinstance(job.error, AttemptSuperseded) or reporter.superseded:
-        # Another attempt owns the job now: upload nothing, overwrite nothing.
+    if job.error is not None:
+        job.undo()
+    newer = (isinstance(job.error, AttemptSuperseded) and not job.error.data.get("ended")) or reporter.superseded
+    if newer:
+        # Another attempt owns the job now: it wrote nothing more, and undid what it had written.
         error = job.error if isinstance(job.error, AttemptSuperseded) else AttemptSuperseded()
         log.error("%s", error.one_line())
         return Outcome(code=error.code, status=lookup(error.code).status,
@@ -325,19 +432,23 @@ def run_job(ctx, reporter, stop: Optional[Stop] = None, watch_overrides=None) ->
     reporter.step(Step.LOG)
     began = time.monotonic()
     try:
-        job.upload_log()
+        stop.run(job.upload_log, "log", LOG_SHARE)
     except SeverusError as exc:
         job.log_error = exc.one_line()
         job._fail(Step.LOG, exc)
     except Exception as exc:
-        log.error("unexpected error uploading the log:\n%s", traceback.format_exc())
+        log.error("the log upload did not end well:\n%s", traceback.format_exc())
         job.log_error = f"{type(exc).__name__}: {exc}"
         job._fail(Step.LOG, LogUploadError(job.log_error))
     job.timings["log"] = round(time.monotonic() - began, 3)
+    job.undo(LOG_UNDO_SHARE)   # a log upload that failed half-way (the outputs' undo ran above)
     code, status, message = job.outcome()
     report = job.report()
     reporter.final(code, message, report)
-    delivered = reporter.close()
+    if stop.error is not None:
+        delivered = reporter.close(max(0.5, stop.deadline(FINAL_SHARE) - time.monotonic()))
+    else:
+        delivered = reporter.close()
     if not delivered:
         log.error("the final report was not delivered; the journal %s holds it",
                   reporter.journal.path)

@@ -47,6 +47,16 @@ class StorageConfig:
         rel = self.relative(lfn)
         return base.rstrip("/") + ("/" + rel if rel else "")
 
+    def below(self, surl):
+        """The path of `surl` relative to this SE's root when it names a file of this SE (under
+        one of `urls` or `local_path`), else None: how a catalog replica is reached through
+        another of the SE's doors (an output's physical name is not its LFN's)."""
+        for base in self.urls + ((self.local_path,) if self.local_path else ()):
+            root = base.rstrip("/") + "/"
+            if surl.startswith(root) and ".." not in surl[len(root):].split("/"):
+                return surl[len(root):]
+        return None
+
 
 @dataclass(frozen=True)
 class TransferConfig:

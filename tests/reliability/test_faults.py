@@ -11,6 +11,7 @@ import pytest
 
 from server import demo as d
 from server import models as m
+from tests.proxies import TcpProxy
 from wrapper.report import JOURNAL_NAME, read_journal
 
 from .conftest import make_world, poll, read_db, run_wrapper, start_wrapper, write_site_config
@@ -115,7 +116,8 @@ def test_se_stopped_before_stageout_uses_the_fallback_site(world, fresh_se, tmp_
     assert job["status"] == "done"
     (out,) = [o for o in job["outputs"] if o["lfn"].endswith(".root")]
     assert out["site"] == fallback and out["surl"].startswith(fresh_se.root_url)
-    rel = out["lfn"][len(f"lfn:{d.LFN_PREFIX}/"):]
+    rel = out["lfn"][len(f"lfn:{d.LFN_PREFIX}/"):] + ".1"   # the file carries the attempt
+    assert out["surl"].endswith(rel)
     assert (fresh_se.export / rel).stat().st_size == out["size"]
     assert not (world.se.export / rel).exists()
     messages = [e["message"] for e in job_history(world, job_id)]
@@ -152,62 +154,11 @@ def test_se_stopped_without_fallback_leaves_nothing_half_written(world, tmp_path
             f"{len(left)} files left, {len(files)} catalog entries")
 
 
-class StallingProxy:
-    """A loopback TCP proxy to a real SE that stops answering for good once the client has sent
-    `after_bytes` (the probe's stat passes, the upload stalls mid-way); connections are held open."""
-
-    def __init__(self, upstream_port, after_bytes):
-        self.upstream_port, self.after_bytes = upstream_port, after_bytes
-        self.sent = 0
-        self.stalled = threading.Event()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.held = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self.held += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, src, dst, from_client):
-        while True:
-            try:
-                data = src.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            with self._lock:
-                if from_client:
-                    self.sent += len(data)
-                    if self.sent > self.after_bytes:
-                        self.stalled.set()
-            if self.stalled.is_set():
-                continue   # swallow: the SE "accepts and never answers" from now on
-            try:
-                dst.sendall(data)
-            except OSError:
-                return
-
-    def close(self):
-        self.sock.close()
-        for s in self.held:
-            s.close()
-
-
 def test_stalled_upload_gives_up_within_the_size_based_timeout(world, tmp_path, full, figures):
     """An SE that stops answering mid-upload: the attempt ends at base + size/min_rate, 040 reported."""
     stall_site = "REL-STALL"
     world.api.call("POST", "/sites", ok=(201, 409), json={"name": stall_site, "bunch_size": 5})
-    proxy = StallingProxy(world.se.root_port, after_bytes=20000)
+    proxy = TcpProxy(world.se.root_port, stall_after=20000, direction="up")
     transfer = "[transfer]\nretries = 0\ntimeout_base_s = 2\nmin_rate_mb_s = 0.03\nprobe_timeout_s = 3\n"
     write_site_config(tmp_path / f"{stall_site}.toml",
                       f"root://127.0.0.1:{proxy.port}/{world.se.export}", name=stall_site, extra=transfer)
@@ -232,7 +183,7 @@ def test_stalled_upload_gives_up_within_the_size_based_timeout(world, tmp_path, 
     (attempt,) = [t for t in job["report"]["transfers"] if t["direction"] == "out"
                   and t["source"].endswith(".root")]
     limit = 2 + attempt["size"] / 1e6 / 0.03
-    figures("transfer stalls mid-upload", f"proxy to the SE goes silent after {proxy.after_bytes} B",
+    figures("transfer stalls mid-upload", f"proxy to the SE goes silent after {proxy.stall_after} B",
             "040 reported; the attempt ended at the size-based timeout",
             f"timeout {limit:.1f} s, attempt took {attempt['seconds']:.1f} s ({attempt['error'][-40:]}); "
             f"job {wall:.1f} s")

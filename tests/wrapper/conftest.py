@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import RegistrationFailed
+from shared.errors import RegistrationRefused
 from shared.jobdesc import parse_job_description
 from wrapper.catalog import FileEntry, Replica
 from wrapper.client import ServerClient
@@ -110,10 +110,18 @@ def area(xrootd_se):
 
 
 class MemoryCatalog:
-    """The Catalog's methods over a dict: the unit-test seam for the server's catalog routes."""
+    """The Catalog's methods over a dict: the unit-test seam for the server's catalog routes
+    and its fence (`fenced`: the error the fence raises; `fences`: how often it was asked)."""
 
     def __init__(self):
         self.files = {}
+        self.fenced = None
+        self.fences = 0
+
+    def fence(self, job, wait_s, cancel=None, kill_stops=True):
+        self.fences += 1
+        if self.fenced is not None:
+            raise self.fenced
 
     def add(self, lfn_, site, surl, data=None, size=None, checksum=None):
         size = len(data) if data is not None else size
@@ -129,11 +137,13 @@ class MemoryCatalog:
         prefix = lfn_dir.rstrip("/") + "/"
         return [self.files[k] for k in sorted(self.files) if k.startswith(prefix)]
 
-    def register(self, lfn_, site, surl, size, adler32_):
-        old = self.files.get(lfn_)
-        if old and (old.size, old.adler32) != (size, adler32_):
-            raise RegistrationFailed(f"{lfn_}: replica-mismatch")
-        self.add(lfn_, site, surl, size=size, checksum=adler32_)
+    def register(self, replicas, wait_s=0.0, cancel=None):
+        for lfn_, site, surl, size, adler32_ in replicas:   # all checked first: all or nothing
+            old = self.files.get(lfn_)
+            if old and (old.size, old.adler32) != (size, adler32_):
+                raise RegistrationRefused(f"{lfn_}: replica-mismatch")
+        for lfn_, site, surl, size, adler32_ in replicas:
+            self.add(lfn_, site, surl, size=size, checksum=adler32_)
 
     def deregister(self, lfn_, site):
         old = self.files.get(lfn_)

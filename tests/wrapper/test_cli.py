@@ -75,7 +75,9 @@ def test_run_a_job_end_to_end(tmp_path, event_server):
     assert final["code"] == 0 and final["report"]["metrics"]["events"] == 50
     out_lfn = "lfn:/grid/superbvo.org/production/FastSim/out/10000003.root"
     assert out_lfn in event_server.catalog
-    assert (node.se / "production/FastSim/out/10000003.root").is_file()
+    # The LFN is the name; the SE's file carries the attempt (shared/outputs.py).
+    assert event_server.catalog[out_lfn]["replicas"][0]["surl"].endswith("/production/FastSim/out/10000003.root.1")
+    assert (node.se / "production/FastSim/out/10000003.root.1").is_file()
     assert event_server.seqs() == list(range(1, len(event_server.seqs()) + 1))
 
 

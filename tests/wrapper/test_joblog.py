@@ -99,11 +99,11 @@ def test_log_to_db_keeps_the_tail_when_over_the_cap(area, catalog, make_site, ma
     assert whole["payload.out"] == files[1].read_bytes()
 
 
-def test_log_upload_failure_is_050(make_site, make_ctx):
+def test_log_upload_failure_is_050(catalog, make_site, make_ctx):
     dead = f"root://127.0.0.1:{closed_port()}//nowhere"
     ctx = make_ctx(make_site("SITE-A", urls=[dead], access="protocol"))
     with pytest.raises(LogUploadError) as exc:
-        upload_log(ctx, log_files(ctx))
+        upload_log(ctx, log_files(ctx), catalog=catalog)
     assert exc.value.code == 50
 
 

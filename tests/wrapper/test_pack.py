@@ -93,6 +93,6 @@ def test_pyz_runs_a_job_in_protocol_mode_through_xrdcp_without_gfal2(pyz, tmp_pa
     assert any(t["source"] == sw["replicas"][0]["surl"] for t in transfers)
     out = event_server.catalog["lfn:/grid/superbvo.org/production/FastSim/out/10000003.root"]
     assert out["replicas"][0]["surl"].startswith("root://")
-    on_se = area.path / "production/FastSim/out/10000003.root"
+    on_se = area.path / "production/FastSim/out/10000003.root.1"   # the attempt in the name
     assert adler32(on_se.read_bytes()) == out["adler32"]
     assert not (node.se / "production/FastSim/out").exists()   # nothing went the direct way

@@ -30,7 +30,7 @@ TOKEN = "job-token-1"
 
 
 class EventServer:
-    """The events, log and catalog routes of sbk, in memory; `stop()`/`start()` keep the port."""
+    """The events, log, fence and catalog routes of sbk, in memory; `stop()`/`start()` keep the port."""
 
     def __init__(self, job_id=42, current_attempt=1):
         self.job_id = job_id
@@ -77,14 +77,18 @@ class EventServer:
                 query = dict(urllib.parse.parse_qsl(url.query))
                 with owner.lock:
                     if method == "POST":
-                        r = json.loads(raw)
-                        entry = owner.catalog.setdefault(r["lfn"], {
-                            "lfn": r["lfn"], "size": r["size"], "adler32": r["adler32"],
-                            "replicas": []})
-                        replica = {"site": r["site"], "surl": r["surl"]}
-                        if replica not in entry["replicas"]:
-                            entry["replicas"].append(replica)
-                        return self._reply(201, entry)
+                        body = json.loads(raw)
+                        entries = []
+                        for r in body if isinstance(body, list) else [body]:
+                            entry = owner.catalog.setdefault(r["lfn"], {
+                                "lfn": r["lfn"], "size": r["size"], "adler32": r["adler32"],
+                                "replicas": []})
+                            replica = {"site": r["site"], "surl": r["surl"]}
+                            if replica not in entry["replicas"]:
+                                entry["replicas"].append(replica)
+                            entries.append(entry)
+                        reply = {"files": entries, "created": len(entries)} if isinstance(body, list) else entries[0]
+                        return self._reply(201, reply)
                     if method == "DELETE":
                         entry = owner.catalog.get(query.get("lfn"), {"replicas": []})
                         entry["replicas"] = [r for r in entry["replicas"]
@@ -99,6 +103,10 @@ class EventServer:
                     return self._reply(404, {"error": "not-found", "message": "no such lfn"})
 
             def do_GET(self):
+                if self.path == f"/api/v1/jobs/{owner.job_id}/attempt":   # the fence
+                    with owner.lock:
+                        return self._reply(200, {"job": owner.job_id, "attempt": owner.current_attempt,
+                                                 "status": "running", "command": owner.command, "last_seq": 0})
                 return self._catalog("GET", b"")
 
             def do_DELETE(self):

@@ -84,7 +84,7 @@ class LocalStages:
     def register_outputs(self, ctx, stored):
         self._enter("register_outputs")
 
-    def upload_log(self, ctx, files):
+    def upload_log(self, ctx, files, cancel=None):
         self._enter("upload_log")
         self.log_files = [Path(f).name for f in files]
         tarball = self.se / "log.tgz"

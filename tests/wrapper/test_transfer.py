@@ -14,6 +14,7 @@ from wrapper.siteconfig import TransferConfig
 from wrapper.transfer import (CliTransfer, Gfal2Transfer, PosixTransfer, TransferError,
                               bulk_transfer_for, classify_error, copy_with_retries, make_transfer)
 from .conftest import adler32, closed_port
+from ..proxies import TcpProxy
 from ..waiting import poll
 
 IMPLEMENTATIONS = [("gfal2", "root"), ("gfal2", "http"), ("gfal2", "dav"),
@@ -491,73 +492,12 @@ def test_posix_bulk_copy_ends_at_its_deadline_with_the_verified_files_kept(fifo,
     assert os.listdir(dest) == ["good.bin"] and (dest / "good.bin").read_bytes() == b"g" * 5000
 
 
-class StallingProxy:
-    """A loopback TCP proxy to a real SE that goes silent for good, in one direction ("down":
-    what the SE sends, "up": what the client sends), once `after_bytes` went that way; what
-    comes later is swallowed and the connections are held open."""
-
-    def __init__(self, upstream_port, after_bytes, direction="down"):
-        self.upstream_port, self.after_bytes, self.direction = upstream_port, after_bytes, direction
-        self.moved = 0
-        self.stalled = threading.Event()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.held = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, area, rel):
-        return f"root://127.0.0.1:{self.port}/{area.path}/{rel}"
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self.held += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, self.direction == "up"), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, self.direction == "down"), daemon=True).start()
-
-    def _pump(self, src, dst, counted):
-        while True:
-            try:
-                data = src.recv(1 << 16)
-            except OSError:
-                return
-            if not data:
-                return
-            if counted:
-                with self._lock:
-                    self.moved += len(data)
-                    if self.moved > self.after_bytes:
-                        self.stalled.set()
-            if self.stalled.is_set():
-                continue
-            try:
-                dst.sendall(data)
-            except OSError:
-                return
-
-    def close(self):
-        if self.sock.fileno() != -1:
-            self.sock.shutdown(socket.SHUT_RDWR)
-            self.sock.close()
-        for s in self.held:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-
 @pytest.fixture()
 def stalling_proxy(xrootd_se):
     proxies = []
 
     def make(direction, after_bytes=1 << 20):
-        proxies.append(StallingProxy(xrootd_se.root_port, after_bytes, direction))
+        proxies.append(TcpProxy(xrootd_se.root_port, stall_after=after_bytes, direction=direction))
         return proxies[-1]
     yield make
     for proxy in proxies:
@@ -596,12 +536,12 @@ def test_a_cancel_ends_a_stalled_copy_at_once(area, tmp_path, stalling_proxy, to
     local = tmp_path / "in" / "big.bin.part"
     if direction == "in":
         area.put("big.bin", data)
-        call = Call(lambda: transfer.copy_in(proxy.url(area, "big.bin"), local, 300, adler32=adler32(data),
+        call = Call(lambda: transfer.copy_in(proxy.url(area.path / "big.bin"), local, 300, adler32=adler32(data),
                                              cancel=cancel))
     else:
         src = tmp_path / "big.bin"
         src.write_bytes(data)
-        call = Call(lambda: transfer.copy_out(src, proxy.url(area, "up/big.bin"), 300, adler32=adler32(data),
+        call = Call(lambda: transfer.copy_out(src, proxy.url(area.path / "up/big.bin"), 300, adler32=adler32(data),
                                               cancel=cancel))
     poll(lambda: proxy.stalled.is_set() or call.done.is_set(), 30, "the copy to stall mid-transfer")
     assert not call.done.is_set(), (call.error, call.value)
@@ -626,7 +566,7 @@ def test_a_cancel_ends_a_bulk_xrdcp_copy_at_once(area, tmp_path, stalling_proxy)
     for name, blob in data.items():
         area.put(f"bulk/{name}", blob)
     dest = tmp_path / "in"
-    items = [(proxy.url(area, f"bulk/{name}"), dest / name, adler32(blob)) for name, blob in data.items()]
+    items = [(proxy.url(area.path / f"bulk/{name}"), dest / name, adler32(blob)) for name, blob in data.items()]
     cancel = threading.Event()
     call = Call(lambda: CliTransfer().copy_in_many(items, 300, parallel=2, sizes=[8 << 20] * 6, cancel=cancel))
     poll(lambda: proxy.stalled.is_set() or call.done.is_set(), 30, "the bulk copy to stall")
