@@ -28,7 +28,7 @@ from shared.states import Status
 from . import db, jobs, reaper
 from . import models as m
 from .backends import BACKENDS, FINAL_BATCH_STATES, BackendError, Bunch, JobSpec, create_backend, split_bunches
-from .backends.base import COMPLETED, FAILED, UNKNOWN
+from .backends.base import COMPLETED, FAILED, LOST, UNKNOWN
 from .errors import ApiError, bad_request
 
 log = logging.getLogger("sbk.batch")
@@ -226,18 +226,22 @@ def poll_once(settings, backends=None):
     ended = []
     now = time.time()
     with db.connection():
-        active = list(m.Job.select(m.Job.id, m.Job.attempt, m.Job.gjid, m.Job.backend).where(
+        active = list(m.Job.select(m.Job.id, m.Job.attempt, m.Job.gjid, m.Job.backend, m.Job.status).where(
             m.Job.status.in_(ACTIVE) & m.Job.gjid.is_null(False) & m.Job.backend.is_null(False)).tuples())
-        by_backend = {}
-        for job_id, attempt, gjid, backend in active:
+        by_backend, started = {}, set()
+        for job_id, attempt, gjid, backend, status in active:
             by_backend.setdefault(backend, []).append((job_id, attempt, gjid))
+            if status != Status.SUBMITTED.value:
+                started.add(job_id)
         for name, rows in by_backend.items():
             if (backends is not None and name not in backends) or name not in BACKENDS:
                 continue
             states = _states(name, [gjid for _, _, gjid in rows], settings)
             for job_id, attempt, gjid in rows:
                 state = states.get(gjid)
-                if state is None or not _ended(name, gjid, state, now, settings.batch_grace_s):
+                if state is None or (state.state == LOST and job_id in started):
+                    continue   # its wrapper reports for itself, and the reaper watches it
+                if not _ended(name, gjid, state, now, settings.batch_grace_s):
                     continue
                 code, message = _verdict(job_id, attempt, state)
                 if jobs.end_batch_job(job_id, attempt, gjid, code, message):
@@ -290,6 +294,8 @@ def _verdict(job_id, attempt, state):
         return code, f"the wrapper exited ({state.exit_code}) without a final report; batch: {reason}"
     if state.state == UNKNOWN:
         return UNEXPECTED, f"the batch job vanished without a final report: {reason}"
+    if state.state == LOST:
+        return UNEXPECTED, f"the batch job never started: {reason}"
     return SIGNALLED, f"batch job ended before the wrapper reported: {reason}"
 
 

@@ -30,7 +30,10 @@ class ErrorCode:
     code: int
     status: str       # the job status this code ends in
     blame: str        # payload | site | storage | server | wrapper | manager
-    retryable: bool   # would the same job likely succeed on another attempt/site?
+    # Would the same job, unchanged, likely succeed on another attempt? False when it cannot: the
+    # attempt already tried every replica (010, 011, 020, 021), the job or its data are wrong
+    # (001, 013, 014, 042, 044), the payload decided (030-034), a person decided (061, 062).
+    retryable: bool
     message: str
 
     def to_dict(self):
@@ -47,14 +50,14 @@ _TABLE = [
     (2, "sys-failed", "site", True, "bad or missing site configuration"),
     (3, "sys-failed", "site", True, "not enough scratch space"),
     (4, "sys-failed", "site", True, "worker node check failed"),
-    (10, "sys-failed", "storage", True, "software tarball not found"),
-    (11, "sys-failed", "storage", True, "software tarball checksum mismatch"),
+    (10, "sys-failed", "storage", False, "software tarball not found"),
+    (11, "sys-failed", "storage", False, "software tarball checksum mismatch"),
     (12, "sys-failed", "site", True, "software tarball could not be unpacked"),
     (13, "sys-failed", "manager", False, "software tarball has members escaping the unpack root"),
     (14, "sys-failed", "manager", False, "software workdir or executable missing"),
     (15, "sys-failed", "storage", True, "software transfer failed after retries"),
     (20, "sys-failed", "storage", False, "input file not found"),
-    (21, "sys-failed", "storage", True, "input file checksum mismatch"),
+    (21, "sys-failed", "storage", False, "input file checksum mismatch"),
     (22, "sys-failed", "storage", True, "input transfer failed after retries"),
     (30, "failed", "payload", False, "payload exited non-zero"),
     (31, "failed", "payload", False, "payload killed by a signal"),

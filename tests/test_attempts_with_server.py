@@ -77,12 +77,14 @@ class World:
     def export_dir(self, production, se=None):
         return (se or self.se).export / f"production/FastSim/{production}/output"
 
-    def submit(self, request_id, production, backend=None, events=50):
-        body = {"production": production, "bulks": [{"request": request_id, "sites": [d.SITE], "runs": 1,
+    def submit(self, request_id, production, backend=None, events=50, runs=1):
+        """Prepare `runs` jobs (handed to `backend` in one call when given); the first id, or all."""
+        body = {"production": production, "bulks": [{"request": request_id, "sites": [d.SITE], "runs": runs,
                                                       "events": events, "log_to_db": True}]}
         if backend:
             body["backend"] = backend
-        return self.api.call("POST", "/submissions", json=body)["job_ids"][0]
+        ids = self.api.call("POST", "/submissions", json=body)["job_ids"]
+        return ids[0] if runs == 1 else ids
 
     def job(self, job_id):
         return self.api.call("GET", f"/jobs/{job_id}")
@@ -436,3 +438,63 @@ def test_a_file_left_on_an_se_that_died_between_two_uploads_is_removed_later(wor
     finally:
         site.close()
         se.stop()
+
+
+def test_a_stop_while_an_upload_hangs_on_a_silent_se_still_ends_within_the_grace(world, tmp_path):
+    """Finding 6 at its worst: the SE's door goes silent mid-upload (gfal2 blocked inside XrdCl,
+    which neither a cancel nor the exit interrupts), then the batch system's TERM: the undo, the
+    log and the final report are bounded by their shares of the grace, the wrapper does not wait
+    for the hung copies at exit, and what it could not delete is asked of the server."""
+    production = "AT_stop_hung"
+    request = world.request(production, env={"TOY_OUTPUTS": "2", "TOY_OUTPUT_BYTES": str(2_000_000)})
+    job_id = world.submit(request, production)
+    proxy = TcpProxy(world.se.root_port, stall_after=300_000, direction="up")
+    path = tmp_path / "site" / f"{d.SITE}.toml"
+    path.parent.mkdir()
+    path.write_text(f'name = "{d.SITE}"\n[se]\nlfn_prefix = "{d.LFN_PREFIX}"\n'
+                    f'urls = ["{proxy.url(world.se.export)}"]\naccess = "protocol"\n[scratch]\nmin_free_gb = 0\n'
+                    f"[transfer]\nparallel = 2\nretries = 0\n[wrapper]\nstop_grace_s = {STOP_GRACE_S}\n")
+    try:
+        wrapper = start_wrapper(tmp_path, world.api.call("POST", f"/jobs/{job_id}/token"), path)
+        poll(lambda: proxy.stalled.is_set(), 60, what="an upload hanging on the silent door")
+        stopped = time.monotonic()
+        wrapper.send_signal(signal.SIGTERM)
+        code, _, err = finish(wrapper, timeout=120)
+        took = time.monotonic() - stopped
+    finally:
+        proxy.close()
+    assert code == 60, err
+    assert took < STOP_GRACE_S + 3, took
+    job = world.job(job_id)
+    assert (job["status"], job["error_code"], job["report"]["failed_step"]) == ("sys-failed", 60, "RUNNING-05")
+    assert job["logs"]   # the log reached the server (the SE's door was silent)
+    assert job["removals"], "the partial uploads it could not delete are asked of the server"
+    assert all(r["surl"].endswith(".severus-upload") or r["surl"].endswith(".1") or ".1.log.tgz" in r["surl"]
+               for r in job["removals"])
+
+
+def test_a_server_killed_with_jobs_in_its_local_queue_leaves_none_hanging(world, tmp_path):
+    """Restart the server mid-job: the local backend's queue lived in the killed process. The
+    job that had started runs on and reports to the new server; the queued one will never start:
+    the poller says so (sys-failed 099, `never started`) instead of leaving it `submitted`."""
+    production = "AT_lost_queue"
+    request = world.request(production, env={"TOY_EVENT_TIME": "0.1"})   # a 5 s payload
+    sbk = world.sbk
+    sbk.stop()
+    sbk.env["SBK_BACKEND_LOCAL_MAX_PARALLEL"] = "1"
+    sbk.start()
+    try:
+        # one submission: one server process's pool, whose one slot the second job waits for
+        running, queued = world.submit(request, production, backend="local", runs=2)
+        poll(lambda: world.job(running)["step"] == "RUNNING-04", 60, what="the first job's payload")
+        assert world.job(queued)["status"] == "submitted"
+        sbk.kill()
+    finally:
+        del sbk.env["SBK_BACKEND_LOCAL_MAX_PARALLEL"]
+        sbk.start()
+    code, out = world.sbk_run("poll", SBK_BATCH_GRACE_S="0")
+    assert code == 0 and f"sys-failed 1 job(s): {queued}" in out, out
+    job = world.job(queued)
+    assert (job["status"], job["error_code"]) == ("sys-failed", 99) and "never started" in job["message"]
+    poll(lambda: world.job(running)["status"] == "done", 60, what="the orphaned wrapper to finish")
+    assert world.job(running)["error_code"] == 0

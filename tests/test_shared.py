@@ -194,3 +194,21 @@ def test_an_event_may_acknowledge_a_command_and_nothing_else():
     assert events.parse_event(dict(base, ack="kill")).ack == "kill"
     with pytest.raises(SchemaError, match="ack"):
         events.parse_event(dict(base, ack="reboot"))
+
+
+def test_a_code_that_cannot_succeed_on_a_retry_is_not_retryable():
+    """The reviewed flags (issue 12): retrying what the attempt already exhausted, what the job or
+    its data get wrong, what the payload or a person decided cannot succeed."""
+    cannot = {1: "bad description", 10: "every replica tried: none found",
+              11: "every replica tried: all differ from the job's checksum", 13: "hostile tarball",
+              14: "release without its exe", 20: "every replica tried: none found",
+              21: "every replica tried: all differ", 30: "payload's exit", 31: "payload's signal",
+              32: "payload's wallclock", 33: "payload's memory", 34: "payload stalled",
+              42: "payload wrote no outputs", 44: "the LFN is another job's", 61: "another attempt owns the job",
+              62: "a manager killed it"}
+    for code, why in cannot.items():
+        assert errors.CODES[code].retryable is False, (code, why)
+    transient = (2, 3, 4, 12, 15, 22, 40, 41, 43, 50, 60, 100)   # the site, the storage or the server of the day
+    for code in transient:
+        assert errors.CODES[code].retryable is True, code
+    assert set(errors.CODES) - {0, 99} == set(cannot) | set(transient)   # every code reviewed

@@ -9,6 +9,7 @@ so replies, and the commands in them, come within a second.
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,6 +71,12 @@ class Sbk:
     def stop(self):
         if self.proc is not None:
             d.stop_process_group(self.proc)
+        self.proc = None
+
+    def kill(self):
+        """SIGKILL the whole server (gunicorn master and workers) at once: no goodbyes."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
         self.proc = None
 
 

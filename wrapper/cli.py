@@ -131,6 +131,14 @@ def cmd_run(args):
         line += f" (final report not delivered; journal in {workdir})"
     log.info("%s", line)
     print(line, file=sys.stderr if outcome.code else sys.stdout)
+    from .transfer import copies_left_behind
+    if stop.error is not None and copies_left_behind():
+        # Stopped, with copies given up inside XrdCl: a normal exit would wait for them (and
+        # abort if cut short) past the batch system's kill. The log and the report are out.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(outcome.code)
     return outcome.code
 
 

@@ -43,6 +43,14 @@ def upload_log(ctx, files, catalog=None, transfer_factory=make_transfer,
     build_log_tarball(tarball, files)
     lfn = f"{desc.output.lfn_dir.rstrip('/')}/log/{tarball.name}"
     problems, stored = [], None
+    if desc.log.to_db:
+        # The server first: one quick PUT, the copy a manager opens from the job monitor; a stop's
+        # grace or a silent SE door must not cost it.
+        try:
+            sent = send_log_to_server(ctx, files, tarball, max_db_bytes)
+            ctx.facts.setdefault("log", {})["db_bytes"] = sent
+        except ServerError as exc:
+            problems.append(f"server: {exc}")
     catalog = catalog or Catalog(ctx.server)
     try:
         cancel = cancel or threading.Event()
@@ -51,15 +59,9 @@ def upload_log(ctx, files, catalog=None, transfer_factory=make_transfer,
         targets = Targets(ctx, output_sites(ctx), transfer_factory)
         stored = store_file(ctx, targets, tarball, lfn, cancel=cancel)
         register_outputs(ctx, [stored], catalog, cancel=cancel, wait_s=wait_s)
-        ctx.facts["log"] = {"lfn": lfn, "site": stored.site, "surl": stored.surl}
+        ctx.facts.setdefault("log", {}).update(lfn=lfn, site=stored.site, surl=stored.surl)
     except (StageOutError, AttemptSuperseded, TransferError) as exc:
         problems.append(f"SE: {exc}")
-    if desc.log.to_db:
-        try:
-            sent = send_log_to_server(ctx, files, tarball, max_db_bytes)
-            ctx.facts.setdefault("log", {})["db_bytes"] = sent
-        except ServerError as exc:
-            problems.append(f"server: {exc}")
     if problems:
         raise LogUploadError("; ".join(problems))
     return stored

@@ -333,6 +333,11 @@ def _await_abandoned_copies():
 atexit.register(_await_abandoned_copies)
 
 
+def copies_left_behind():
+    """How many abandoned gfal2 copies the exit would wait for (see _await_abandoned_copies)."""
+    return sum(1 for worker in list(_ABANDONED_WORKERS) if worker.await_at_exit)
+
+
 def _check_cancel(cancel, what):
     """Raise TransferError("cancelled") when `cancel` is set: nothing is started then."""
     if cancel is not None and cancel.is_set():

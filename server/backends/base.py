@@ -21,7 +21,10 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed"
 CANCELLED, NODE_FAIL, OUT_OF_MEMORY, TIMEOUT = "cancelled", "node_fail", "out_of_memory", "timeout"
 UNKNOWN = "unknown"   # the batch system no longer knows the job (purged, or cancelled while queued)
-BATCH_STATES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, NODE_FAIL, OUT_OF_MEMORY, TIMEOUT, UNKNOWN)
+# The batch system that held the job is gone with it (the `local` backend's server process died):
+# a job still waiting to start never will; one that started reports for itself.
+LOST = "lost"
+BATCH_STATES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, NODE_FAIL, OUT_OF_MEMORY, TIMEOUT, UNKNOWN, LOST)
 FINAL_BATCH_STATES = frozenset(BATCH_STATES) - {PENDING, RUNNING}
 
 PYZ_NAME = "severus.pyz"

@@ -1,4 +1,10 @@
-"""`local`: a bounded pool of `severus run` processes on this machine (the embedded default)."""
+"""`local`: a bounded pool of `severus run` processes on this machine (the embedded default).
+
+The pool lives in the server process that made it: a gjid names that process
+(`local:<pid>.<start time>:<uuid>`), so that after the process died (a restart of
+`sbk serve`, a crash) any other can tell a queued job that will never start
+(`lost`) from one another live process holds (`unknown`).
+"""
 import os
 import signal
 import subprocess
@@ -8,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .base import (CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, UNKNOWN, Backend, BackendError,
+from .base import (CANCELLED, COMPLETED, FAILED, LOST, PENDING, RUNNING, UNKNOWN, Backend, BackendError,
                    BatchState, Wrapper, make_sandbox, run_args, sandbox_wrapper)
 
 
@@ -36,6 +42,7 @@ class LocalBackend(Backend):
         self.wrapper = wrapper
         self.python = python
         self.env = env
+        self.owner = process_identity(os.getpid())
         self._jobs = {}
         self._lock = threading.Lock()
         # The pool's threads are the slots: each waits on one process at a time.
@@ -47,7 +54,7 @@ class LocalBackend(Backend):
         argv = sandbox_wrapper(sandbox, self.wrapper, self.python)
         gjids = {}
         for index, job in enumerate(bunch.jobs):
-            gjid = f"local:{uuid.uuid4().hex}"
+            gjid = f"local:{self.owner}:{uuid.uuid4().hex}"
             record = _LocalJob(argv=argv + run_args(index), cwd=str(sandbox),
                                log=str(sandbox / f"job-{index}.out"))
             with self._lock:
@@ -82,9 +89,10 @@ class LocalBackend(Backend):
                 job.state, job.reason = FAILED, f"wrapper exited with {code}"
 
     def status(self, gjids):
-        """States from this process's own records; gjids it never started are `unknown`."""
+        """States from this process's own records; another process's gjids are `unknown` while that
+        process lives, `lost` once it is gone (its queue with it)."""
         with self._lock:
-            return {g: _snapshot(self._jobs.get(g)) for g in gjids}
+            return {g: _snapshot(self._jobs[g]) if g in self._jobs else _elsewhere(g) for g in gjids}
 
     def cancel(self, gjids):
         """Queued jobs never start; running ones get SIGTERM on their process group."""
@@ -108,6 +116,29 @@ class LocalBackend(Backend):
 
 
 def _snapshot(job):
-    if job is None:
-        return BatchState(UNKNOWN, "not started by this server process")
     return BatchState(job.state, job.reason, job.exit_code)
+
+
+def _elsewhere(gjid):
+    """The state of a gjid another server process queued."""
+    _, owner, _ = (gjid.split(":") + ["", ""])[:3]
+    if "." not in owner:   # not ours to judge (an older form of gjid)
+        return BatchState(UNKNOWN, "not started by this server process")
+    pid = owner.split(".", 1)[0]
+    if pid.isdigit() and process_identity(int(pid)) == owner:
+        return BatchState(UNKNOWN, f"held by the live server process {pid}")
+    return BatchState(LOST, f"its server process ({pid}) is gone, and its queue with it")
+
+
+def process_identity(pid):
+    """`<pid>.<start time in clock ticks>`: a process, not just a number the kernel reuses (None: gone,
+    a zombie included: a killed server whose parent went too may stay one where nobody reaps)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return f"{pid}.{fields[19].decode()}"

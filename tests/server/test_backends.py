@@ -1,6 +1,7 @@
 """Batch backends against real processes and a real private Slurm; HTCondor by its submit description."""
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from server.backends import (BACKENDS, BackendError, BackendUnavailable, BatchState, Bunch, HTCondorBackend, JobSpec,
                              LocalBackend, SlurmBackend, create_backend, split_bunches)
 from server.backends.base import PYZ_NAME, wrapper_argv
+from server.backends.local import process_identity
 from server.backends.slurm import _batch_state, _task_records
 from tests.infra.slurm import slurm_cluster  # noqa: F401 (session fixture)
 
@@ -149,9 +151,20 @@ def test_local_cancel_stops_running_and_queued_jobs(tmp_path, fake_wrapper):
     assert not (tmp_path / "markers").exists()
 
 
-def test_local_status_of_a_foreign_gjid_is_unknown():
+def test_local_status_of_a_foreign_gjid_is_unknown_while_its_process_lives_and_lost_after():
     state = LocalBackend().status(["local:nope"])["local:nope"]
     assert state.state == "unknown" and state.final
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        gjid = f"local:{process_identity(other.pid)}:abc"
+        assert LocalBackend().status([gjid])[gjid].state == "unknown"   # that process may still start it
+    finally:
+        other.kill()
+        other.wait()
+    state = LocalBackend().status([gjid])[gjid]
+    assert state.state == "lost" and state.final and str(other.pid) in state.reason
+    reused = f"local:{os.getpid()}.1:abc"   # this pid, another start time: not the same process
+    assert LocalBackend().status([reused])[reused].state == "lost"
 
 
 # --- slurm ---------------------------------------------------------------------------------------
