@@ -7,8 +7,11 @@ starts a new attempt whose predecessor's token gets 409. The local backend and
 concurrent submissions (runnums never shared) run against the same server.
 """
 import json
+import os
+import subprocess
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ import requests
 from server import demo as d
 from server.toy_release import build_toy_release
 from tests.infra.slurm import slurm_cluster  # noqa: F401 (session fixture)
+from tests.proxies import TcpProxy
 
 pytestmark = pytest.mark.timeout(240)
 FINAL = {"done", "failed", "sys-failed", "timeout"}
@@ -42,7 +46,7 @@ def live(tmp_path_factory, slurm_cluster):  # noqa: F811
             d.upload_release(release, site_config, root, api)
             request = d.define_production(api, release, jobs=2, events=100)   # bunch size 2
             yield {"demo": demo, "api": api, "release": release, "request": request, "base": base,
-                   "slurm": slurm_cluster}
+                   "slurm": slurm_cluster, "site_configs": site_config.parent}
         finally:
             demo.stop()
 
@@ -199,3 +203,63 @@ def test_concurrent_submissions_never_share_a_runnum(live):
     assert len(runnums) == len(set(runnums)) == 56
     stored = [j["runnum"] for j in live["api"].call("GET", "/jobs", params={"per_page": 1000})["jobs"]]
     assert len(stored) == len(set(stored)) and set(runnums) <= set(stored)
+
+
+def test_scancel_during_a_long_stage_in_gets_the_wrappers_own_report_within_killwait(live):
+    """Issue 12, finding 6 under Slurm: scancel while inputs crawl in through a slow door. Slurm
+    TERMs the job and SIGKILLs it KillWait (2 s here) later; the site's stop_grace_s (1.5 s) is
+    set under it. The wrapper stops the copies at once and its own final report (060, failed at
+    RUNNING-03) and log reach the server: not the poller's verdict on a job killed silent."""
+    api, slurm, base = live["api"], live["slurm"], live["base"]
+    se = live["demo"].se
+    proxy = TcpProxy(se.root_port, rate=300_000)
+    site = "SLOW-T1"
+    configs = Path(live["site_configs"])
+    (configs / f"{site}.toml").write_text(
+        f'name = "{site}"\n[se]\nlfn_prefix = "{d.LFN_PREFIX}"\nurls = ["{proxy.url(se.export)}"]\n'
+        'access = "protocol"\n[scratch]\nmin_free_gb = 0\n[transfer]\nparallel = 2\nretries = 0\n'
+        "[wrapper]\nstop_grace_s = 1.5\n")
+    api.call("POST", "/sites", ok=(201, 409), json={"name": site, "bunch_size": 1})
+    # the release, and 6 inputs of 1 MB, reachable through the slow door as the site's replicas
+    sw = api.call("GET", "/catalog/replicas", params={"lfn": d.SOFTWARE_LFN})
+    api.call("POST", "/catalog/replicas", json={
+        "lfn": sw["lfn"], "site": site, "size": sw["size"], "adler32": sw["adler32"],
+        "surl": proxy.url(se.export / d.SOFTWARE_LFN[len(f"lfn:{d.LFN_PREFIX}/"):])})
+    lfns = []
+    for i in range(6):
+        rel = f"production/FastSim/slow-input/in_{i}.dat"
+        data = os.urandom(1_000_000)
+        local = base / f"in_{i}.dat"
+        local.write_bytes(data)
+        subprocess.run(["xrdcp", "-f", "-s", "--path", str(local), f"{se.root_url}/{rel}"], check=True, timeout=60)
+        lfn = f"lfn:{d.LFN_PREFIX}/{rel}"
+        api.call("POST", "/catalog/replicas", json={"lfn": lfn, "site": site, "surl": proxy.url(se.export / rel),
+                                                     "size": len(data),
+                                                     "adler32": f"{zlib.adler32(data) & 0xffffffff:08x}"})
+        lfns.append(lfn)
+    request = api.call("POST", "/requests", json={
+        "production": d.PRODUCTION, "min_runnum": 50000000, "events_per_job": 10,
+        "parameters": dict(d.PARAMETERS, Geometry="DG_slow_in"), "input_mode": "LIST", "input_paths": lfns,
+        "output_lfn": f"lfn:{d.LFN_PREFIX}/production/FastSim/slow-in/output", "output_sites": [site],
+        "max_wct_s": 600})
+    api.call("PATCH", f"/requests/{request['id']}", json={"status": "valid"})
+    try:
+        plan = api.call("POST", "/submissions", json={
+            "production": d.PRODUCTION, "backend": "slurm",
+            "bulks": [{"request": request["id"], "sites": [site], "runs": 1, "events": 10, "log_to_db": True}]})
+        (job_id,) = plan["job_ids"]
+        wait_jobs(api, [job_id], lambda j: j["step"] == "RUNNING-03", timeout=60, what="staging inputs in")
+        poll_inputs = time.monotonic() + 30
+        while not any(any(p.iterdir()) for p in (base / "sandboxes").glob(f"{site}-*/work-0/inputs")):
+            assert time.monotonic() < poll_inputs, "no input arrived"
+            time.sleep(0.1)   # polling interval under the deadline above
+        assert slurm.run("scancel", plan["submitted"][str(job_id)]).returncode == 0
+        job = wait_jobs(api, [job_id], lambda j: j["status"] in FINAL, timeout=30)[job_id]
+    finally:
+        proxy.close()
+    assert (job["status"], job["error_code"]) == ("sys-failed", 60), job
+    assert job["report"] and job["report"]["failed_step"] == "RUNNING-03", job["message"]   # the wrapper's own
+    assert job["logs"], "the log reached the server before Slurm's SIGKILL"
+    copied = [t for t in job["report"]["transfers"] if t["direction"] == "in" and "in_" in t["source"]
+              and t["error"] is None]
+    assert len(copied) < 6, copied

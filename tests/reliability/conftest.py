@@ -236,12 +236,12 @@ def run_wrapper(directory, description, site_config, timeout=120, workdir=None, 
     return proc.returncode, proc.stderr
 
 
-def make_world(base, se, env):
-    """A server of its own (SQLite) knowing the SE's toy release, FastSim and the site."""
-    server = Server(base, f"sqlite:///{base / 'sbk.db'}", env=env).start()
+def make_world(base, se, env, db_url=None, site_extra=""):
+    """A server of its own (SQLite unless `db_url`) knowing the SE's toy release, FastSim and the site."""
+    server = Server(base, db_url or f"sqlite:///{base / 'sbk.db'}", env=env).start()
     try:
         api = server.api()
-        site_config = write_site_config(base / f"{d.SITE}.toml", se)
+        site_config = write_site_config(base / f"{d.SITE}.toml", se, extra=site_extra)
         release = build_toy_release(base)
         d.upload_release(release, site_config, se.export, api)
         api.call("POST", "/sessions", json={
