@@ -17,7 +17,6 @@ and every job has ended, the invariants:
 The random seed is printed (and in every failure message); SEVERUS_SOAK_SEED=N replays a run.
 `make test` runs a short weather on SQLite and PostgreSQL; `make reliability` a long one.
 """
-import json
 import os
 import random
 import signal
