@@ -738,6 +738,10 @@ def cmd_job(client, out, args):
                    ("destination", "destination"), ("size", "size"), ("seconds", "seconds"),
                    ("error", "error")], (job.get("report") or {}).get("transfers", []),
                   empty="no transfer attempts reported")
+    if job.get("removals"):   # shown whenever there are some: files on SEs waiting to be deleted
+        out.line("\nREMOVAL REQUESTS")
+        out.table([("attempt", "attempt"), ("site", "site"), ("surl", "surl"), ("state", "state"),
+                   ("tries", "tries"), ("last error", "last_error")], job["removals"])
     if log_text is not None:
         out.line("\nLOG")
         out.line(log_text.rstrip())
@@ -765,7 +769,8 @@ def cmd_kill(client, out, args):
     if out.as_json:
         return out.json(results)
     for r in results:
-        out.line(f"job {r['id']}: {r['status']}" + (" (kill sent with its next report)" if r.get("command") else ""))
+        out.line(f"job {r['id']}: {r['status']}" + (" (kill sent with its next replies until the wrapper acts on it)"
+                                                   if r.get("command") else ""))
 
 
 def cmd_resubmit(client, out, args):

@@ -237,6 +237,8 @@ def test_a_retry_of_a_job_whose_outputs_were_registered_ends_done_and_the_old_fi
     removal = [r for r in job["removals"] if r["surl"] == output["replicas"][0]["surl"]]
     assert [r["state"] for r in removal] == ["pending"]
     assert_catalog_equals_se(world, production, removals=[r["surl"] for r in job["removals"]])
+    code, out = world.sbk_run("job", str(job_id))
+    assert code == 0 and "REMOVAL REQUESTS" in out and output["replicas"][0]["surl"] in out, out
     code, out = world.sbk_run("cleanup")
     assert code == 0 and "removed 1 file(s)" in out, out
     assert world.job(job_id)["removals"][0]["state"] == "done"
@@ -339,24 +341,31 @@ def test_sigterm_during_stage_in_is_acted_on_at_once(world, tmp_path):
     assert job["logs"]
 
 
-class ReplyDropper:
-    """An HTTP proxy in front of `sbk serve` that loses the first reply carrying a command:
-    the server did its part, the wrapper never hears of it (a reply lost on the way)."""
+class HttpProxy:
+    """An HTTP proxy in front of `sbk serve` for what the network does to replies: `drop(body)`
+    true loses that reply once (the server did its part, the wrapper never hears of it);
+    `hold(method, path)` true never answers at all, the request never reaching the server."""
 
-    def __init__(self, upstream_port):
-        dropper = self
-        self.dropped = 0
+    def __init__(self, upstream_port, drop=None, hold=None):
+        proxy = self
+        self.dropped = self.held = 0
+        self.released = threading.Event()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def _forward(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if hold is not None and hold(self.command, self.path):
+                    proxy.held += 1
+                    proxy.released.wait(120)   # a door that took the request and went silent
+                    self.close_connection = True
+                    return
                 conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 conn.request(self.command, self.path, body=body or None, headers=headers)
                 reply = conn.getresponse()
                 data = reply.read()
-                if b'"command":"kill"' in data.replace(b" ", b"") and not dropper.dropped:
-                    dropper.dropped += 1
+                if drop is not None and not proxy.dropped and drop(data):
+                    proxy.dropped += 1
                     self.close_connection = True   # no answer at all
                     return
                 self.send_response(reply.status)
@@ -376,6 +385,7 @@ class ReplyDropper:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -386,7 +396,7 @@ def test_a_kill_whose_reply_is_lost_still_stops_the_job(world, tmp_path):
     production = "AT_lost_kill"
     request = world.request(production, env={"TOY_EVENT_TIME": "0.4"})
     job_id = world.submit(request, production)
-    proxy = ReplyDropper(world.sbk.port)
+    proxy = HttpProxy(world.sbk.port, drop=lambda reply: b'"command":"kill"' in reply.replace(b" ", b""))
     try:
         desc = world.api.call("POST", f"/jobs/{job_id}/token")
         desc["server"]["url"] = proxy.url
@@ -498,3 +508,37 @@ def test_a_server_killed_with_jobs_in_its_local_queue_leaves_none_hanging(world,
     assert (job["status"], job["error_code"]) == ("sys-failed", 99) and "never started" in job["message"]
     poll(lambda: world.job(running)["status"] == "done", 60, what="the orphaned wrapper to finish")
     assert world.job(running)["error_code"] == 0
+
+
+def test_a_stop_while_registration_waits_for_the_server_ends_within_the_grace(world, tmp_path):
+    """Finding 6 at registration: the server's door swallows the registration (it never reaches
+    the server); TERM: the wait ends at once, the stored outputs, maybe registered for all the
+    wrapper knows, are left to the server (removal requests: it keeps what a replica names),
+    the wrapper exits 060 within the grace, and after a cleanup pass the catalog equals the SE."""
+    production = "AT_stop_register"
+    request = world.request(production, env={"TOY_OUTPUTS": "2"})
+    job_id = world.submit(request, production)
+    proxy = HttpProxy(world.sbk.port, hold=lambda method, path: method == "POST" and path.endswith("/catalog/replicas"))
+    site = tmp_path / "site.toml"
+    site.write_text(world.site_config.read_text() + f"\n[wrapper]\nstop_grace_s = {STOP_GRACE_S}\n")
+    try:
+        desc = world.api.call("POST", f"/jobs/{job_id}/token")
+        desc["server"]["url"] = proxy.url
+        wrapper = start_wrapper(tmp_path, desc, site)
+        poll(lambda: proxy.held, 60, what="the registration held at the door")
+        stopped = time.monotonic()
+        wrapper.send_signal(signal.SIGTERM)
+        code, _, err = finish(wrapper)
+        took = time.monotonic() - stopped
+    finally:
+        proxy.close()
+    assert code == 60, err
+    assert took < STOP_GRACE_S + 3, took
+    job = world.job(job_id)
+    assert (job["status"], job["error_code"], job["report"]["failed_step"]) == ("sys-failed", 60, "RUNNING-06")
+    asked = {r["surl"] for r in job["removals"]}
+    assert len([s for s in asked if s.endswith(".root.1")]) == 3, asked   # <runnum>.root and the 2 others
+    code, out = world.sbk_run("cleanup")
+    assert code == 0, out
+    assert_catalog_equals_se(world, production)
+    assert [f for f in se_files(world.se, world.export_dir(production)) if "/log/" not in f] == []

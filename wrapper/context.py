@@ -56,9 +56,13 @@ class Writes:
                 self._files.pop(url, None)
                 self._uncertain.discard(url)
 
-    def mark_uncertain(self, urls):
+    def mark_uncertain(self, urls, uncertain=True):
+        """From the moment a registration is sent until its answer, its files may be registered."""
         with self._lock:
-            self._uncertain.update(u for u in urls if u in self._files)
+            if uncertain:
+                self._uncertain.update(u for u in urls if u in self._files)
+            else:
+                self._uncertain.difference_update(urls)
 
     def take(self):
         """([Written] this attempt may delete itself, [Written] only the server may); now empty."""

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import NoOutputsMatched, OutputChecksumMismatch, StageOutError
+from shared.errors import AttemptSuperseded, NoOutputsMatched, OutputChecksumMismatch, StageOutError
 from shared.outputs import UPLOAD_SUFFIX, physical_name
 from .access import SiteAccesses
 from .catalog import Catalog, request_until
@@ -186,12 +186,15 @@ def register_outputs(ctx, stored, catalog=None, cancel=None, wait_s=None):
     the files are then the catalog's, no longer this attempt's to delete."""
     catalog = catalog or Catalog(ctx.server)
     urls = [s.url for s in stored]
+    # Sent, the registration may happen whether or not an answer comes back (a stop may even
+    # leave this thread behind): until a refusal says otherwise, only the server may delete them.
+    ctx.writes.mark_uncertain(urls)
     try:
         catalog.register([(s.lfn, s.site, s.surl, s.size, s.adler32) for s in stored],
                          ctx.site.wrapper.server_wait_s if wait_s is None else wait_s, _cancel(ctx, cancel))
-    except StageOutError as exc:
-        if exc.data.get("unknown"):
-            ctx.writes.mark_uncertain(urls)   # maybe registered: only the server may delete them
+    except (StageOutError, AttemptSuperseded) as exc:
+        if not exc.data.get("unknown"):
+            ctx.writes.mark_uncertain(urls, False)   # refused: certainly not registered, ours to delete
         raise
     ctx.writes.forget(urls)
     for s in stored:
