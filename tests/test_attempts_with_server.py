@@ -103,6 +103,23 @@ def start_wrapper(tmp_path, description, site_config, name="work", env=None):
         env=dict(os.environ, **(env or {})))
 
 
+def terminate(wrapper):
+    """SIGTERM, as a batch system does, and wait for the end: (exit code, stderr, seconds it took)."""
+    stopped = time.monotonic()
+    wrapper.send_signal(signal.SIGTERM)
+    code, _, err = finish(wrapper, timeout=120)
+    return code, err, time.monotonic() - stopped
+
+
+def assert_stopped_in_time(world, job_id, code, err, took, step, expected=60):
+    """The wrapper's own final report says `expected` at `step`, and it exited within the grace."""
+    assert code == expected, err
+    assert took < STOP_GRACE_S + 3, took
+    job = world.job(job_id)
+    assert (job["status"], job["error_code"], job["report"]["failed_step"]) == ("sys-failed", expected, step)
+    return job
+
+
 def xrd(se, *args):
     out = subprocess.run(["xrdfs", f"root://127.0.0.1:{se.root_port}", *args], capture_output=True, text=True,
                          timeout=60, env=dict(os.environ, XRD_CONNECTIONRETRY="1"))
@@ -325,16 +342,10 @@ def test_sigterm_during_stage_in_is_acted_on_at_once(world, tmp_path):
         inputs = tmp_path / "work" / "inputs"
         poll(lambda: world.job(job_id)["step"] == "RUNNING-03" and inputs.is_dir() and any(inputs.iterdir()), 60,
              what="stage-in under way")
-        stopped = time.monotonic()
-        wrapper.send_signal(signal.SIGTERM)
-        code, _, err = finish(wrapper)
-        took = time.monotonic() - stopped
+        code, err, took = terminate(wrapper)
     finally:
         site.close()
-    assert code == 60, err
-    assert took < STOP_GRACE_S + 3, took
-    job = world.job(job_id)
-    assert (job["status"], job["error_code"], job["report"]["failed_step"]) == ("sys-failed", 60, "RUNNING-03")
+    job = assert_stopped_in_time(world, job_id, code, err, took, "RUNNING-03")
     copied = [t for t in job["report"]["transfers"] if t["direction"] == "in" and t["error"] is None
               and "in_" in t["source"]]
     assert len(copied) < 8, copied   # the queued ones never started
@@ -467,16 +478,10 @@ def test_a_stop_while_an_upload_hangs_on_a_silent_se_still_ends_within_the_grace
     try:
         wrapper = start_wrapper(tmp_path, world.api.call("POST", f"/jobs/{job_id}/token"), path)
         poll(lambda: proxy.stalled.is_set(), 60, what="an upload hanging on the silent door")
-        stopped = time.monotonic()
-        wrapper.send_signal(signal.SIGTERM)
-        code, _, err = finish(wrapper, timeout=120)
-        took = time.monotonic() - stopped
+        code, err, took = terminate(wrapper)
     finally:
         proxy.close()
-    assert code == 60, err
-    assert took < STOP_GRACE_S + 3, took
-    job = world.job(job_id)
-    assert (job["status"], job["error_code"], job["report"]["failed_step"]) == ("sys-failed", 60, "RUNNING-05")
+    job = assert_stopped_in_time(world, job_id, code, err, took, "RUNNING-05")
     assert job["logs"]   # the log reached the server (the SE's door was silent)
     assert job["removals"], "the partial uploads it could not delete are asked of the server"
     assert all(r["surl"].endswith(".severus-upload") or r["surl"].endswith(".1") or ".1.log.tgz" in r["surl"]
@@ -526,16 +531,10 @@ def test_a_stop_while_registration_waits_for_the_server_ends_within_the_grace(wo
         desc["server"]["url"] = proxy.url
         wrapper = start_wrapper(tmp_path, desc, site)
         poll(lambda: proxy.held, 60, what="the registration held at the door")
-        stopped = time.monotonic()
-        wrapper.send_signal(signal.SIGTERM)
-        code, _, err = finish(wrapper)
-        took = time.monotonic() - stopped
+        code, err, took = terminate(wrapper)
     finally:
         proxy.close()
-    assert code == 60, err
-    assert took < STOP_GRACE_S + 3, took
-    job = world.job(job_id)
-    assert (job["status"], job["error_code"], job["report"]["failed_step"]) == ("sys-failed", 60, "RUNNING-06")
+    job = assert_stopped_in_time(world, job_id, code, err, took, "RUNNING-06")
     asked = {r["surl"] for r in job["removals"]}
     assert len([s for s in asked if s.endswith(".root.1")]) == 3, asked   # <runnum>.root and the 2 others
     code, out = world.sbk_run("cleanup")
