@@ -155,6 +155,9 @@ class Client:
     def patch(self, path, body):
         return self.call("PATCH", path, body=body)
 
+    def delete(self, path):
+        return self.call("DELETE", path)
+
 
 def _root_cause(exc):
     while exc.__context__ is not None and exc.__context__ is not exc:
@@ -394,7 +397,7 @@ def cmd_production(client, out, args):
         verb = f"created (and {prod['twin']})"
     elif args.action in ("close", "open"):
         prod = client.patch(f"/productions/{args.name}", {"status": "closed" if args.action == "close" else "open"})
-        verb = prod["status"]
+        verb = f"{prod['status']} (and {prod['twin']})"
     else:
         prod = client.get(f"/productions/{args.name}")
         verb = None
@@ -448,6 +451,8 @@ def cmd_request(client, out, args):
             value = getattr(args, flag.replace("-", "_"))
             if value:
                 body[field] = [x for v in value for x in _csv(v)]
+        if args.same_output_dirs:
+            body["same_output_dirs"] = True
         if "parameters" not in body and "from" not in body:
             raise BadInput("a request needs --param NAME=VALUE for each job parameter, or --from REQUEST")
         req = client.post("/requests", body)
@@ -458,6 +463,14 @@ def cmd_request(client, out, args):
         req = client.patch(f"/requests/{args.id}", {"status": args.status})
         if not out.as_json:
             return out.line(f"request {req['id']} is {req['status']}")
+    elif args.action == "delete":
+        gone = client.delete(f"/requests/{args.id}")
+        if out.as_json:
+            return out.json(gone)
+        also = [f"its test request {i}" for i in gone["deleted"][1:]]
+        if gone["test_request_kept"]:
+            also.append(f"its test request {gone['test_request_kept']} kept: it has jobs")
+        return out.line(f"request {args.id} deleted" + (f" ({'; '.join(also)})" if also else ""))
     else:
         req = client.get(f"/requests/{args.id}")
     if out.as_json:
@@ -467,6 +480,7 @@ def cmd_request(client, out, args):
                *[(k, v) for k, v in req["parameters"].items()],
                *[(field, req.get(field)) for _, field, _ in REQUEST_SETTINGS if field in req],
                *[(field, req.get(field)) for _, field in REQUEST_LISTS],
+               ("same output dirs", req.get("same_output_dirs")),
                ("jobs", _counts(req["jobs"]) or "0"), ("created", f"{req['created_at']} by {req['created_by']}")])
 
 
@@ -925,9 +939,15 @@ def add_commands(sub):
         c.add_argument(f"--{flag}", type=kind)
     for flag, _ in REQUEST_LISTS:
         c.add_argument(f"--{flag}", action="append", metavar="A[,B]")
+    c.add_argument("--same-output-dirs", action="store_true",
+                   help="the test request writes into the request's output directories (default: its own, "
+                        "the production's name in them renamed to the _test twin's)")
     c = s.add_parser("set-status", parents=[common], help="open -> valid -> running -> closed")
     c.add_argument("id", type=_positive)
     c.add_argument("status", choices=("open", "valid", "running", "closed"))
+    s.add_parser("delete", parents=[common],
+                 help="a request without jobs, with its test request unless that one has jobs"
+                 ).add_argument("id", type=_positive)
 
     s = actions(command("site", "sites: thresholds, bunch size, switches", with_actions=True))
     s.add_parser("list", parents=[common], help="all sites")

@@ -22,6 +22,14 @@ STRS = {"type": "array", "items": STR}
 ANY_OBJ = {"type": "object", "additionalProperties": True}
 CHECK_STATE = {"type": "string", "enum": ["OK", "WARNING", "CRITICAL", "UNKNOWN"]}
 
+REQUEST_SETTINGS = {
+    "priority": INT, "min_runnum": INT, "required_events": INT, "events_per_job": INT, "num_jobs": INT,
+    "event_time_s": NUM, "max_wct_s": NUM, "max_rss_mb": NUM, "stall_s": NUM,
+    "input_mode": {"type": "string", "enum": ["DIR", "FILE", "LIST", "NONE"]}, "input_paths": STRS,
+    "output_lfn": STR, "output_abs": STR, "output_sites": STRS, "output_patterns": STRS,
+    "note": {"type": "string", "maxLength": 255}}
+REQUEST_TEST_DIRS = {"test_output_lfn": STR, "test_output_abs": STR, "same_output_dirs": BOOL}
+
 SCHEMAS = {
     "Error": _obj({"error": STR, "message": STR}, ("error", "message")),
     "ErrorCode": _obj({"code": INT, "status": {"type": "string", "enum": STATUSES}, "blame": STR,
@@ -68,19 +76,25 @@ SCHEMAS = {
     "SoftwareIn": _obj({"name": STR, "version": STR, "revision": INT, "lfn": STR, "adler32": STR,
                         "workdir": STR, "exe": STR, "env": {"type": "object", "additionalProperties": STR}},
                        ("name", "version", "lfn", "adler32", "workdir", "exe")),
-    "ProductionIn": _obj({"name": STR, "session": STR, "version": STR, "revision": INT, "note": STR},
-                         ("name", "session", "version")),
-    "ProductionPatch": _obj({"status": {"type": "string", "enum": ["open", "closed"]}, "note": STR}),
+    "ProductionIn": _obj({"name": STR, "session": STR, "version": STR, "revision": INT,
+                          "note": {"type": "string", "maxLength": 255}}, ("name", "session", "version")),
+    # a production's status is its _test twin's too (400 on the twin itself)
+    "ProductionPatch": _obj({"status": {"type": "string", "enum": ["open", "closed"]},
+                             "note": {"type": "string", "maxLength": 255}}),
+    # output_sites: known sites only. The test request's directories: `same_output_dirs` true shares the
+    # request's; otherwise test_output_lfn / test_output_abs, or by default the request's with the
+    # production's name segment renamed to the twin's (400 when there is none), never the request's own.
     "RequestIn": _obj({"production": STR, "from": INT,
                        "parameters": {"type": "object", "additionalProperties": STR},
-                       "priority": INT, "min_runnum": INT, "required_events": INT, "events_per_job": INT,
-                       "num_jobs": INT, "event_time_s": NUM, "max_wct_s": NUM, "max_rss_mb": NUM, "stall_s": NUM,
-                       "input_mode": {"type": "string", "enum": ["DIR", "FILE", "LIST", "NONE"]},
-                       "input_paths": STRS, "output_lfn": STR, "output_abs": STR, "output_sites": STRS,
-                       "output_patterns": STRS, "note": {"type": "string", "maxLength": 255},
-                       "test_output_lfn": STR, "test_output_abs": STR}, ("production",)),
+                       **REQUEST_SETTINGS, **REQUEST_TEST_DIRS}, ("production",)),
+    # Settings other than note and priority change only while the request is open. On a request with a
+    # test request, the directories the body touches are decided again as on create; sharing holds
+    # until `same_output_dirs` or a test directory says otherwise.
     "RequestPatch": _obj({"status": {"type": "string", "enum": ["open", "valid", "running", "closed"]},
-                          "note": STR, "priority": INT}),
+                          **REQUEST_SETTINGS, **REQUEST_TEST_DIRS}),
+    # `test_request_kept`: the test request stays when it has jobs (null otherwise)
+    "RequestDeleted": _obj({"deleted": {"type": "array", "items": INT},
+                            "test_request_kept": {"type": "integer", "nullable": True}}),
     "SiteIn": _obj({"name": STR, "description": STR, "threshold_prepared": INT, "threshold_running": INT,
                     "threshold_failed": INT, "bunch_size": INT}, ("name",)),
     "SitePatch": _obj({"description": STR, "threshold_prepared": INT, "threshold_running": INT,
@@ -170,13 +184,17 @@ ROUTES = [
     ("get", "/productions", "Productions", "user", [("session", STR), ("status", STR)], None, 200, ANY_OBJ),
     ("post", "/productions", "Create a production and its _test twin", "user", [], "ProductionIn", 201, ANY_OBJ),
     ("get", "/productions/{name}", "A production", "user", [], None, 200, ANY_OBJ),
-    ("patch", "/productions/{name}", "Open or close a production", "user", [], "ProductionPatch", 200, ANY_OBJ),
+    ("patch", "/productions/{name}", "Open or close a production and its _test twin, or change its note", "user",
+     [], "ProductionPatch", 200, ANY_OBJ),
     ("get", "/requests", "Production requests", "user", [("production", STR), ("status", STR), ("limit", INT)],
      None, 200, ANY_OBJ),
     ("post", "/requests", "Create a request and its test twin", "user", [], "RequestIn", 201, ANY_OBJ),
     ("get", "/requests/{request_id}", "A request", "user", [], None, 200, ANY_OBJ),
     ("patch", "/requests/{request_id}", "Change status (open, valid, running, closed) or settings", "user", [],
      "RequestPatch", 200, ANY_OBJ),
+    ("delete", "/requests/{request_id}", "Delete a request that has no jobs (create-requests), with its test "
+     "request unless that one has jobs; 409 request-has-jobs, test-request (delete its request instead) or "
+     "production-closed", "user", [], None, 200, "RequestDeleted"),
     ("get", "/sites", "Sites", "user", [], None, 200, ANY_OBJ),
     ("post", "/sites", "Create a site", "user", [], "SiteIn", 201, ANY_OBJ),
     ("get", "/sites/{name}", "A site with its switches", "user", [], None, 200, ANY_OBJ),
@@ -219,6 +237,8 @@ def _operation(method, path, summary, security, query, body, code, reply):
         op["security"] = [{"bearer": []}]
         op["responses"]["401"] = _error("missing or unknown token")
         op["responses"]["403"] = _error("token lacks the privilege, or belongs to another job")
+    if method == "delete" and path == "/requests/{request_id}":
+        op["responses"]["409"] = _error("request-has-jobs, test-request or production-closed")
     if method in ("post", "patch", "put"):
         op["responses"]["409"] = op["responses"].get("409") or _error("conflict")
         op["responses"]["413"] = _error("body too large")

@@ -132,9 +132,34 @@ def test_production_and_request_lifecycle(sbk):
     code, _, err = sbk("request", "create", "--production", "2026_Client", "--from", str(req_id))
     assert code == client_cli.EXIT_REFUSED and "duplicate-request" in err
     code, out, _ = sbk("production", "close", "2026_Client")
-    assert code == 0 and "production 2026_Client closed" in out
+    assert code == 0 and "production 2026_Client closed (and 2026_Client_test)" in out
+    assert sbk_json(sbk, "production", "show", "2026_Client_test")["status"] == "closed"
     code, out, _ = sbk("production", "open", "2026_Client")
-    assert code == 0 and "production 2026_Client open" in out
+    assert code == 0 and "production 2026_Client open (and 2026_Client_test)" in out
+
+
+def test_request_delete_and_the_test_request_directories(sbk):
+    source = next(r for r in sbk_json(sbk, "request", "list", "--production", "2026_Client"))
+    base = ["request", "create", "--production", "2026_Client", "--from", str(source["id"]),
+            *[f"--param={k}={v}" for k, v in dict(PARAMS, Generator="flat").items()],
+            "--output-lfn", "lfn:/grid/vo/flat"]
+    # a directory without the production's name: the test request's needs a choice
+    code, _, err = sbk(*base)
+    assert code == client_cli.EXIT_USAGE and "same_output_dirs" in err and err.count("\n") == 1
+    code, out, err = sbk(*base, "--same-output-dirs")
+    assert code == 0, err
+    req_id = int(re.search(r"request (\d+) created", out).group(1))
+    shown = sbk_json(sbk, "request", "show", str(req_id))
+    assert shown["same_output_dirs"] is True and shown["test_output_lfn"] == "lfn:/grid/vo/flat"
+    code, out, _ = sbk("request", "show", str(req_id))
+    assert re.search(r"same output dirs:\s+yes", out) and re.search(r"test_output_lfn:\s+lfn:/grid/vo/flat", out)
+    code, out, err = sbk("request", "delete", str(req_id))
+    assert code == 0 and out == f"request {req_id} deleted (its test request {shown['test_request']})\n", err
+    code, _, err = sbk("request", "delete", str(req_id))
+    assert code == client_cli.EXIT_REFUSED and "404 not-found" in err
+    demo_request = sbk_json(sbk, "request", "list", "--production", "2026_Demo")[0]
+    code, _, err = sbk("request", "delete", str(demo_request["id"]))
+    assert code == client_cli.EXIT_REFUSED and "409 request-has-jobs" in err and err.count("\n") == 1
 
 
 def test_site_add_and_set_thresholds_and_switches(sbk):

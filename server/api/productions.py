@@ -100,8 +100,14 @@ def update_production(name):
             status = s.text(body, "status")
             if status not in m.PRODUCTION_STATUSES:
                 raise bad_request("'status' must be open or closed")
+            if production.is_test:
+                raise bad_request(f"{production.name} opens and closes with {production.twin.name}: "
+                                  f"change the status of {production.twin.name}")
+            # The twin follows its production: a closed production takes no bulk, test bulks included.
+            m.Production.update(status=status).where(
+                m.Production.id.in_([production.id, production.twin_id])).execute()
             production.status = status
         if "note" in body:
             production.note = s.text(body, "note", max_len=255, empty=True)
-        production.save()
+        production.save(only=[m.Production.note])
     return jsonify(production_dict(production))

@@ -1,4 +1,4 @@
-"""Production requests: parameters and settings, their test twins, and the status machine."""
+"""Production requests: parameters and settings, their test twins, the status machine, and deletion."""
 from flask import Blueprint, jsonify
 
 from shared import schema as s
@@ -7,8 +7,8 @@ from shared.jobdesc import INPUT_MODES, NAME_RE
 from .. import auth, db
 from .. import models as m
 from ..errors import ApiError, bad_request, conflict, not_found
-from ..request_rules import (CREATE_LOCK_KEY, check_input, check_parameters, insert_test_request,
-                             params_key, twin_path)
+from ..request_rules import CREATE_LOCK_KEY, check_input, check_parameters, insert_test_request, params_key
+from ..submissions import SUBMIT_LOCK_KEY
 from .params import json_body, query_int, query_text
 from .productions import get_production
 
@@ -37,19 +37,27 @@ SETTINGS = {
     "output_patterns": lambda d, k: list(s.text_list(d, k, max_items=100, pattern=r"[^/\x00]+", max_len=256)),
     "note": lambda d, k: s.text(d, k, max_len=255, empty=True),
 }
-TEST_SETTINGS = ("test_output_lfn", "test_output_abs")
+# The test request's output directories, chosen on its main request: a test request's own setting of the
+# same name, or `same_output_dirs: true` to share the main request's (seed: "Same output directories for
+# the associated test request", off by default).
+TEST_DIRS = {"output_lfn": "test_output_lfn", "output_abs": "test_output_abs"}
+TEST_SETTINGS = (*TEST_DIRS.values(), "same_output_dirs")
 
 
 def get_request(request_id):
     return m.get_or_404(m.Request, m.Request.id == request_id, f"request {request_id}")
 
 
-def request_dict(req):
+def request_dict(req, twin=None):
+    """A request as the API shows it; `twin` is its test request when the caller has it already."""
     d = {"id": req.id, "production": req.production.name, "parameters": req.parameters,
          "status": req.status, "test_request": req.test_request_id,
          "created_by": req.created_by.name if req.created_by_id else None,
          "created_at": m.iso(req.created_at)}
     d.update({name: getattr(req, name) for name in SETTINGS})
+    twin = twin or (req.test_request if req.test_request_id else None)
+    d.update({field: getattr(twin, name) if twin else None for name, field in TEST_DIRS.items()})
+    d["same_output_dirs"] = _shares_dirs(req, twin) if twin else None
     d["jobs"] = {status: count for status, count in (
         m.Job.select(m.Job.status, m.fn.COUNT(m.Job.id)).where(m.Job.request == req)
         .group_by(m.Job.status).tuples())}
@@ -58,6 +66,95 @@ def request_dict(req):
 
 def _read_settings(body):
     return {name: reader(body, name) for name, reader in SETTINGS.items() if name in body}
+
+
+def _read_test_dirs(body):
+    """The body's word on the test request's directories: ({setting: value} given, same_output_dirs or None)."""
+    given = {}
+    if "test_output_lfn" in body:
+        given["output_lfn"] = s.lfn(body, "test_output_lfn")
+    if "test_output_abs" in body:
+        given["output_abs"] = SETTINGS["output_abs"](body, "test_output_abs")
+    same = s.boolean(body, "same_output_dirs") if "same_output_dirs" in body else None
+    return given, same
+
+
+# ---------------------------------------------------------------- the rules of a request's settings
+# (issue 13) One place for create and modify: the settings as they will be stored are checked here.
+
+def _check_settings(settings):
+    check_input(settings)
+    if "output_sites" in settings:
+        _check_output_sites(settings["output_sites"])
+
+
+def _check_output_sites(names):
+    """Outputs are stored only at sites the server knows (a typo would send every output to nowhere)."""
+    known = {name for (name,) in m.Site.select(m.Site.name).where(m.Site.name.in_(list(names))).tuples()}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise bad_request(f"'output_sites': unknown site{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                          "(a site is added with POST /sites)")
+
+
+def _shares_dirs(req, twin):
+    # The LFN is never empty: equal LFNs are the shared choice (a separate test directory must differ).
+    return twin.output_lfn == req.output_lfn
+
+
+def _under_twin(path, main):
+    """`path` with each segment naming production `main` renamed to its twin's; None when no segment names it."""
+    parts = path.split("/")
+    if main.name not in parts:
+        return None
+    return "/".join(main.twin.name if part == main.name else part for part in parts)
+
+
+def _test_dirs(main, dirs, given, same):
+    """The test request's directories for the main request's `dirs` ({setting: value}, the ones to decide).
+
+    Shared when `same`; otherwise each is the given one, or the main one under the twin's name, and must
+    differ from the main one: a test job writing into the production's directory is what the box is for.
+    """
+    if same:
+        if given:
+            raise bad_request(f"'{TEST_DIRS[next(iter(given))]}' contradicts 'same_output_dirs': "
+                              "the test request shares the request's directories")
+        return dict(dirs)
+    test = {}
+    for name, value in dirs.items():
+        field = TEST_DIRS[name]
+        if name in given:
+            test[name] = given[name]
+        elif not value:        # no absolute directory: none for the test request either
+            test[name] = ""
+        else:
+            test[name] = _under_twin(value, main)
+            if test[name] is None:
+                raise bad_request(f"'{name}' {value[:300]!r} has no segment {main.name} to become "
+                                  f"{main.twin.name} in the test request's directory: give '{field}', or "
+                                  "'same_output_dirs': true to share the directory")
+            if len(test[name]) > 1024:
+                raise bad_request(f"'{name}' under {main.twin.name} is longer than 1024 characters: give '{field}'")
+        if value and test[name] == value:
+            raise bad_request(f"'{field}' is the request's own directory: set 'same_output_dirs' to share it")
+    return test
+
+
+def _twin_to_follow(req, changes, given, same):
+    """The test request whose directories this change of `req` decides again (locked), or None."""
+    touched = any(name in changes for name in TEST_DIRS)
+    if not (touched or given or same is not None):
+        return None
+    if req.test_request_id is None:
+        main = m.Request.get_or_none(m.Request.test_request == req.id)
+        if main is not None and touched:
+            raise bad_request(f"request {req.id} is the test request of request {main.id}: set its directories "
+                              f"there ('test_output_lfn', 'test_output_abs' or 'same_output_dirs')")
+        if given or same is not None:
+            raise bad_request(f"request {req.id} has no test request")
+        return None
+    return db.for_update(m.Request.select().where(m.Request.id == req.test_request_id)).first()
 
 
 @bp.get("/requests")
@@ -71,7 +168,11 @@ def list_requests():
     if status:
         query = query.where(m.Request.status == status)
     limit = query_int("limit", 1000, lo=1, hi=10000)
-    return jsonify({"requests": [request_dict(r) for r in query.limit(limit)]})
+    reqs = list(query.limit(limit))
+    # the test requests' directories in one query, not one per request
+    twin_ids = [r.test_request_id for r in reqs if r.test_request_id]
+    twins = {t.id: t for t in m.Request.select().where(m.Request.id.in_(twin_ids))} if twin_ids else {}
+    return jsonify({"requests": [request_dict(r, twins.get(r.test_request_id)) for r in reqs]})
 
 
 @bp.get("/requests/<id:request_id>")
@@ -92,13 +193,13 @@ def create_request():
         settings = {name: getattr(source, name) for name in SETTINGS}
         parameters = dict(source.parameters)
     settings.update(_read_settings(body))
+    given, same = _read_test_dirs(body)
     if "parameters" in body:
         parameters = s.text_map(body, "parameters", max_items=50)
     if parameters is None:
         raise s.SchemaError("missing field 'parameters'")
     if "output_lfn" not in settings:
         raise s.SchemaError("missing field 'output_lfn'")
-    check_input(settings)
     user = auth.current_principal().user
     with db.write_transaction():
         db.advisory_lock(CREATE_LOCK_KEY)
@@ -108,15 +209,14 @@ def create_request():
         if main.status != "open":
             raise conflict("production-closed", f"production {main.name} is closed")
         check_parameters(main.session, parameters)
+        _check_settings(settings)
+        test_settings = dict(settings)
+        test_settings.update(_test_dirs(main, {name: settings.get(name, "") for name in TEST_DIRS}, given,
+                                        bool(same)))
         key = params_key(parameters)
         if m.Request.select().where((m.Request.production == main) & (m.Request.params_key == key)).exists():
             raise conflict("duplicate-request",
                            f"a request with these parameters already exists in {main.name}")
-        test_settings = dict(settings)
-        test_settings["output_lfn"] = s.lfn(body, "test_output_lfn", default=None) or \
-            twin_path(settings["output_lfn"], main)
-        test_settings["output_abs"] = s.text(body, "test_output_abs", default=None, max_len=1024) or \
-            twin_path(settings.get("output_abs", ""), main)
         test_req, _ = insert_test_request(m.Request(production=main.twin, parameters=parameters, params_key=key,
                                                     created_by=user, **test_settings))
         req = m.Request.create(production=main, parameters=parameters, params_key=key,
@@ -125,15 +225,16 @@ def create_request():
                           info=f"Request {req.id} created on {main.name}: "
                                + ", ".join(f"{k}={v}" for k, v in parameters.items()),
                           ref={"production": main.name, "request": req.id})
-    return jsonify(request_dict(req)), 201
+    return jsonify(request_dict(req, test_req)), 201
 
 
 @bp.patch("/requests/<id:request_id>")
 @auth.require(MANAGER)
 def update_request(request_id):
     body = json_body()
-    s.refuse_unknown(body, ("status", *SETTINGS))
+    s.refuse_unknown(body, ("status", *SETTINGS, *TEST_SETTINGS))
     changes = _read_settings(body)
+    given, same = _read_test_dirs(body)
     with db.write_transaction():
         req = db.for_update(m.Request.select().where(m.Request.id == request_id)).first()
         if req is None:
@@ -147,11 +248,71 @@ def update_request(request_id):
                                                           f"{NEXT_STATUS.get(req.status, 'nothing else')}")
             req.status = status
         # Settings that shape jobs are frozen once the request left `open`; the note and priority are not.
-        frozen = sorted(set(changes) - {"note", "priority"})
+        frozen = sorted((set(changes) - {"note", "priority"}) | {f for f in TEST_SETTINGS if f in body})
         if frozen and req.status != "open":
             raise conflict("request-not-open", f"request {req.id} is {req.status}: {frozen[0]} can no longer change")
+        twin = _twin_to_follow(req, changes, given, same)
+        shared = twin is not None and _shares_dirs(req, twin)      # before the changes
         for name, value in changes.items():
             setattr(req, name, value)
-        check_input({"input_mode": req.input_mode, "input_paths": req.input_paths})
+        _check_settings({"input_mode": req.input_mode, "input_paths": req.input_paths, **changes})
+        if twin is not None:
+            # What the body touches is decided again as on create; sharing, once chosen, holds until
+            # the body says otherwise (`same_output_dirs`, or an explicit test directory).
+            if same is None:
+                same = shared and not given
+                names = [name for name in TEST_DIRS if name in changes or name in given]
+            else:
+                names = list(TEST_DIRS)
+            for name, value in _test_dirs(req.production, {n: getattr(req, n) for n in names}, given,
+                                          same).items():
+                setattr(twin, name, value)
+            twin.save(only=[getattr(m.Request, name) for name in TEST_DIRS])
         req.save()
-    return jsonify(request_dict(req))
+    return jsonify(request_dict(req, twin))
+
+
+@bp.delete("/requests/<id:request_id>")
+@auth.require(MANAGER)
+def delete_request(request_id):
+    """Delete a request that has no jobs, with its test request unless that one has jobs.
+
+    A test request with jobs stays (unlinked, in the twin production, as a test submission's own test
+    request does): its jobs are the record of work done, and a request found wrong by its tests is the
+    one a manager wants gone. A later request with the same parameters takes it up again. A test
+    request linked to its request goes only with it: every request has its test request.
+    """
+    with db.write_transaction():
+        # After any submission in flight: a job prepared for this request (or its test request) is then
+        # visible, and none can be prepared for it until the deletion is over. After any creation in
+        # flight too, which may be taking up the test request about to go.
+        db.advisory_lock(CREATE_LOCK_KEY)
+        db.advisory_lock(SUBMIT_LOCK_KEY)
+        req = db.for_update(m.Request.select().where(m.Request.id == request_id)).first()
+        if req is None:
+            raise not_found(f"request {request_id} does not exist")
+        if req.production.status != "open":
+            raise conflict("production-closed", f"production {req.production.name} is closed: "
+                                                "its requests stay as they are")
+        main = m.Request.get_or_none(m.Request.test_request == req.id)
+        if main is not None:
+            raise conflict("test-request", f"request {req.id} is the test request of request {main.id}: "
+                                           f"delete request {main.id} and it goes too")
+        jobs = _job_count(req)
+        if jobs:
+            raise conflict("request-has-jobs", f"request {req.id} has {jobs} jobs: a request is deleted "
+                                               "only while it has none")
+        twin_id = req.test_request_id
+        deleted, kept = [req.id], None
+        req.delete_instance()
+        if twin_id is not None:
+            if _job_count(twin_id):
+                kept = twin_id
+            else:
+                m.Request.delete().where(m.Request.id == twin_id).execute()
+                deleted.append(twin_id)
+    return jsonify({"deleted": deleted, "test_request_kept": kept})
+
+
+def _job_count(req):
+    return m.Job.select().where(m.Job.request == req).count()
