@@ -213,6 +213,7 @@ def record_events(job_id, attempt, events):
         if attempt.number != job.attempt:
             raise conflict("attempt-superseded",
                            f"attempt {attempt.number} of job {job_id} was superseded by attempt {job.attempt}")
+        was_final = job.status in FINAL
         seqs = sorted({e.seq for e in events})
         known = set()
         for chunk in _chunks(seqs, 500):
@@ -231,9 +232,38 @@ def record_events(job_id, attempt, events):
             if e.kind == "final" and e.report and e.report.get("removals"):
                 # what the wrapper could not delete itself (a dead SE), when it could not say so sooner
                 removals.file_from_report(job, attempt.number, e.report)
+        if job.status in FINAL and not was_final:
+            note_site_activity(job.site_id, job.session_id)
         command = _pending_command(job, new)
     return {"accepted": len(new), "duplicates": len(events) - len(new),
             "status": job.status, "command": command}
+
+
+# A site's last activity is written at most this often: every job ending at a busy site would
+# otherwise queue on the site's row, and a shifter reads the time to the minute anyway.
+ACTIVITY_GRAIN = datetime.timedelta(seconds=10)
+
+
+def note_site_activity(site_id, session_id, now=None):
+    """A wrapper's final report came from the site: its last activity, and the session's there.
+
+    A site's last activity (Site.last_activity, SiteSession.last_activity per session: the seed's
+    site table) is the last time it did something for us: a submission to it
+    (submissions._create_jobs writes that, with the last submission) or a job's final report from
+    its wrapper (here, from record_events). Running reports are not counted: they take
+    record_running, the hot path, which must stay one statement; nor are the ends the server
+    decides (timeout, a dead batch job, a kill before the start): they are the site's silence, and
+    counting them would make a dead site look alive. A plain UPDATE that matches nothing within
+    ACTIVITY_GRAIN neither writes nor waits on the row (an upsert would lock it); a session without
+    its row (jobs prepared before migration 8 made one per submission) leaves only the site's.
+    """
+    now = now or m.utcnow()
+    stale = now - ACTIVITY_GRAIN
+    m.Site.update(last_activity=now).where(
+        (m.Site.id == site_id) & (m.Site.last_activity.is_null() | (m.Site.last_activity < stale))).execute()
+    m.SiteSession.update(last_activity=now).where(
+        (m.SiteSession.site == site_id) & (m.SiteSession.session == session_id)
+        & (m.SiteSession.last_activity.is_null() | (m.SiteSession.last_activity < stale))).execute()
 
 
 EVENT_FIELDS = (m.Event.job, m.Event.attempt, m.Event.seq, m.Event.time, m.Event.received_at, m.Event.status,

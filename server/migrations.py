@@ -7,6 +7,9 @@ never an edit of an old one.
 """
 import logging
 
+import peewee as pw
+from playhouse.migrate import SchemaMigrator
+
 from . import db
 from . import models as m
 
@@ -98,6 +101,26 @@ def _removals():
         m.database.execute_sql(f"CREATE INDEX IF NOT EXISTS {table}_surl ON {table} {using}(surl)")
 
 
+def _site_session_activity():
+    """A site's last activity per session (SiteSession.last_activity), and a start for both."""
+    table = m.SiteSession._meta.table_name
+    if "last_activity" not in {c.name for c in m.database.get_columns(table)}:
+        # (a database made by migration 1 of a newer model has the column already)
+        SchemaMigrator.from_database(m.database.obj).add_column(
+            table, "last_activity", pw.DateTimeField(null=True)).run()
+    # Until now nothing wrote a last activity. The newest job prepared at a site for a session stands
+    # in for its last submission; a site's own last submission was recorded all along.
+    newest = (m.Job.select(m.Job.site, m.Job.session, m.fn.MAX(m.Job.prepared_at))
+              .group_by(m.Job.site, m.Job.session).tuples())
+    for site_id, session_id, when in newest:
+        if isinstance(when, str):   # SQLite gives an aggregate's text as it is stored
+            when = m.Job.prepared_at.python_value(when)
+        m.SiteSession.insert(site=site_id, session=session_id, last_activity=when).on_conflict(
+            conflict_target=[m.SiteSession.site, m.SiteSession.session],
+            update={m.SiteSession.last_activity: when}, where=m.SiteSession.last_activity.is_null()).execute()
+    m.Site.update(last_activity=m.Site.last_submission).where(m.Site.last_activity.is_null()).execute()
+
+
 MIGRATIONS = (
     (1, _create_v1),
     (2, _seed_groups),
@@ -106,6 +129,7 @@ MIGRATIONS = (
     (5, _covering_page_indexes),
     (6, _summary_indexes),
     (7, _removals),
+    (8, _site_session_activity),
 )
 LATEST = MIGRATIONS[-1][0]
 

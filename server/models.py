@@ -184,16 +184,19 @@ class Site(BaseModel):
     threshold_failed = pw.IntegerField(default=0)
     bunch_size = pw.IntegerField(default=50)
     se = JSONField(default=dict)                        # from site_configs/<SITE>.toml
-    last_activity = pw.DateTimeField(null=True)
+    last_activity = pw.DateTimeField(null=True)         # jobs.note_site_activity says what counts
     last_submission = pw.DateTimeField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
 
 
 class SiteSession(BaseModel):
+    """A site's switches for a session (the seed's "disable | unsupport", submissions._eligible_site)
+    and its last activity for the session (jobs.note_site_activity); no row: enabled and supported."""
     site = pw.ForeignKeyField(Site, backref="sessions", on_delete="CASCADE")
     session = pw.ForeignKeyField(Session, on_delete="CASCADE")
     enabled = pw.BooleanField(default=True)
     supported = pw.BooleanField(default=True)
+    last_activity = pw.DateTimeField(null=True)         # migration 8
 
     class Meta:
         indexes = ((("site", "session"), True),)

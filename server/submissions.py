@@ -2,9 +2,40 @@
 
 A bulk is `{request, test, sites, runs, events, log_to_db}`: `runs` jobs of
 `events` events on each site, for a request of the production, or (test) for
-that request's test twin in `<production>_test`. Runnums are allocated per
-request, contiguous and above both the request's minimum and every runnum
-already used at or above it, so they stay unique without a retry loop.
+that request's test twin in `<production>_test`. A main bulk's `events` may
+not exceed its request's `events_per_job` (400; fewer is fine: the last jobs
+of a request complete its required events; a request without one, 0, sets no
+limit); a test bulk may differ, that is what trying a setting is for.
+
+Runnums. A runnum names one job everywhere (its output files, the job
+monitor, the seed's summary): it is unique across all jobs, every session and
+production (the unique index on Job.runnum; the seed asks it of a session).
+Each site of a bulk gets a contiguous block, and a request's blocks are
+allocated above the request's own minimum: a request continues after its own
+highest runnum (at its `min_runnum` at first), so requests with distant
+minimums keep their own ranges whatever the others use (the seed's 10000003
+beside 1007212524). A block that would overlap runnums taken by another
+request's jobs, or planned earlier in the same submission, moves up past them
+to the first free stretch; after MAX_HOPS such moves it goes above every
+runnum used from there on. Requests that share a minimum (a test request
+keeps its template's) thus interleave block by block and never collide. One
+submission at a time allocates (SUBMIT_LOCK_KEY on PostgreSQL, BEGIN
+IMMEDIATE on SQLite), so no retry loop is needed.
+
+Sites. A bulk's site must exist and be, for the production's session, enabled
+(disabled: it takes nothing, 409 site-disabled) and supported (the session's
+jobs are known to run there, the seed's ✓; an unsupported site takes test
+bulks only, the way a site is checked, and refuses a main bulk with 409
+site-unsupported), and allowed for the production (its test twin follows it;
+409 site-not-allowed). No SiteSession or SiteProduction row: enabled,
+supported, allowed. Thresholds (0: none) refuse a submission with 409
+site-threshold, listed in a dry run's `refusals`, unless an expert overrides
+them: prepared (the site's prepared jobs + the new ones), running (its
+submitted and running jobs + the new ones, which are prepared to be submitted
+at once or soon; prepared jobs already waiting are the prepared threshold's
+business) and failed (failed or sys-failed jobs that ended in the last 24 h).
+A submission is activity of each of its sites and of the session there
+(Site/SiteSession.last_activity, see jobs.note_site_activity).
 
 A test bulk may name its request by `parameters` (the session's job
 parameter values) instead: the test request of `<production>_test` with those
@@ -32,6 +63,9 @@ from .request_rules import check_input, check_parameters, insert_test_request, p
 
 # Serialises runnum allocation across PostgreSQL sessions (SQLite: BEGIN IMMEDIATE does it).
 SUBMIT_LOCK_KEY = 0x5B5
+# Moves of a block past taken runnums before it goes above them all: each move is one indexed
+# query, and a request whose own range others filled since could need many.
+MAX_HOPS = 20
 MAX_JOBS_PER_SUBMISSION = 100_000
 FAILED_WINDOW = datetime.timedelta(hours=24)
 BULK_FIELDS = ("request", "test", "sites", "runs", "events", "log_to_db")
@@ -138,24 +172,24 @@ def _plan(main, bulks):
     if main.is_test:
         raise bad_request(f"submit to the main production, not {main.name}: a bulk's 'test' picks the twin")
     sw = main.software
-    sets, refusals, next_runnum = [], [], {}
+    sets, refusals, runnums = [], [], _Runnums()
     planned_at_site, to_create = {}, {}
     for number, bulk in enumerate(bulks, start=1):
         if bulk.parameters is None:
             req = _request_for(main, bulk)
         else:
             req = _test_request_by_parameters(main, bulk, f"bulks[{number - 1}].", to_create)
-        # A request still to be created has no id yet: its runnums are counted under its parameters.
-        runnum_key = req.id or req.params_key
+        if not bulk.test and req.events_per_job and bulk.events > req.events_per_job:
+            raise bad_request(f"'bulks[{number - 1}].events' is {bulk.events} events per job, more than "
+                              f"request {req.id}'s events_per_job {req.events_per_job}: only a test bulk "
+                              "may go beyond its request's setting")
         prod = req.production
         if prod.status != "open":
             raise conflict("production-closed", f"production {prod.name} is closed")
         rows = []
         for site_name in bulk.sites:
-            site = _eligible_site(site_name, prod)
-            first = next_runnum.get(runnum_key) or _first_free_runnum(req.min_runnum, next_runnum)
-            last = first + bulk.runs - 1
-            next_runnum[runnum_key] = last + 1
+            site = _eligible_site(site_name, prod, bulk.test)
+            first, last = runnums.block(req, bulk.runs)
             planned_at_site[site.name] = planned_at_site.get(site.name, 0) + bulk.runs
             refusals.extend(_threshold_refusals(site, planned_at_site[site.name]))
             rows.append({"site": site.name, "site_id": site.id, "jobs": bulk.runs,
@@ -242,13 +276,17 @@ def _moved(path, template, twin, parameters):
     return f"{head}/{twin.name}/" + "/".join(renamed.get(part, part) for part in tail.split("/"))
 
 
-def _eligible_site(name, production):
+def _eligible_site(name, production, test):
+    """The site `name` if it takes this bulk (see the module doc), else ApiError 404 / 409 saying why."""
     site = m.Site.get_or_none(m.Site.name == name)
     if site is None:
         raise not_found(f"site {name!r} does not exist")
     per_session = m.SiteSession.get_or_none(site=site, session=production.session_id)
     if per_session is not None and not per_session.enabled:
         raise conflict("site-disabled", f"site {name} is disabled for session {production.session.name}")
+    if per_session is not None and not per_session.supported and not test:
+        raise conflict("site-unsupported", f"site {name} does not support session {production.session.name}: "
+                                           "only test bulks go there, to check it, until it is marked supported")
     # The test twin inherits the main production's permission.
     main_id = production.twin_id if production.is_test else production.id
     per_production = m.SiteProduction.get_or_none(site=site, production=main_id)
@@ -257,20 +295,57 @@ def _eligible_site(name, production):
     return site
 
 
-def _first_free_runnum(min_runnum, planned):
-    used = m.Job.select(m.fn.MAX(m.Job.runnum)).where(m.Job.runnum >= min_runnum).scalar()
-    candidates = [min_runnum, (used or 0) + 1]
-    candidates += [nxt for nxt in planned.values() if nxt > min_runnum]
-    return max(candidates)
+class _Runnums:
+    """The runnum blocks of one plan (the rule is the module doc's)."""
+
+    def __init__(self):
+        self.planned = []   # (first, last) of the blocks given so far
+        self.after = {}     # request (its id, or its parameters while it is still to be created) -> its next runnum
+
+    def block(self, req, runs):
+        """(first, last): `runs` free runnums for `req`, after its own highest, at or above its minimum."""
+        key = req.id or req.params_key
+        start = self.after.get(key)
+        if start is None:
+            own = None if req.id is None else (
+                m.Job.select(m.fn.MAX(m.Job.runnum)).where(m.Job.request == req.id).scalar())
+            start = req.min_runnum if own is None else max(req.min_runnum, own + 1)
+        first = self._free_from(start, runs)
+        self.planned.append((first, first + runs - 1))
+        self.after[key] = first + runs
+        return first, first + runs - 1
+
+    def _taken(self, first, last):
+        """None when [first, last] is free, else a runnum it must move past: the highest a job uses
+        in it, or the end of a block of this plan that overlaps it (taken all the way)."""
+        used = m.Job.select(m.fn.MAX(m.Job.runnum)).where(m.Job.runnum.between(first, last)).scalar()
+        ends = [b for a, b in self.planned if a <= last and b >= first]
+        return max(ends + ([] if used is None else [used]), default=None)
+
+    def _free_from(self, start, runs):
+        for _ in range(MAX_HOPS):
+            taken = self._taken(start, start + runs - 1)
+            if taken is None:
+                return start
+            start = taken + 1
+        top = m.Job.select(m.fn.MAX(m.Job.runnum)).where(m.Job.runnum >= start).scalar()
+        return max([start, (top or 0) + 1] + [b + 1 for _, b in self.planned if b >= start])
 
 
 def _threshold_refusals(site, planned):
+    """Why `planned` new jobs would put `site` over a threshold (the module doc's rules): [] when they do not."""
     refusals = []
     if site.threshold_prepared:
-        prepared = m.Job.select().where((m.Job.site == site) & (m.Job.status == "prepared")).count()
+        prepared = m.Job.select().where((m.Job.site == site) & (m.Job.status == Status.PREPARED.value)).count()
         if prepared + planned > site.threshold_prepared:
             refusals.append(f"site {site.name}: {prepared} prepared + {planned} new jobs "
                             f"exceed its prepared threshold {site.threshold_prepared}")
+    if site.threshold_running:
+        active = m.Job.select().where(
+            (m.Job.site == site) & m.Job.status.in_((Status.SUBMITTED.value, Status.RUNNING.value))).count()
+        if active + planned > site.threshold_running:
+            refusals.append(f"site {site.name}: {active} submitted or running + {planned} new jobs "
+                            f"exceed its running threshold {site.threshold_running}")
     if site.threshold_failed:
         since = m.utcnow() - FAILED_WINDOW
         failed = m.Job.select().where(
@@ -311,7 +386,11 @@ def _create_jobs(user, plan, heartbeat_s):
             for i in range(0, len(created), 500):
                 m.Attempt.insert_many([{"job": j, "number": 1} for j in created[i:i + 500]]).execute()
             ids.extend(created)
-            m.Site.update(last_submission=now).where(m.Site.id == site_id).execute()
+            # a submission is activity of the site and of the session there (jobs.note_site_activity)
+            m.Site.update(last_submission=now, last_activity=now).where(m.Site.id == site_id).execute()
+            m.SiteSession.insert(site=site_id, session=prod.session_id, last_activity=now).on_conflict(
+                conflict_target=[m.SiteSession.site, m.SiteSession.session],
+                update={m.SiteSession.last_activity: now}).execute()
             m.SiteProduction.insert(site=site_id, production=prod.twin_id if prod.is_test else prod.id,
                                     allowed=True, last_submission=now, last_submitted_by=user).on_conflict(
                 conflict_target=[m.SiteProduction.site, m.SiteProduction.production],

@@ -3,6 +3,9 @@ import copy
 import time
 
 from flask import Blueprint, current_app, jsonify
+from peewee import Case
+
+from shared.states import Status
 
 from .. import auth
 from .. import models as m
@@ -49,12 +52,15 @@ def _reused(key, compute):
 
 
 def session_stats(user=None):
-    """Jobs launched, events generated and total wct per session and user (one user when named)."""
+    """Jobs launched (all of them), events generated (those of done jobs) and total wct (what every
+    job used, failed ones too) per session and user (one user when named)."""
     return _reused(("sessions", user), lambda: _session_stats(user))
 
 
 def _session_stats(user):
-    per_user = m.Job.select(m.Session.name, m.User.name, m.fn.COUNT(m.Job.id), m.fn.SUM(m.Job.events),
+    # Only a done job generated its events; a prepared, running or failed one launched them at most.
+    generated = m.fn.SUM(Case(None, [(m.Job.status == Status.DONE.value, m.Job.events)], 0))
+    per_user = m.Job.select(m.Session.name, m.User.name, m.fn.COUNT(m.Job.id), generated,
                             m.fn.SUM(m.Job.wct)).join(m.Session).switch(m.Job).join(m.User, m.JOIN.LEFT_OUTER)
     if user:
         per_user = per_user.where(m.User.name == user)
