@@ -23,7 +23,7 @@ def setup(client, token):
              ("/productions", {"name": "P", "session": "FastSim", "version": "V1", "revision": 1}),
              ("/sites", {"name": "INFN-T1", "bunch_size": 100}),
              ("/requests", {"production": "P", "min_runnum": 1000, "events_per_job": 10, "parameters": PARAMS,
-                            "input_mode": "NONE", "output_lfn": "lfn:/grid/x/out", "output_sites": ["INFN-T1"]})]
+                            "input_mode": "NONE", "output_lfn": "lfn:/grid/x/P/out", "output_sites": ["INFN-T1"]})]
     for path, body in calls:
         r = client.post("/api/v1" + path, json=body, headers=h)
         assert r.status_code == 201, (path, r.json)

@@ -35,9 +35,24 @@ def check_input(settings):
         raise bad_request(f"input mode {mode} takes {counts[0]} to {counts[1]} input paths, not {len(paths)}")
 
 
-def twin_path(path, main):
-    """A directory of a request of `main` moved under its test twin (`/2010_July/` -> `/2010_July_test/`)."""
-    return path.replace(f"/{main.name}/", f"/{main.twin.name}/")
+def check_output_sites(names):
+    """Outputs are stored only at sites the server knows (a typo would send every output to nowhere)."""
+    known = {name for (name,) in m.Site.select(m.Site.name).where(m.Site.name.in_(list(names))).tuples()}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise bad_request(f"'output_sites': unknown site{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                          "(a site is added with POST /sites)")
+
+
+def under_twin(path, main, renamed=None):
+    """`path` of a request of production `main` for its test twin: the segment naming `main` becomes the
+    twin's name and, after it, segments in `renamed` ({old: new}) are renamed; None when no segment
+    names `main` (no test directory follows from it)."""
+    parts = path.split("/")
+    if main.name not in parts:
+        return None
+    at = parts.index(main.name)
+    return "/".join(parts[:at] + [main.twin.name] + [(renamed or {}).get(p, p) for p in parts[at + 1:]])
 
 
 def insert_test_request(req):

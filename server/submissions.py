@@ -59,7 +59,8 @@ from shared.states import Status
 from . import db, search_text
 from . import models as m
 from .errors import bad_request, conflict, not_found
-from .request_rules import check_input, check_parameters, insert_test_request, params_key
+from .request_rules import (check_input, check_output_sites, check_parameters, insert_test_request, params_key,
+                            under_twin)
 
 # Serialises runnum allocation across PostgreSQL sessions (SQLite: BEGIN IMMEDIATE does it).
 SUBMIT_LOCK_KEY = 0x5B5
@@ -237,14 +238,14 @@ def _test_request_by_parameters(main, bulk, where, to_create):
     if found is not None:
         return found
     template = m.Request.get_or_none(production=main, params_key=key)
-    if template is None:
-        template = m.Request.select().where(m.Request.production.in_([main.id, twin.id])) \
-            .order_by(m.Request.id.desc()).first()
+    if template is None:   # a main request: a test request's directories may be shared or chosen by hand
+        template = m.Request.select().where(m.Request.production == main.id).order_by(m.Request.id.desc()).first()
     if template is None:
         raise conflict("no-template-request", f"production {main.name} has no request to take the output "
                                               "directories and settings of a new test request from: "
                                               "a manager creates the first one (POST /requests)")
-    output_lfn = _moved(template.output_lfn, template, twin, bulk.parameters)
+    renamed = {value: bulk.parameters.get(name, value) for name, value in template.parameters.items()}
+    output_lfn = under_twin(template.output_lfn, main, renamed)
     if output_lfn is None:
         raise conflict("no-template-request", f"request {template.id}'s output directory {template.output_lfn} "
                                               f"is not under {template.production.name}: no test directory follows")
@@ -260,20 +261,12 @@ def _test_request_by_parameters(main, bulk, where, to_create):
         events_per_job=bulk.events, num_jobs=bulk.runs * len(bulk.sites),
         required_events=bulk.runs * len(bulk.sites) * bulk.events,
         input_mode=bulk.input_mode, input_paths=list(bulk.input_paths), output_lfn=output_lfn,
-        output_abs=(_moved(template.output_abs, template, twin, bulk.parameters) or "")[:1024],
+        output_abs=(under_twin(template.output_abs, main, renamed) or "")[:1024],
         output_sites=list(bulk.output_sites or template.output_sites),
         note=f"made by a test submission from the settings of request {template.id}")
+    check_output_sites(settings["output_sites"])
     to_create[key] = m.Request(production=twin, parameters=bulk.parameters, params_key=key, **settings)
     return to_create[key]
-
-
-def _moved(path, template, twin, parameters):
-    """`template`'s directory `path` for `parameters`: under `twin`, segments naming a template value renamed."""
-    head, sep, tail = path.partition(f"/{template.production.name}/")
-    if not sep:
-        return None
-    renamed = {value: parameters.get(name, value) for name, value in template.parameters.items()}
-    return f"{head}/{twin.name}/" + "/".join(renamed.get(part, part) for part in tail.split("/"))
 
 
 def _eligible_site(name, production, test):

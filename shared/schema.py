@@ -76,6 +76,8 @@ def text(data, key, where="", default=_MISSING, max_len=4096, pattern=None, empt
         raise SchemaError(f"'{where}{key}' is longer than {max_len} characters")
     if "\x00" in value:
         raise SchemaError(f"'{where}{key}' contains a NUL character")
+    if not _is_text(value):
+        raise SchemaError(f"'{where}{key}' is not valid text (a lone surrogate)")
     if pattern is not None and not re.fullmatch(pattern, value):
         raise SchemaError(f"'{where}{key}' has an invalid value {value[:80]!r}")
     return value
@@ -109,9 +111,18 @@ def text_map(data, key, where="", default=_MISSING, max_items=1000):
     if len(value) > max_items:
         raise SchemaError(f"'{where}{key}' has more than {max_items} entries")
     for k, v in value.items():
-        if not isinstance(v, str) or "\x00" in v or not k or "\x00" in k:
-            raise SchemaError(f"'{where}{key}.{k}' must be a string")
+        if not isinstance(v, str) or "\x00" in v or not k or "\x00" in k or not _is_text(k + v):
+            raise SchemaError(f"'{where}{key}.{k}' must be a string of valid text")
     return dict(value)
+
+
+def _is_text(value):
+    """JSON may carry a lone surrogate ("\\ud800"): a str that no database or file can store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 LFN_RE = r"lfn:/[A-Za-z0-9._+=@,:%~/-]*"

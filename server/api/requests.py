@@ -7,7 +7,8 @@ from shared.jobdesc import INPUT_MODES, NAME_RE
 from .. import auth, db
 from .. import models as m
 from ..errors import ApiError, bad_request, conflict, not_found
-from ..request_rules import CREATE_LOCK_KEY, check_input, check_parameters, insert_test_request, params_key
+from ..request_rules import (CREATE_LOCK_KEY, check_input, check_output_sites, check_parameters,
+                             insert_test_request, params_key, under_twin)
 from ..submissions import SUBMIT_LOCK_KEY
 from .params import json_body, query_int, query_text
 from .productions import get_production
@@ -85,29 +86,12 @@ def _read_test_dirs(body):
 def _check_settings(settings):
     check_input(settings)
     if "output_sites" in settings:
-        _check_output_sites(settings["output_sites"])
-
-
-def _check_output_sites(names):
-    """Outputs are stored only at sites the server knows (a typo would send every output to nowhere)."""
-    known = {name for (name,) in m.Site.select(m.Site.name).where(m.Site.name.in_(list(names))).tuples()}
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise bad_request(f"'output_sites': unknown site{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-                          "(a site is added with POST /sites)")
+        check_output_sites(settings["output_sites"])
 
 
 def _shares_dirs(req, twin):
     # The LFN is never empty: equal LFNs are the shared choice (a separate test directory must differ).
     return twin.output_lfn == req.output_lfn
-
-
-def _under_twin(path, main):
-    """`path` with each segment naming production `main` renamed to its twin's; None when no segment names it."""
-    parts = path.split("/")
-    if main.name not in parts:
-        return None
-    return "/".join(main.twin.name if part == main.name else part for part in parts)
 
 
 def _test_dirs(main, dirs, given, same):
@@ -129,7 +113,7 @@ def _test_dirs(main, dirs, given, same):
         elif not value:        # no absolute directory: none for the test request either
             test[name] = ""
         else:
-            test[name] = _under_twin(value, main)
+            test[name] = under_twin(value, main)
             if test[name] is None:
                 raise bad_request(f"'{name}' {value[:300]!r} has no segment {main.name} to become "
                                   f"{main.twin.name} in the test request's directory: give '{field}', or "

@@ -222,8 +222,6 @@ def test_the_note_holds_255_characters_and_refuses_more_with_400(api, production
     assert api.get(f"/requests/{rid}").json["note"] == "ü" * 255
 
 
-@pytest.mark.xfail(strict=True, reason="shared/schema.text() lets a lone surrogate through to the database "
-                                       "(every text field, not only the note): 500 instead of 400")
 def test_a_note_that_is_not_unicode_text_is_400(api, production):
     r = api.patch(f"/requests/{production['request']['id']}", json={"note": "\ud800"})
     assert r.status_code == 400, r.json

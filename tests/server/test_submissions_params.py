@@ -230,3 +230,25 @@ def test_sbk_submit_by_parameters_against_sbk_serve(api, production, db_url, tmp
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_a_test_request_by_parameters_takes_known_output_sites_and_a_main_requests_directories(api, production):
+    """The rules a manager's request obeys hold for one a test submission makes: known output sites;
+    directories derived from a main request, the production-name segment renamed even when it is last."""
+    bad = seed_body(production)
+    bad["bulks"][1]["output_sites"] = ["NOWHERE-T9"]
+    r = api.post("/submissions", json=bad)
+    assert r.status_code == 400 and "NOWHERE-T9" in r.json["message"]
+    assert twin_requests(NEW_PARAMS) == []
+    # A main request whose directory ends with the production's name, made after a test request
+    # whose directory was chosen by hand: the new test request follows the main request.
+    params = dict(NEW_PARAMS, Geometry="DG_5")
+    r = api.post("/requests", json={
+        "production": "2010_July", "parameters": params, "events_per_job": 10, "input_mode": "NONE",
+        "output_lfn": f"{LFN_ROOT}/out/2010_July", "test_output_lfn": f"{LFN_ROOT}/by-hand",
+        "output_sites": ["INFN-T1"]})
+    assert r.status_code == 201, r.json
+    body = seed_body(production, params=dict(params, Background="Other.tcl"))
+    r = api.post("/submissions", json=body)
+    assert r.status_code == 201, r.json
+    assert r.json["sets"][1]["output_lfn"] == f"{LFN_ROOT}/out/2010_July_test"
