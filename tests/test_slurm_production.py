@@ -240,7 +240,7 @@ def test_scancel_during_a_long_stage_in_gets_the_wrappers_own_report_within_kill
     request = api.call("POST", "/requests", json={
         "production": d.PRODUCTION, "min_runnum": 50000000, "events_per_job": 10,
         "parameters": dict(d.PARAMETERS, Geometry="DG_slow_in"), "input_mode": "LIST", "input_paths": lfns,
-        "output_lfn": f"lfn:{d.LFN_PREFIX}/production/FastSim/slow-in/output", "output_sites": [site],
+        "output_lfn": f"lfn:{d.LFN_PREFIX}/production/FastSim/{d.PRODUCTION}/slow-in/output", "output_sites": [site],
         "max_wct_s": 600})
     api.call("PATCH", f"/requests/{request['id']}", json={"status": "valid"})
     try:

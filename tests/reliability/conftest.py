@@ -20,6 +20,7 @@ from server import db
 from server import demo as d
 from server.toy_release import build_toy_release
 from server.xrootd_se import free_port, start_se
+from tests.infra.postgres import postgres_available, start_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = []   # (scenario, injected, what held, figures), one per passing scenario
@@ -255,6 +256,16 @@ def make_world(base, se, env, db_url=None, site_extra=""):
         server.stop()
         raise
     return World(base, server, se, site_config, release)
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """A PostgreSQL cluster for the suite's scenarios on PostgreSQL (each takes a new database)."""
+    if not postgres_available():
+        pytest.fail("PostgreSQL 15 is not installed: run `make test` (it installs postgresql)")
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

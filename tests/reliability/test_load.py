@@ -14,7 +14,6 @@ import requests
 
 from server import demo as d
 from server import models as m
-from tests.infra.postgres import postgres_available, start_cluster
 
 from .conftest import Server, read_db
 
@@ -23,15 +22,6 @@ pytestmark = pytest.mark.timeout(900)
 WRAPPERS = 200
 MANAGERS = 20
 PROCESSES = 4
-
-
-@pytest.fixture(scope="module")
-def pg():
-    if not postgres_available():
-        pytest.fail("PostgreSQL 15 is not installed: run `make test` (it installs postgresql)")
-    cluster = start_cluster()
-    yield cluster
-    cluster.stop()
 
 
 def one_wrapper(base, job_id, token, until):

@@ -30,7 +30,6 @@ import pytest
 
 from server import demo as d
 from server.xrootd_se import start_se
-from tests.infra.postgres import postgres_available, start_cluster
 from wrapper.report import load_journal
 
 from .conftest import ROOT, make_world, poll
@@ -44,15 +43,6 @@ FULL = {"jobs": 30, "weather_s": 120.0}
 OUTPUTS = 3                   # output files per job besides <runnum>.root
 GRACE_S = 10                  # the site's stop_grace_s
 TOY = {"TOY_EVENT_TIME": "0.1", "TOY_OUTPUTS": str(OUTPUTS), "TOY_OUTPUT_BYTES": "150000"}   # a 5 s payload
-
-
-@pytest.fixture(scope="module")
-def pg_cluster():
-    if not postgres_available():
-        pytest.fail("PostgreSQL 15 is not installed: run `make test` (it installs postgresql)")
-    cluster = start_cluster()
-    yield cluster
-    cluster.stop()
 
 
 class Weather:
@@ -256,7 +246,7 @@ def test_life_cycle_soak(database, tmp_path, request, full, figures):
     seed = int(os.environ.get("SEVERUS_SOAK_SEED") or random.SystemRandom().randrange(10 ** 6))
     print(f"\nsoak seed {seed} ({database}); replay with SEVERUS_SOAK_SEED={seed}", file=sys.stderr)
     rng = random.Random(seed)
-    db_url = request.getfixturevalue("pg_cluster").new_database() if database == "postgresql" else None
+    db_url = request.getfixturevalue("pg").new_database() if database == "postgresql" else None
     se = start_se(tmp_path / "se", name="se-soak")
     base = tmp_path / "srv"
     base.mkdir()
