@@ -3,7 +3,6 @@ have no jobs, output sites are known sites, a test request's output directories 
 the note holds at most 255 characters."""
 import threading
 
-import pytest
 
 from .conftest import Api, new_token, submit
 
