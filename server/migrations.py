@@ -121,6 +121,100 @@ def _site_session_activity():
     m.Site.update(last_activity=m.Site.last_submission).where(m.Site.last_activity.is_null()).execute()
 
 
+def _add_missing_columns(model, names):
+    """Add `names` of `model` to its table where missing (a database made by migration 1 of a newer
+    model has them already)."""
+    table = model._meta.table_name
+    present = {c.name for c in m.database.get_columns(table)}
+    migrator = SchemaMigrator.from_database(m.database.obj)
+    for name in names:
+        field = model._meta.fields[name]
+        if field.column_name not in present:
+            migrator.add_column(table, field.column_name, field).run()
+
+
+# The job counters' triggers (models.JobCount). A row moves only when a counted column changes: the
+# hot path (heartbeats: step, message, last_seq) fires none of them.
+COUNTED = ("status", "production_id", "site_id", "user_id", "events", "wct")
+SQLITE_COUNT = ("INSERT INTO {c} (production_id, site_id, user_id, status, jobs, events, wct) "
+                "VALUES ({r}.production_id, {r}.site_id, COALESCE({r}.user_id, 0), {r}.status, {n}, "
+                "{n} * {r}.events, {n} * COALESCE({r}.wct, 0)) "
+                "ON CONFLICT (production_id, site_id, user_id, status) DO UPDATE SET jobs = jobs + excluded.jobs, "
+                "events = events + excluded.events, wct = wct + excluded.wct;")
+PG_COUNT_FUNCTION = """
+CREATE OR REPLACE FUNCTION {c}_add(p integer, s integer, u integer, st varchar, n integer, ev bigint,
+                                   w double precision) RETURNS void AS $$
+BEGIN
+  INSERT INTO {c} (production_id, site_id, user_id, status, jobs, events, wct)
+  VALUES (p, s, COALESCE(u, 0), st, n, n * ev, n * COALESCE(w, 0))
+  ON CONFLICT (production_id, site_id, user_id, status) DO UPDATE SET jobs = {c}.jobs + EXCLUDED.jobs,
+    events = {c}.events + EXCLUDED.events, wct = {c}.wct + EXCLUDED.wct;
+END $$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION {c}_row() RETURNS trigger AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    PERFORM {c}_add(OLD.production_id, OLD.site_id, OLD.user_id, OLD.status, -1, OLD.events, OLD.wct);
+  -- two rows in one fixed order (by status), so two jobs moving between the same two rows in
+  -- opposite directions cannot deadlock each other
+  ELSIF OLD.status <= NEW.status THEN
+    PERFORM {c}_add(OLD.production_id, OLD.site_id, OLD.user_id, OLD.status, -1, OLD.events, OLD.wct);
+    PERFORM {c}_add(NEW.production_id, NEW.site_id, NEW.user_id, NEW.status, 1, NEW.events, NEW.wct);
+  ELSE
+    PERFORM {c}_add(NEW.production_id, NEW.site_id, NEW.user_id, NEW.status, 1, NEW.events, NEW.wct);
+    PERFORM {c}_add(OLD.production_id, OLD.site_id, OLD.user_id, OLD.status, -1, OLD.events, OLD.wct);
+  END IF;
+  RETURN NULL;
+END $$ LANGUAGE plpgsql;
+-- a submission inserts thousands of jobs in a few statements: one upsert per statement and key
+CREATE OR REPLACE FUNCTION {c}_inserted() RETURNS trigger AS $$
+BEGIN
+  INSERT INTO {c} (production_id, site_id, user_id, status, jobs, events, wct)
+  SELECT production_id, site_id, COALESCE(user_id, 0), status, COUNT(*), SUM(events), SUM(COALESCE(wct, 0))
+  FROM new_jobs GROUP BY production_id, site_id, COALESCE(user_id, 0), status ORDER BY 1, 2, 3, 4
+  ON CONFLICT (production_id, site_id, user_id, status) DO UPDATE SET jobs = {c}.jobs + EXCLUDED.jobs,
+    events = {c}.events + EXCLUDED.events, wct = {c}.wct + EXCLUDED.wct;
+  RETURN NULL;
+END $$ LANGUAGE plpgsql;
+"""
+
+
+def _job_counts():
+    """Sessions' user settings, token labels and expiry, retired releases, site resets, and the job counters."""
+    _add_missing_columns(m.User, ["auto_sub"])
+    _add_missing_columns(m.ApiToken, ["label", "expires_at"])
+    _add_missing_columns(m.Software, ["retired"])
+    _add_missing_columns(m.Site, ["failed_reset_at"])
+    m.database.create_tables([m.JobCount], safe=True)
+    job, c = m.Job._meta.table_name, m.JobCount._meta.table_name
+    changed = " OR ".join(f"old.{col} IS {'NOT' if db.is_sqlite() else 'DISTINCT FROM'} new.{col}"
+                          for col in COUNTED)
+    if db.is_sqlite():
+        m.database.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {c}_insert AFTER INSERT ON {job} BEGIN "
+                               + SQLITE_COUNT.format(c=c, r="new", n=1) + " END")
+        m.database.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {c}_delete AFTER DELETE ON {job} BEGIN "
+                               + SQLITE_COUNT.format(c=c, r="old", n=-1) + " END")
+        m.database.execute_sql(f"CREATE TRIGGER IF NOT EXISTS {c}_update AFTER UPDATE OF {', '.join(COUNTED)} "
+                               f"ON {job} WHEN {changed} BEGIN " + SQLITE_COUNT.format(c=c, r="old", n=-1)
+                               + " " + SQLITE_COUNT.format(c=c, r="new", n=1) + " END")
+    else:
+        m.database.execute_sql(PG_COUNT_FUNCTION.format(c=c))
+        m.database.execute_sql(f"DROP TRIGGER IF EXISTS {c}_insert ON {job}")
+        m.database.execute_sql(f"CREATE TRIGGER {c}_insert AFTER INSERT ON {job} REFERENCING NEW TABLE AS new_jobs "
+                               f"FOR EACH STATEMENT EXECUTE FUNCTION {c}_inserted()")
+        m.database.execute_sql(f"DROP TRIGGER IF EXISTS {c}_change ON {job}")
+        m.database.execute_sql(f"CREATE TRIGGER {c}_change AFTER UPDATE OF {', '.join(COUNTED)} ON {job} "
+                               f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION {c}_row()")
+        m.database.execute_sql(f"DROP TRIGGER IF EXISTS {c}_delete ON {job}")
+        m.database.execute_sql(f"CREATE TRIGGER {c}_delete AFTER DELETE ON {job} "
+                               f"FOR EACH ROW EXECUTE FUNCTION {c}_row()")
+    # the jobs already there, counted once (the table is rebuilt: the upgrade runs in one transaction)
+    m.JobCount.delete().execute()
+    m.database.execute_sql(
+        f"INSERT INTO {c} (production_id, site_id, user_id, status, jobs, events, wct) "
+        f"SELECT production_id, site_id, COALESCE(user_id, 0), status, COUNT(*), SUM(events), "
+        f"SUM(COALESCE(wct, 0)) FROM {job} GROUP BY production_id, site_id, COALESCE(user_id, 0), status")
+
+
 MIGRATIONS = (
     (1, _create_v1),
     (2, _seed_groups),
@@ -130,6 +224,7 @@ MIGRATIONS = (
     (6, _summary_indexes),
     (7, _removals),
     (8, _site_session_activity),
+    (9, _job_counts),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -9,7 +9,7 @@ import datetime
 import json
 
 import peewee as pw
-from peewee import JOIN, fn  # noqa: F401  (re-exported: queries elsewhere use m.fn, m.JOIN)
+from peewee import JOIN, Case, fn  # noqa: F401  (re-exported: queries elsewhere use m.fn, m.JOIN, m.Case)
 
 from .db import database
 
@@ -72,6 +72,8 @@ class SchemaVersion(BaseModel):
 
 class User(BaseModel):
     name = pw.CharField(max_length=64, unique=True)
+    # seed 000's "auto-sub": the user's confirmed submissions go to the batch system at once (migration 9)
+    auto_sub = pw.BooleanField(default=True)
     created_at = pw.DateTimeField(default=utcnow)
 
 
@@ -98,6 +100,8 @@ class UserGroup(BaseModel):
 class ApiToken(BaseModel):
     user = pw.ForeignKeyField(User, on_delete="CASCADE")
     token_hash = pw.CharField(max_length=64, unique=True)
+    label = pw.CharField(max_length=64, default="")      # what the token is for, shown in lists (migration 9)
+    expires_at = pw.DateTimeField(null=True)             # None: never (migration 9)
     created_at = pw.DateTimeField(default=utcnow)
 
 
@@ -129,6 +133,7 @@ class Software(BaseModel):
     workdir = pw.CharField(max_length=1024)
     exe = pw.CharField(max_length=1024)
     env = JSONField(default=dict)
+    retired = pw.BooleanField(default=False)   # no new production may use it (migration 9)
     created_at = pw.DateTimeField(default=utcnow)
 
     class Meta:
@@ -186,6 +191,8 @@ class Site(BaseModel):
     se = JSONField(default=dict)                        # from site_configs/<SITE>.toml
     last_activity = pw.DateTimeField(null=True)         # jobs.note_site_activity says what counts
     last_submission = pw.DateTimeField(null=True)
+    # a shifter's "reset site": failed jobs that ended before it no longer count against threshold_failed
+    failed_reset_at = pw.DateTimeField(null=True)       # migration 9
     created_at = pw.DateTimeField(default=utcnow)
 
 
@@ -275,6 +282,26 @@ class Job(BaseModel):
             (("site", "production", "events"), False),
             (("status", "finished_at", "events"), False),
         )
+
+
+class JobCount(BaseModel):
+    """How many jobs (and their events and wct) each production has at each site per user and status.
+
+    Kept by database triggers on the job table (migration 9): every change of a job, by any path
+    (peewee, raw SQL, a bulk insert), moves it from one row to another in the same transaction, so
+    the pages' counts cost a read of this small table, not of the jobs. user_id 0: no user.
+    Plain integer columns, not foreign keys: the triggers write them, and 0 names no row.
+    """
+    production_id = pw.IntegerField()
+    site_id = pw.IntegerField()
+    user_id = pw.IntegerField()
+    status = pw.CharField(max_length=16)
+    jobs = pw.BigIntegerField(default=0)
+    events = pw.BigIntegerField(default=0)
+    wct = pw.DoubleField(default=0.0)
+
+    class Meta:
+        indexes = ((("production_id", "site_id", "user_id", "status"), True), (("site_id",), False))
 
 
 # SQLite's substring index of Job.search: an FTS5 trigram table with Job as external
@@ -377,4 +404,4 @@ class Activity(BaseModel):
 
 ALL_MODELS = (SchemaVersion, User, Group, GroupPrivilege, UserGroup, ApiToken, Session,
               JobParameter, Software, Production, Request, Site, SiteSession, SiteProduction,
-              Job, Attempt, Event, CatalogFile, Replica, Removal, JobLog, Activity)
+              Job, JobCount, Attempt, Event, CatalogFile, Replica, Removal, JobLog, Activity)

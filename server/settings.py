@@ -19,7 +19,6 @@ DEFAULTS = {
     "MAX_BODY_BYTES": 4 * 1024 * 1024,
     "MAX_LOG_BYTES": 8 * 1024 * 1024,
     "AUTO_INIT": True,             # create/upgrade the schema when the app starts
-    "STATS_CACHE_S": 30.0,         # statistics over every job are reused this long; 0 = always fresh
     # Batch backends (server/batch.py): POST /submissions {"backend": ...} and the batch poller.
     "BACKEND_WRAPPER": "",         # a severus.pyz path; empty: `<this python> -m wrapper`
     "BACKEND_PYTHON": "python3",   # the interpreter that runs a .pyz wrapper on the node
@@ -47,7 +46,6 @@ class Settings:
     max_body_bytes: int
     max_log_bytes: int
     auto_init: bool
-    stats_cache_s: float
     backend_wrapper: str
     backend_python: str
     backend_sandbox_dir: str
@@ -75,7 +73,6 @@ class Settings:
                 max_body_bytes=int(config["MAX_BODY_BYTES"]),
                 max_log_bytes=int(config["MAX_LOG_BYTES"]),
                 auto_init=_flag(config["AUTO_INIT"]),
-                stats_cache_s=float(config["STATS_CACHE_S"]),
                 backend_wrapper=str(config["BACKEND_WRAPPER"]),
                 backend_python=str(config["BACKEND_PYTHON"]),
                 backend_sandbox_dir=str(config["BACKEND_SANDBOX_DIR"]),

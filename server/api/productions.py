@@ -4,7 +4,7 @@ from flask import Blueprint, jsonify
 from shared import schema as s
 from shared.jobdesc import NAME_RE
 
-from .. import auth, db
+from .. import auth, counts, db
 from .. import models as m
 from ..errors import bad_request, conflict, not_found
 from .params import json_body, query_text
@@ -25,9 +25,7 @@ def production_dict(p):
     for status, count in (m.Request.select(m.Request.status, m.fn.COUNT(m.Request.id))
                           .where(m.Request.production == p).group_by(m.Request.status).tuples()):
         requests[status] = count
-    jobs = {status: count for status, count in (
-        m.Job.select(m.Job.status, m.fn.COUNT(m.Job.id)).where(m.Job.production == p)
-        .group_by(m.Job.status).tuples())}
+    jobs = counts.production_jobs(p.id)
     sw = p.software
     return {"name": p.name, "session": p.session.name, "status": p.status, "test": p.is_test,
             "twin": p.twin.name if p.twin_id else None,

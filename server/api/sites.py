@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify, request
 from shared import schema as s
 from shared.jobdesc import NAME_RE
 
-from .. import auth, db
+from .. import auth, counts, db
 from .. import models as m
 from ..errors import ApiError, bad_request, conflict
 from .params import json_body, query_int
@@ -54,9 +54,7 @@ def site_dict(site, full=False):
          # written where it happens (jobs.note_site_activity): reading it costs no pass over the site's jobs
          "last_activity": m.iso(site.last_activity), "last_submission": m.iso(site.last_submission)}
     if full:
-        d["jobs"] = {status: count for status, count in (
-            m.Job.select(m.Job.status, m.fn.COUNT(m.Job.id)).where(m.Job.site == site)
-            .group_by(m.Job.status).tuples())}
+        d["jobs"] = counts.site_jobs(site.id)
         d["sessions"] = [{"session": x.session.name, "enabled": x.enabled, "supported": x.supported,
                           "last_activity": m.iso(x.last_activity)} for x in site.sessions]
         d["last_check"] = check_dict(_checks_of(site).first(), site)

@@ -1,7 +1,12 @@
-"""The web pages: read-only HTML views of the bookkeeping, served by the same app at `/`.
+"""The web desk: the production managers' and shifters' pages (seed 000's WebUI), served by the same app at `/`.
 
-Server-rendered Jinja templates (autoescaped), one CSS file, charts as inline
-SVG. People sign in with their API token; the session cookie keeps only the
+One module per seed page (home, productions, requests, submit, monitor,
+sites, sessions, people, charts); layout.py holds what they share, forms.py
+turns a form into the API's body so every action goes through the same
+server function as its API route. Server-rendered Jinja templates
+(autoescaped) sharing one layout and one form macro file, htmx (vendored, no
+build step) for partial updates, and every form works without JavaScript.
+People sign in with their API token; the session cookie keeps only the
 token's hash, so a stolen cookie is no API credential.
 """
 import os
@@ -61,5 +66,6 @@ def register(app):
     app.config.update(SESSION_COOKIE_NAME="sbk_session", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax")
     app.session_interface = SessionCookies()
-    from . import pages, signin  # noqa: F401  (they add their views to bp)
+    from . import (charts, home, layout, monitor, people, productions, requests, sessions,  # noqa: F401
+                   signin, sites, submit)   # (they add their views to bp)
     app.register_blueprint(bp)

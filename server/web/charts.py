@@ -1,11 +1,17 @@
-"""Charts as inline SVG: the data (two queries) and the geometry (bars, axes, labels) the template draws."""
+"""Charts as inline SVG: the data (two queries), the geometry (bars, axes, labels) the template draws, and
+the charts page."""
 import datetime
 from dataclasses import dataclass
 from typing import Tuple
 
+from flask import render_template
+
 from shared.states import Status
 
 from .. import models as m
+from ..api.params import query_int
+from ..api.people import jobs_by_site
+from . import bp
 
 STATUS_COLOURS = {"prepared": "#9e9e9e", "submitted": "#64b5f6", "running": "#1565c0", "done": "#2e7d32",
                   "failed": "#c62828", "sys-failed": "#ef6c00", "timeout": "#6a1b9a"}
@@ -92,3 +98,10 @@ def events_chart(per_day):
         if n % max(len(per_day) // 6, 1) == 0:
             labels.append(Label(round(x + step / 2, 1), top + plot_h + 16, day.strftime("%m-%d"), "middle"))
     return Chart("Events produced per day", left + plot_w + 10, top + plot_h + 26, tuple(bars), tuple(labels))
+
+
+@bp.get("/charts")
+def charts_page():
+    days = query_int("days", 30, lo=1, hi=366)
+    return render_template("charts.html", days=days, status_chart=site_status_chart(jobs_by_site()),
+                           events_chart=events_chart(events_by_day(days)))

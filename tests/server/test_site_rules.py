@@ -4,9 +4,8 @@ import datetime
 import re
 import threading
 
-from server import db, jobs, migrations, submissions
+from server import counts, db, jobs, migrations, submissions
 from server import models as m
-from server.api import people
 
 from .conftest import event, make_production, submit
 from .test_requests import new_request
@@ -209,7 +208,7 @@ def test_events_generated_are_the_done_jobs_events(api, production, client):
     stats = api.get("/stats").json["sessions"]
     assert stats == [{"session": "FastSim", "user": "dev", "jobs": 4, "events": 100, "wct": stats[0]["wct"]}]
     with db.connection():
-        assert people._session_stats("dev")[0]["events"] == 100
+        assert counts.session_stats("dev")[0]["events"] == 100
     assert sign_in(client, api.token).status_code == 302
     home = client.get("/").get_data(as_text=True).split('id="session-stats"')[1].split("</table>")[0]
     assert '<td>FastSim</td><td class="num">4</td><td class="num">100</td>' in home
