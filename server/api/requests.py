@@ -10,60 +10,15 @@ from ..errors import ApiError, bad_request, conflict, not_found
 from ..request_rules import (CREATE_LOCK_KEY, check_input, check_output_sites, check_parameters,
                              insert_test_request, params_key, under_twin)
 from ..submissions import SUBMIT_LOCK_KEY
+from ..production_requests import SETTINGS, TEST_DIRS, TEST_SETTINGS, get_request, request_dict, shares_dirs
+from ..productions import get_production
 from .params import json_body, query_int, query_text
-from .productions import get_production
 
 bp = Blueprint("requests", __name__)
 
 MANAGER = "create-requests"
 # The one legal successor of each status (seed: open -> valid -> running -> closed).
 NEXT_STATUS = {"open": "valid", "valid": "running", "running": "closed"}
-
-SETTINGS = {
-    "priority": lambda d, k: s.integer(d, k, hi=1000),
-    "min_runnum": lambda d, k: s.integer(d, k, lo=1, hi=2 ** 62),
-    "required_events": lambda d, k: s.integer(d, k, hi=10 ** 15),
-    "events_per_job": lambda d, k: s.integer(d, k, hi=10 ** 12),
-    "num_jobs": lambda d, k: s.integer(d, k, hi=10 ** 7),
-    "event_time_s": lambda d, k: s.number(d, k, hi=1e7),
-    "max_wct_s": lambda d, k: s.number(d, k, lo=1, hi=30 * 86400),
-    "max_rss_mb": lambda d, k: s.number(d, k, hi=1024 * 1024),
-    "stall_s": lambda d, k: s.number(d, k, hi=30 * 86400),
-    "input_mode": lambda d, k: s.text(d, k, pattern="|".join(INPUT_MODES)),
-    "input_paths": lambda d, k: [s.check_lfn(p, f"{k}[{n}]") for n, p in
-                                 enumerate(s.text_list(d, k, max_items=10000, max_len=1024))],
-    "output_lfn": lambda d, k: s.lfn(d, k),
-    "output_abs": lambda d, k: s.text(d, k, max_len=1024, empty=True),
-    "output_sites": lambda d, k: list(s.text_list(d, k, max_items=100, pattern=NAME_RE, max_len=64)),
-    "output_patterns": lambda d, k: list(s.text_list(d, k, max_items=100, pattern=r"[^/\x00]+", max_len=256)),
-    "note": lambda d, k: s.text(d, k, max_len=255, empty=True),
-}
-# The test request's output directories, chosen on its main request: a test request's own setting of the
-# same name, or `same_output_dirs: true` to share the main request's (seed: "Same output directories for
-# the associated test request", off by default).
-TEST_DIRS = {"output_lfn": "test_output_lfn", "output_abs": "test_output_abs"}
-TEST_SETTINGS = (*TEST_DIRS.values(), "same_output_dirs")
-
-
-def get_request(request_id):
-    return m.get_or_404(m.Request, m.Request.id == request_id, f"request {request_id}")
-
-
-def request_dict(req, twin=None):
-    """A request as the API shows it; `twin` is its test request when the caller has it already."""
-    d = {"id": req.id, "production": req.production.name, "parameters": req.parameters,
-         "status": req.status, "test_request": req.test_request_id,
-         "created_by": req.created_by.name if req.created_by_id else None,
-         "created_at": m.iso(req.created_at)}
-    d.update({name: getattr(req, name) for name in SETTINGS})
-    twin = twin or (req.test_request if req.test_request_id else None)
-    d.update({field: getattr(twin, name) if twin else None for name, field in TEST_DIRS.items()})
-    d["same_output_dirs"] = _shares_dirs(req, twin) if twin else None
-    d["jobs"] = {status: count for status, count in (
-        m.Job.select(m.Job.status, m.fn.COUNT(m.Job.id)).where(m.Job.request == req)
-        .group_by(m.Job.status).tuples())}
-    return d
-
 
 def _read_settings(body):
     return {name: reader(body, name) for name, reader in SETTINGS.items() if name in body}
@@ -87,11 +42,6 @@ def _check_settings(settings):
     check_input(settings)
     if "output_sites" in settings:
         check_output_sites(settings["output_sites"])
-
-
-def _shares_dirs(req, twin):
-    # The LFN is never empty: equal LFNs are the shared choice (a separate test directory must differ).
-    return twin.output_lfn == req.output_lfn
 
 
 def _test_dirs(main, dirs, given, same):
@@ -236,7 +186,7 @@ def update_request(request_id):
         if frozen and req.status != "open":
             raise conflict("request-not-open", f"request {req.id} is {req.status}: {frozen[0]} can no longer change")
         twin = _twin_to_follow(req, changes, given, same)
-        shared = twin is not None and _shares_dirs(req, twin)      # before the changes
+        shared = twin is not None and shares_dirs(req, twin)      # before the changes
         for name, value in changes.items():
             setattr(req, name, value)
         _check_settings({"input_mode": req.input_mode, "input_paths": req.input_paths, **changes})

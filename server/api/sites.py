@@ -1,15 +1,13 @@
 """Sites: thresholds, bunch size, SE information, per-session / per-production switches, node checks."""
-import tomllib
-from pathlib import Path
-
 from flask import Blueprint, jsonify, request
 
 from shared import schema as s
 from shared.jobdesc import NAME_RE
 
-from .. import auth, counts, db
+from .. import auth, db
 from .. import models as m
 from ..errors import ApiError, bad_request, conflict
+from ..sites import check_dict, checks_of, get_site, se_from_site_config, site_dict
 from .params import json_body, query_int
 from .productions import get_production
 from .sessions import get_session
@@ -23,7 +21,6 @@ CHECK_FIELDS = ("name", "state", "ok", "reason", "detail", "seconds", "code", "p
 # A real report is ~2 KiB (eight checks); the limit keeps a node from filling the table.
 MAX_CHECK_BYTES = 64 * 1024
 MAX_CHECKS = 64
-SITE_CONFIGS = Path(__file__).resolve().parent.parent.parent / "site_configs"
 SETTINGS = {
     "description": lambda d, k: s.text(d, k, max_len=4096, empty=True),
     "threshold_prepared": lambda d, k: s.integer(d, k, hi=10 ** 7),
@@ -31,38 +28,6 @@ SETTINGS = {
     "threshold_failed": lambda d, k: s.integer(d, k, hi=10 ** 7),
     "bunch_size": lambda d, k: s.integer(d, k, lo=1, hi=10 ** 6),
 }
-
-
-def get_site(name):
-    return m.get_or_404(m.Site, m.Site.name == name, f"site {name!r}")
-
-
-def se_from_site_config(name):
-    """The [se] table of site_configs/<name>.toml, {} when there is none."""
-    path = SITE_CONFIGS / f"{name}.toml"
-    if not path.is_file():
-        return {}
-    with open(path, "rb") as fh:
-        return tomllib.load(fh).get("se", {})
-
-
-def site_dict(site, full=False):
-    d = {"name": site.name, "description": site.description,
-         "thresholds": {"prepared": site.threshold_prepared, "running": site.threshold_running,
-                        "failed": site.threshold_failed},
-         "bunch_size": site.bunch_size, "se": site.se,
-         # written where it happens (jobs.note_site_activity): reading it costs no pass over the site's jobs
-         "last_activity": m.iso(site.last_activity), "last_submission": m.iso(site.last_submission)}
-    if full:
-        d["jobs"] = counts.site_jobs(site.id)
-        d["sessions"] = [{"session": x.session.name, "enabled": x.enabled, "supported": x.supported,
-                          "last_activity": m.iso(x.last_activity)} for x in site.sessions]
-        d["last_check"] = check_dict(_checks_of(site).first(), site)
-        d["productions"] = [{"production": x.production.name, "allowed": x.allowed,
-                             "last_submission": m.iso(x.last_submission),
-                             "last_submitted_by": x.last_submitted_by.name if x.last_submitted_by_id else None}
-                            for x in site.productions]
-    return d
 
 
 @bp.get("/sites")
@@ -134,22 +99,6 @@ def update_site(name):
 
 # ---------------------------------------------------------------------- node checks (severus check --report)
 
-def _checks_of(site):
-    """The site's node checks, newest first, with who reported them."""
-    return (m.SiteCheck.select(m.SiteCheck, m.User).join(m.User, m.JOIN.LEFT_OUTER)
-            .where(m.SiteCheck.site == site).order_by(m.SiteCheck.id.desc()))
-
-
-def check_dict(row, site):
-    """A stored node check of `site` (None stays None)."""
-    if row is None:
-        return None
-    return {"id": row.id, "site": site.name, "node": row.node, "status": row.status, "checks": row.checks,
-            "wrapper_version": row.wrapper_version,
-            "reported_by": row.reported_by.name if row.reported_by_id else None,
-            "created_at": m.iso(row.created_at)}
-
-
 def _check_state(data, key, where=""):
     return s.text(data, key, where, pattern="|".join(CHECK_STATES), max_len=8)
 
@@ -207,4 +156,4 @@ def post_check(name):
 def list_checks(name):
     site = get_site(name)
     limit = query_int("limit", 20, lo=1, hi=1000)
-    return jsonify({"site": site.name, "history": [check_dict(r, site) for r in _checks_of(site).limit(limit)]})
+    return jsonify({"site": site.name, "history": [check_dict(r, site) for r in checks_of(site).limit(limit)]})

@@ -2,8 +2,8 @@
 from flask import render_template, request
 
 from .. import models as m
-from ..api.productions import get_production, production_dict
-from ..api.requests import request_dict
+from ..productions import get_production, production_dict
+from ..production_requests import request_dict
 from . import bp
 
 

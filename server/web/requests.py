@@ -1,7 +1,7 @@
 """Production requests (seed 000's PRODUCTION REQUESTS)."""
 from flask import redirect, render_template, url_for
 
-from ..api.requests import get_request, request_dict
+from ..production_requests import get_request, request_dict
 from . import bp
 
 

@@ -4,7 +4,7 @@ from flask import render_template
 from .. import counts
 from .. import models as m
 from ..api.people import jobs_by_site
-from ..api.sites import get_site, site_dict
+from ..sites import get_site, site_dict
 from . import bp
 
 
