@@ -4,7 +4,9 @@ Two kinds of bearer token, told apart by their prefix: `sbku_` belongs to a
 user (API token, privileges from the user's groups), `sbkj_` to one job
 attempt. Both are 32 random bytes shown once and stored only as SHA-256 hex;
 a lookup goes through the unique hash index and the stored hash is then
-compared in constant time.
+compared in constant time. A user token may carry a label and an expiry
+(migration 9): an expired one is refused like an unknown one (401
+token-expired); revoking one deletes its row (server/people.py).
 """
 import functools
 import hashlib
@@ -27,7 +29,7 @@ def new_token(prefix):
     return prefix + secrets.token_urlsafe(32)
 
 
-def add_user(name, groups):
+def add_user(name, groups, label="", expires_at=None):
     """Create the user if needed, add it to `groups`, return a new API token (shown once)."""
     with db.write_transaction():
         known = {g.name: g for g in m.Group.select().where(m.Group.name.in_(list(groups) or ["-"]))}
@@ -37,9 +39,15 @@ def add_user(name, groups):
         user, _ = m.User.get_or_create(name=name)
         for group in groups:
             m.UserGroup.get_or_create(user=user, group=known[group])
-        token = new_token(USER_PREFIX)
-        m.ApiToken.create(user=user, token_hash=hash_token(token))
+        token, _ = issue_token(user, label, expires_at)
     return token
+
+
+def issue_token(user, label="", expires_at=None):
+    """A new API token of `user` (inside the caller's transaction): (the token, shown once; its row)."""
+    token = new_token(USER_PREFIX)
+    row = m.ApiToken.create(user=user, token_hash=hash_token(token), label=label, expires_at=expires_at)
+    return token, row
 
 
 def hash_token(token):
@@ -70,13 +78,25 @@ def _check_hash(stored, token):
 
 
 def user_for_token(token):
-    """The Principal of a user token; raise 401 for an unknown one."""
+    """The Principal of a user token; raise 401 for an unknown, revoked or expired one."""
     if not token.startswith(USER_PREFIX):
         raise ApiError(403, "forbidden", "a job token cannot call this route")
     row = m.ApiToken.select(m.ApiToken, m.User).join(m.User).where(
         m.ApiToken.token_hash == hash_token(token)).first()
     _check_hash(row.token_hash if row else None, token)
+    check_not_expired(row)
     return principal_of(row.user)
+
+
+def is_expired(row, now=None):
+    """Whether an ApiToken row is past its expiry (None: never expires)."""
+    return row.expires_at is not None and row.expires_at <= (now or m.utcnow())
+
+
+def check_not_expired(row):
+    if is_expired(row):
+        raise ApiError(401, "token-expired",
+                       f"token expired at {m.iso(row.expires_at)}: ask for a new one")
 
 
 def principal_of(user):

@@ -1,19 +1,53 @@
-"""People: who am I, statistics per session and user and per site, and activities."""
+"""People: who am I (and my auto-sub), tokens, users, statistics per session and user and per site, and
+activities. The rules are server/people.py's."""
 from flask import Blueprint, jsonify
 
-from .. import auth, counts
+from .. import auth, people
 from .. import models as m
-from .params import query_int, query_text
+from ..people import jobs_by_site, last_activities, session_stats  # noqa: F401  (pages import them here)
+from .params import json_body, query_int, query_text
 
 bp = Blueprint("people", __name__)
 
 
 @bp.get("/me")
 def me():
-    principal = auth.current_principal()
-    groups = [g.name for g in m.Group.select().join(m.UserGroup).where(m.UserGroup.user == principal.user)]
-    return jsonify({"name": principal.user.name, "groups": sorted(groups),
-                    "privileges": sorted(principal.privileges)})
+    return jsonify(people.me_dict(auth.current_principal()))
+
+
+@bp.patch("/me")
+def update_me():
+    return jsonify(people.update_me(auth.current_principal(), json_body()))
+
+
+@bp.get("/tokens")
+def tokens():
+    return jsonify({"tokens": people.list_tokens(auth.current_principal(), query_text("user", 64))})
+
+
+@bp.post("/tokens")
+def create_token():
+    return jsonify(people.create_token(auth.current_principal(), json_body())), 201
+
+
+@bp.delete("/tokens/<id:token_id>")
+def revoke_token(token_id):
+    return jsonify({"revoked": people.revoke_token(auth.current_principal(), token_id)})
+
+
+@bp.get("/users")
+def users():
+    return jsonify({"users": people.list_users(auth.current_principal())})
+
+
+@bp.post("/users")
+def create_user():
+    return jsonify(people.create_user(auth.current_principal(), json_body())), 201
+
+
+@bp.patch("/users/<name>")
+def update_user(name):
+    return jsonify(people.set_groups(auth.current_principal(), name, json_body()))
 
 
 @bp.get("/stats")
@@ -25,24 +59,6 @@ def stats():
         "sessions": per_user,
         "sites": [{"site": site, "jobs": jobs} for site, jobs in sorted(per_site.items())],
     })
-
-
-def session_stats(user=None):
-    """Jobs launched, events generated and total wct per session and user (counts.session_stats)."""
-    return counts.session_stats(user)
-
-
-def jobs_by_site():
-    """{site: {status: number of jobs}}."""
-    return counts.jobs_by_site()
-
-
-def last_activities(user=None, limit=10):
-    """The newest `limit` activities (of one user when named), newest first."""
-    query = m.Activity.select(m.Activity, m.User).join(m.User, m.JOIN.LEFT_OUTER)
-    if user:
-        query = query.where(m.User.name == user)
-    return query.order_by(m.Activity.time.desc(), m.Activity.id.desc()).limit(limit)
 
 
 @bp.get("/activities")

@@ -4,6 +4,7 @@ from werkzeug.datastructures import MultiDict
 
 from .. import models as m
 from ..errors import ApiError, as_api_error
+from ..people import is_developer   # people management is the Developer group's (seed: WebUiDeveloper)
 from . import bp
 
 # The menu: (endpoint, label, privileges that show it; none: every signed-in user), in the seed's order.
@@ -19,13 +20,6 @@ MENU = (
     ("web.people", "People", ("developer",)),
     ("web.charts_page", "Charts", ()),
 )
-DEVELOPER_GROUP = "Developer"
-
-
-def is_developer(principal):
-    """People management is the Developer group's (seed: WebUiDeveloper), whatever privileges others hold."""
-    return (m.UserGroup.select().join(m.Group)
-            .where((m.UserGroup.user == principal.user) & (m.Group.name == DEVELOPER_GROUP)).exists())
 
 
 @bp.app_template_global()
@@ -38,7 +32,7 @@ def can(*privileges):
         return True
     if "developer" in privileges:
         if "developer_member" not in g:
-            g.developer_member = is_developer(principal)
+            g.developer_member = is_developer(principal.user)
         if g.developer_member:
             return True
     return any(principal.can(p) for p in privileges if p != "developer")
