@@ -123,6 +123,17 @@ SCHEMAS = {
          "input_mode": {"type": "string", "enum": ["DIR", "FILE", "LIST", "NONE"]}, "input_paths": STRS,
          "output_sites": STRS}, ("sites", "runs", "events")),
         oneOf=[{"required": ["request"]}, {"required": ["parameters", "test"]}]),
+    # People (server/people.py): a token is shown once, when made; lists never show its hash.
+    # expires_in_days (1-3650) or expires_at (ISO 8601, future); neither: never expires.
+    "TokenIn": _obj({"label": {"type": "string", "maxLength": 64}, "expires_in_days": INT, "expires_at": STR,
+                     "user": STR}),
+    "Token": _obj({"id": INT, "user": STR, "label": STR, "created_at": STR,
+                   "expires_at": {"type": "string", "nullable": True}, "expired": BOOL}),
+    "UserIn": _obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"},
+                    "groups": STRS, "label": {"type": "string", "maxLength": 64}, "expires_in_days": INT,
+                    "expires_at": STR}, ("name", "groups")),
+    "User": _obj({"name": STR, "groups": STRS, "auto_sub": BOOL, "created_at": STR,
+                  "tokens": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}}),
     "Submission": _obj({"production": STR, "dry_run": BOOL, "override_thresholds": BOOL,
                         "backend": {"type": "string", "enum": ["local", "slurm", "htcondor"]},
                         "bulks": {"type": "array", "items": {"$ref": "#/components/schemas/SubmissionBulk"}}},
@@ -205,6 +216,24 @@ ROUTES = [
      [("limit", INT)], None, 200,
      _obj({"site": STR, "history": {"type": "array", "items": {"$ref": "#/components/schemas/SiteCheck"}}})),
     ("post", "/submissions", "Plan (dry_run) or prepare jobs", "user", [], "Submission", 201, ANY_OBJ),
+    ("post", "/sites/{name}/reset", "Reset a site (shifter-submission or expert-submission): its failed "
+     "threshold counts only failed and sys-failed jobs that end from now on (within 24 h); the jobs are "
+     "untouched; recorded as a site-reset activity", "user", [], None, 200,
+     _obj({"site": STR, "failed_reset_at": STR, "failed_before": INT, "failed": INT, "threshold_failed": INT})),
+    ("patch", "/me", "The caller's auto-sub (shifter or expert submission)", "user", [],
+     _obj({"auto_sub": BOOL}, ("auto_sub",)), 200, ANY_OBJ),
+    ("get", "/tokens", "The caller's API tokens (a developer's `user` names another's); never their hashes",
+     "user", [("user", STR)], None, 200, _obj({"tokens": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}})),
+    ("post", "/tokens", "A new API token for the caller (a developer's `user`: for another); `token` is shown "
+     "this once", "user", [], "TokenIn", 201, ANY_OBJ),
+    ("delete", "/tokens/{token_id}", "Revoke (delete) a token: the caller's own, or anyone's for a developer; "
+     "recorded as a token-revoked activity", "user", [], None, 200, _obj({"revoked": {"$ref": "#/components/schemas/Token"}})),
+    ("get", "/users", "Users with groups and tokens (Developer group)", "user", [], None, 200,
+     _obj({"users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}})),
+    ("post", "/users", "Create a user with a first token (Developer group); `token` is shown this once; 409 "
+     "user-exists", "user", [], "UserIn", 201, ANY_OBJ),
+    ("patch", "/users/{name}", "Replace a user's groups (Developer group); 409 last-developer", "user", [],
+     _obj({"groups": STRS}, ("groups",)), 200, "User"),
     ("get", "/stats", "Statistics per session and user, and per site", "user", [("user", STR)], None, 200, ANY_OBJ),
     ("get", "/activities", "Last activities", "user", [("user", STR), ("limit", INT)], None, 200, ANY_OBJ),
 ]
@@ -235,7 +264,7 @@ def _operation(method, path, summary, security, query, body, code, reply):
         op["responses"]["409"] = _error("attempt-superseded or attempt-ended")
     if security:
         op["security"] = [{"bearer": []}]
-        op["responses"]["401"] = _error("missing or unknown token")
+        op["responses"]["401"] = _error("missing, unknown or revoked token, or token-expired")
         op["responses"]["403"] = _error("token lacks the privilege, or belongs to another job")
     if method == "delete" and path == "/requests/{request_id}":
         op["responses"]["409"] = _error("request-has-jobs, test-request or production-closed")
@@ -243,7 +272,7 @@ def _operation(method, path, summary, security, query, body, code, reply):
         op["responses"]["409"] = op["responses"].get("409") or _error("conflict")
         op["responses"]["413"] = _error("body too large")
     params = [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in query]
-    for name in ("job_id", "request_id", "name"):
+    for name in ("job_id", "request_id", "token_id", "name"):
         if "{" + name + "}" in path:
             params.append({"name": name, "in": "path", "required": True,
                            "schema": INT if name.endswith("_id") else STR})
