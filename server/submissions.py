@@ -33,7 +33,8 @@ site-threshold, listed in a dry run's `refusals`, unless an expert overrides
 them: prepared (the site's prepared jobs + the new ones), running (its
 submitted and running jobs + the new ones, which are prepared to be submitted
 at once or soon; prepared jobs already waiting are the prepared threshold's
-business) and failed (failed or sys-failed jobs that ended in the last 24 h).
+business) and failed (failed or sys-failed jobs that ended in the last 24 h, or since
+the site was reset if that is later, see below).
 A submission is activity of each of its sites and of the session there
 (Site/SiteSession.last_activity, see jobs.note_site_activity).
 
@@ -47,6 +48,22 @@ its parameter-valued segments replaced (`.../2010_July_test/output/<Analysis>/
 <Geometry>/<Generator>` for the seed's layout), its runnum minimum and limits;
 events per job from the bulk, input NONE and the template's output sites
 unless the bulk gives them. Main requests are only made by a manager.
+
+Resetting a site (the seed's SHIFT INIT "reset sites"; `reset_site`, POST
+/sites/<name>/reset, shifter-submission or expert-submission). A site over its
+failed threshold refuses every bulk for up to 24 h after its last failures,
+even once a shifter has found and fixed the cause. A reset sets
+Site.failed_reset_at = now: the failed threshold then counts only the failed
+and sys-failed jobs that ended after max(now - 24 h, failed_reset_at), so the
+site takes jobs again at once and is refused again only by new failures. The
+jobs themselves are untouched (their status, codes and the job monitor stay
+as they were; resubmitting them is a separate decision), the other thresholds
+are not affected, and the reset is recorded as an Activity of kind
+'site-reset'.
+
+`submit` is the one path from a request body to prepared (and, with a
+backend, submitted) jobs: the API's POST /submissions and the web desk's
+expert and shift pages call it with the same body.
 """
 import datetime
 import math
@@ -56,9 +73,9 @@ from shared import schema as s
 from shared.jobdesc import INPUT_MODES, NAME_RE
 from shared.states import Status
 
-from . import db, search_text
+from . import batch, db, search_text
 from . import models as m
-from .errors import bad_request, conflict, not_found
+from .errors import ApiError, bad_request, conflict, not_found
 from .request_rules import (check_input, check_output_sites, check_parameters, insert_test_request, params_key,
                             under_twin)
 
@@ -144,6 +161,22 @@ def _new_request_fields(b, where):
     return fields
 
 
+def submit(principal, body, base_url, settings):
+    """POST /submissions' body -> the plan (dry run) or the prepared jobs, plus with `backend` the
+    backend's reply (submitted, bunches, errors: a bunch the batch system refuses stays prepared)."""
+    production, bulks, dry_run, override = parse_submission(body)
+    backend = batch.backend_name(body.get("backend"))
+    if backend and not dry_run:
+        batch.get_backend(backend, settings)   # refuse an unusable backend before writing anything
+    if override and not principal.can("expert-submission"):
+        raise ApiError(403, "forbidden", "overriding site thresholds needs the expert-submission privilege")
+    plan = prepare_jobs(principal.user, production, bulks, dry_run=dry_run, override_thresholds=override,
+                        heartbeat_s=settings.heartbeat_s)
+    if backend and not dry_run:
+        plan.update(batch.submit_jobs(plan["job_ids"], backend, base_url, settings))
+    return plan
+
+
 def prepare_jobs(user, production, bulks, dry_run=False, override_thresholds=False,
                  heartbeat_s=300.0):
     """Plan `bulks` on `production` (a name) and, unless `dry_run`, create the jobs.
@@ -201,7 +234,7 @@ def _plan(main, bulks):
             "set": number, "request": req.id, "production": prod.name, "test": bulk.test,
             "request_state": "exists" if req.id else "would be created",
             "parameters": req.parameters, "input_mode": req.input_mode, "input_paths": req.input_paths,
-            "output_lfn": req.output_lfn, "output_sites": req.output_sites,
+            "output_lfn": req.output_lfn, "output_abs": req.output_abs, "output_sites": req.output_sites,
             "log_to_db": bulk.log_to_db, "rows": rows,
             "jobs": sum(r["jobs"] for r in rows), "events": sum(r["events"] for r in rows),
             "_req": req,
@@ -340,14 +373,76 @@ def _threshold_refusals(site, planned):
             refusals.append(f"site {site.name}: {active} submitted or running + {planned} new jobs "
                             f"exceed its running threshold {site.threshold_running}")
     if site.threshold_failed:
-        since = m.utcnow() - FAILED_WINDOW
-        failed = m.Job.select().where(
-            (m.Job.site == site) & m.Job.status.in_(("failed", "sys-failed"))
-            & (m.Job.finished_at >= since)).count()
+        failed = recent_failures(site)
         if failed >= site.threshold_failed:
-            refusals.append(f"site {site.name}: {failed} failed jobs in 24 h reach its failed "
+            since = "since its reset" if site.failed_reset_at and site.failed_reset_at > m.utcnow() - FAILED_WINDOW \
+                else "in 24 h"
+            refusals.append(f"site {site.name}: {failed} failed jobs {since} reach its failed "
                             f"threshold {site.threshold_failed}")
     return refusals
+
+
+def failures_since(site, now=None):
+    """Where the failed threshold starts counting for `site`: 24 h ago, or its reset if later."""
+    start = (now or m.utcnow()) - FAILED_WINDOW
+    return max(start, site.failed_reset_at) if site.failed_reset_at else start
+
+
+FAILED = ("failed", "sys-failed")
+
+
+def recent_failures(site):
+    """The failed and sys-failed jobs of `site` that count against its failed threshold."""
+    return m.Job.select().where((m.Job.site == site) & m.Job.status.in_(FAILED)
+                                & (m.Job.finished_at >= failures_since(site))).count()
+
+
+def site_failures():
+    """Every site with its counted failures and failed threshold (the shift page's "reset sites").
+
+    One GROUP BY over the failed jobs of the last 24 h (the (status, finished_at) index reads only
+    those), each site's reset time applied in the join.
+    """
+    since = m.utcnow() - FAILED_WINDOW
+    per_site = dict(m.Job.select(m.Job.site, m.fn.COUNT(m.Job.id)).join(m.Site).where(
+        m.Job.status.in_(FAILED) & (m.Job.finished_at >= since)
+        & (m.Site.failed_reset_at.is_null() | (m.Job.finished_at >= m.Site.failed_reset_at)))
+        .group_by(m.Job.site).tuples())
+    sites = list(m.Site.select().order_by(m.Site.name))
+    return [{"site": site.name, "failed": per_site.get(site.id, 0), "threshold_failed": site.threshold_failed,
+             "over": bool(site.threshold_failed) and per_site.get(site.id, 0) >= site.threshold_failed,
+             "failed_reset_at": m.iso(site.failed_reset_at)} for site in sites]
+
+
+def reset_site(user, name):
+    """The module doc's reset: the site's failed threshold counts from now; recorded as 'site-reset'."""
+    with db.write_transaction():
+        site = m.get_or_404(m.Site, m.Site.name == name, f"site {name!r}")
+        before = recent_failures(site)
+        site.failed_reset_at = m.utcnow()
+        site.save(only=[m.Site.failed_reset_at])
+        m.Activity.create(user=user, kind="site-reset",
+                          info=f"Site {site.name} reset: {before} failed job(s) no longer count against its "
+                               f"failed threshold {site.threshold_failed}",
+                          ref={"site": site.name, "failed": before})
+    return {"site": site.name, "failed_reset_at": m.iso(site.failed_reset_at), "failed_before": before,
+            "failed": 0, "threshold_failed": site.threshold_failed}
+
+
+def site_marks(production):
+    """Every site with the seed's marks for `production` (a main production): enabled and supported
+    for its session, allowed for it (no row: yes), and `ok` when all three hold (the seed's ✓)."""
+    switches = {r.site_id: r for r in m.SiteSession.select().where(m.SiteSession.session == production.session_id)}
+    allowed = {r.site_id: r.allowed for r in m.SiteProduction.select().where(
+        m.SiteProduction.production == production.id)}
+    out = []
+    for site in m.Site.select(m.Site.id, m.Site.name).order_by(m.Site.name):
+        row = switches.get(site.id)
+        marks = {"site": site.name, "enabled": row.enabled if row else True,
+                 "supported": row.supported if row else True, "allowed": allowed.get(site.id, True)}
+        marks["ok"] = marks["enabled"] and marks["supported"] and marks["allowed"]
+        out.append(marks)
+    return out
 
 
 def _create_jobs(user, plan, heartbeat_s):
