@@ -72,7 +72,13 @@ SCHEMAS = {
     "SessionIn": _obj({"name": STR, "description": STR, "payload_module": STR,
                        "parameters": {"type": "array", "items": _obj({"name": STR, "allowed": STRS}, ("name",))}},
                       ("name",)),
+    # replacing the allowed values of a defined parameter: 409 value-in-use when a request of the session
+    # has a value left out (an empty list allows any value)
     "ParameterIn": _obj({"name": STR, "allowed": STRS}, ("name",)),
+    "SessionPatch": _obj({"description": STR, "payload_module": STR}),
+    "SoftwarePatch": _obj({"name": STR, "version": STR, "revision": INT, "lfn": STR, "adler32": STR,
+                           "workdir": STR, "exe": STR, "env": {"type": "object", "additionalProperties": STR},
+                           "retired": BOOL}),
     "SoftwareIn": _obj({"name": STR, "version": STR, "revision": INT, "lfn": STR, "adler32": STR,
                         "workdir": STR, "exe": STR, "env": {"type": "object", "additionalProperties": STR}},
                        ("name", "version", "lfn", "adler32", "workdir", "exe")),
@@ -192,6 +198,11 @@ ROUTES = [
     ("get", "/sessions/{name}", "A session with parameters and software", "user", [], None, 200, ANY_OBJ),
     ("post", "/sessions/{name}/parameters", "Define a job parameter", "user", [], "ParameterIn", 201, ANY_OBJ),
     ("post", "/sessions/{name}/software", "Register a software release", "user", [], "SoftwareIn", 201, ANY_OBJ),
+    ("patch", "/sessions/{name}", "A session's description and payload module (create-productions)", "user", [],
+     "SessionPatch", 200, ANY_OBJ),
+    ("patch", "/sessions/{name}/software/{software_id}", "Edit a release while no production uses it (409 "
+     "release-used), retire it while no open production uses it (409 release-in-use), or restore it "
+     "(`retired` false); create-productions", "user", [], "SoftwarePatch", 200, ANY_OBJ),
     ("get", "/productions", "Productions", "user", [("session", STR), ("status", STR)], None, 200, ANY_OBJ),
     ("post", "/productions", "Create a production and its _test twin", "user", [], "ProductionIn", 201, ANY_OBJ),
     ("get", "/productions/{name}", "A production", "user", [], None, 200, ANY_OBJ),
@@ -272,7 +283,7 @@ def _operation(method, path, summary, security, query, body, code, reply):
         op["responses"]["409"] = op["responses"].get("409") or _error("conflict")
         op["responses"]["413"] = _error("body too large")
     params = [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in query]
-    for name in ("job_id", "request_id", "token_id", "name"):
+    for name in ("job_id", "request_id", "token_id", "software_id", "name"):
         if "{" + name + "}" in path:
             params.append({"name": name, "in": "path", "required": True,
                            "schema": INT if name.endswith("_id") else STR})

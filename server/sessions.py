@@ -1,15 +1,54 @@
-"""Sessions (FastSim, FullSim, ...): their job-parameter definitions and software releases."""
+"""Sessions (FastSim, FullSim, ...): their job-parameter definitions and software releases.
+
+The rules of session management (the API and the sessions page both call these functions):
+- an allowed value of a job parameter cannot be taken away while a request of the session uses it
+  (409 value-in-use naming the request): the request could no longer be checked or imported;
+- a release is edited only while no production uses it (409 release-used): a production's jobs keep
+  the release they were defined with, so a change is a new revision;
+- a release is retired (no new production may use it) only while no open production uses it
+  (409 release-in-use); a retired release can be restored.
+"""
+from shared import schema as s
+from shared.jobdesc import ADLER32_RE, NAME_RE
+
+from . import db
 from . import models as m
+from .errors import conflict, not_found
+
+MAX_PARAMETERS = 50
+# A release's fields and their readers; `revision` defaults to 0 on create only.
+SOFTWARE_FIELDS = {
+    "name": lambda d, k: s.text(d, k, pattern=NAME_RE, max_len=128),
+    "version": lambda d, k: s.text(d, k, pattern=NAME_RE, max_len=64),
+    "revision": lambda d, k: s.integer(d, k, hi=2 ** 31 - 1),
+    "lfn": lambda d, k: s.lfn(d, k),
+    "adler32": lambda d, k: s.text(d, k, pattern=ADLER32_RE),
+    "workdir": lambda d, k: s.relative_path(d, k),
+    "exe": lambda d, k: s.relative_path(d, k),
+    "env": lambda d, k: s.text_map(d, k),
+}
+SESSION_SETTINGS = {
+    "description": lambda d, k: s.text(d, k, max_len=4096, empty=True),
+    "payload_module": lambda d, k: s.text(d, k, pattern=NAME_RE, max_len=64),
+}
 
 
 def get_session(name):
     return m.get_or_404(m.Session, m.Session.name == name, f"session {name!r}")
 
 
+def get_software(session, software_id):
+    """Release `software_id` of `session`, or 404."""
+    sw = m.Software.get_or_none((m.Software.id == software_id) & (m.Software.session == session))
+    if sw is None:
+        raise not_found(f"session {session.name} has no software release {software_id}")
+    return sw
+
+
 def software_dict(sw):
     return {"id": sw.id, "session": sw.session.name, "name": sw.name, "version": sw.version,
             "revision": sw.revision, "lfn": sw.lfn, "adler32": sw.adler32, "workdir": sw.workdir,
-            "exe": sw.exe, "env": sw.env, "created_at": m.iso(sw.created_at)}
+            "exe": sw.exe, "env": sw.env, "retired": sw.retired, "created_at": m.iso(sw.created_at)}
 
 
 def session_dict(session, full=False):
@@ -21,3 +60,156 @@ def session_dict(session, full=False):
         d["software"] = [software_dict(sw) for sw in
                          session.software.order_by(m.Software.version, m.Software.revision)]
     return d
+
+
+def release_users(session):
+    """{software id: [(production name, status)]}: the main productions of `session` using each release
+    (a _test twin has its production's release and status)."""
+    out = {}
+    for sw_id, name, status in (m.Production.select(m.Production.software, m.Production.name, m.Production.status)
+                                .where((m.Production.session == session) & (m.Production.is_test == False))  # noqa: E712
+                                .order_by(m.Production.name).tuples()):
+        out.setdefault(sw_id, []).append((name, status))
+    return out
+
+
+# ---------------------------------------------------------------------- sessions and job parameters
+
+def read_parameter_defs(body, where="parameters"):
+    """[(name, allowed values)] of the body's `parameters` list; names unique."""
+    raw = body.get("parameters", [])
+    if not isinstance(raw, list) or len(raw) > MAX_PARAMETERS:
+        raise s.SchemaError(f"'{where}' must be a list of at most {MAX_PARAMETERS} objects")
+    defs = []
+    for n, p in enumerate(raw):
+        if not isinstance(p, dict):
+            raise s.SchemaError(f"'{where}[{n}]' must be an object")
+        s.refuse_unknown(p, ("name", "allowed"), f"{where}[{n}].")
+        defs.append((s.text(p, "name", f"{where}[{n}].", pattern=NAME_RE, max_len=64),
+                     list(s.text_list(p, "allowed", f"{where}[{n}].", default=(), max_items=1000,
+                                      max_len=256))))
+    if len({name for name, _ in defs}) != len(defs):
+        raise s.SchemaError(f"'{where}' names a parameter twice")
+    return defs
+
+
+def create_session(body):
+    """A new session with its job parameters; 409 duplicate-session."""
+    s.refuse_unknown(body, ("name", "description", "payload_module", "parameters"))
+    name = s.text(body, "name", pattern=NAME_RE, max_len=64)
+    description = s.text(body, "description", default="", max_len=4096, empty=True)
+    module = s.text(body, "payload_module", default=name.lower(), pattern=NAME_RE, max_len=64)
+    defs = read_parameter_defs(body)
+    with db.write_transaction():
+        if m.Session.select().where(m.Session.name == name).exists():
+            raise conflict("duplicate-session", f"session {name} already exists")
+        session = m.Session.create(name=name, description=description, payload_module=module)
+        for position, (pname, allowed) in enumerate(defs):
+            m.JobParameter.create(session=session, name=pname, allowed=allowed, position=position)
+    return session
+
+
+def update_session(name, body):
+    """A session's description and payload module."""
+    s.refuse_unknown(body, tuple(SESSION_SETTINGS))
+    fields = {k: reader(body, k) for k, reader in SESSION_SETTINGS.items() if k in body}
+    with db.write_transaction():
+        session = get_session(name)
+        for k, v in fields.items():
+            setattr(session, k, v)
+        session.save()
+    return session
+
+
+def _refuse_used_values(session, pname, allowed):
+    """409 value-in-use when a request of the session has a value of `pname` outside `allowed` (empty: any);
+    a main request is named before a test request."""
+    if not allowed:
+        return
+    keep = set(allowed)
+    for req_id, production, parameters in (m.Request.select(m.Request.id, m.Production.name, m.Request.parameters)
+                                           .join(m.Production).where(m.Production.session == session)
+                                           .order_by(m.Production.is_test, m.Request.id).tuples()):
+        value = m.Request.parameters.python_value(parameters) if isinstance(parameters, str) else parameters
+        if pname in value and value[pname] not in keep:
+            raise conflict("value-in-use", f"request {req_id} of production {production} uses "
+                                           f"{pname} = {value[pname]!r}: keep it among the allowed values")
+
+
+def define_parameter(name, body):
+    """Add a job parameter to session `name`, or replace its allowed values: (session, created)."""
+    s.refuse_unknown(body, ("name", "allowed"))
+    ((pname, allowed),) = read_parameter_defs({"parameters": [body]}, "body")
+    with db.write_transaction():
+        session = get_session(name)
+        param = m.JobParameter.get_or_none(session=session, name=pname)
+        if param is None:
+            if session.parameters.count() >= MAX_PARAMETERS:
+                raise conflict("too-many-parameters", f"session {name} has {MAX_PARAMETERS} parameters already")
+            m.JobParameter.create(session=session, name=pname, allowed=allowed, position=session.parameters.count())
+        else:
+            _refuse_used_values(session, pname, allowed)
+            param.allowed = allowed
+            param.save()
+    return session, param is None
+
+
+# ---------------------------------------------------------------------- software releases
+
+def _read_release(body, partial):
+    s.refuse_unknown(body, (*SOFTWARE_FIELDS, *(("retired",) if partial else ())))
+    fields = {k: reader(body, k) for k, reader in SOFTWARE_FIELDS.items()
+              if k in body or not (partial or k in ("revision", "env"))}
+    if not partial:
+        fields.setdefault("revision", 0)
+        fields.setdefault("env", {})
+    if "lfn" in fields and not fields["lfn"].endswith((".tjz", ".tgz", ".tar.gz")):
+        raise s.SchemaError("'lfn' must name a .tjz, .tgz or .tar.gz tarball")
+    return fields
+
+
+def _refuse_duplicate(session, version, revision, but=None):
+    query = m.Software.select().where((m.Software.session == session) & (m.Software.version == version)
+                                      & (m.Software.revision == revision))
+    if but is not None:
+        query = query.where(m.Software.id != but)
+    if query.exists():
+        raise conflict("duplicate-software", f"{session.name} already has release {version} {revision}")
+
+
+def create_software(name, body):
+    """Register a release of session `name`; 409 duplicate-software."""
+    fields = _read_release(body, partial=False)
+    with db.write_transaction():
+        session = get_session(name)
+        _refuse_duplicate(session, fields["version"], fields["revision"])
+        return m.Software.create(session=session, **fields)
+
+
+def update_software(name, software_id, body):
+    """Edit release `software_id` of session `name` (only while no production uses it), retire it (only
+    while no open production uses it) or restore it (`retired` false)."""
+    fields = _read_release(body, partial=True)
+    retired = s.boolean(body, "retired") if "retired" in body else None
+    with db.write_transaction():
+        session = get_session(name)
+        sw = get_software(session, software_id)
+        users = release_users(session).get(sw.id, [])
+        label = f"release {sw.version} {sw.revision}"
+        if fields and users:
+            raise conflict("release-used", f"{label} is used by production {users[0][0]}: a production's jobs "
+                                           "keep the release they were defined with; register a new revision")
+        if retired and not sw.retired:
+            open_users = [p for p, status in users if status == "open"]
+            if open_users:
+                raise conflict("release-in-use", f"{label} is used by the open production {open_users[0]}: "
+                                                 "close it before retiring the release")
+        if fields:
+            _refuse_duplicate(session, fields.get("version", sw.version), fields.get("revision", sw.revision),
+                              but=sw.id)
+        for k, v in fields.items():
+            setattr(sw, k, v)
+        if retired is not None:
+            sw.retired = retired
+        sw.save()
+    return sw

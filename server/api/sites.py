@@ -2,15 +2,12 @@
 from flask import Blueprint, jsonify, request
 
 from shared import schema as s
-from shared.jobdesc import NAME_RE
 
-from .. import auth, db
+from .. import auth, db, sites
 from .. import models as m
-from ..errors import ApiError, bad_request, conflict
-from ..sites import check_dict, checks_of, get_site, se_from_site_config, site_dict
+from ..errors import ApiError
+from ..sites import check_dict, checks_of, get_site, site_dict
 from .params import json_body, query_int
-from .productions import get_production
-from .sessions import get_session
 
 bp = Blueprint("sites", __name__)
 
@@ -21,13 +18,6 @@ CHECK_FIELDS = ("name", "state", "ok", "reason", "detail", "seconds", "code", "p
 # A real report is ~2 KiB (eight checks); the limit keeps a node from filling the table.
 MAX_CHECK_BYTES = 64 * 1024
 MAX_CHECKS = 64
-SETTINGS = {
-    "description": lambda d, k: s.text(d, k, max_len=4096, empty=True),
-    "threshold_prepared": lambda d, k: s.integer(d, k, hi=10 ** 7),
-    "threshold_running": lambda d, k: s.integer(d, k, hi=10 ** 7),
-    "threshold_failed": lambda d, k: s.integer(d, k, hi=10 ** 7),
-    "bunch_size": lambda d, k: s.integer(d, k, lo=1, hi=10 ** 6),
-}
 
 
 @bp.get("/sites")
@@ -45,56 +35,13 @@ def show_site(name):
 @bp.post("/sites")
 @auth.require(SITE_ADMIN)
 def create_site():
-    body = json_body()
-    s.refuse_unknown(body, ("name", *SETTINGS))
-    name = s.text(body, "name", pattern=NAME_RE, max_len=64)
-    fields = {k: reader(body, k) for k, reader in SETTINGS.items() if k in body}
-    with db.write_transaction():
-        if m.Site.select().where(m.Site.name == name).exists():
-            raise conflict("duplicate-site", f"site {name} already exists")
-        site = m.Site.create(name=name, se=se_from_site_config(name), **fields)
-    return jsonify(site_dict(site, full=True)), 201
-
-
-def _switches(body, key, names):
-    raw = s.section(body, key)
-    out = {}
-    for target, flags in raw.items():
-        if not isinstance(flags, dict):
-            raise s.SchemaError(f"'{key}.{target}' must be an object")
-        s.refuse_unknown(flags, names, f"{key}.{target}.")
-        out[target] = {n: s.boolean(flags, n, f"{key}.{target}.") for n in names if n in flags}
-    return out
+    return jsonify(site_dict(sites.create_site(json_body()), full=True)), 201
 
 
 @bp.patch("/sites/<name>")
 @auth.require(SITE_ADMIN)
 def update_site(name):
-    body = json_body()
-    s.refuse_unknown(body, ("sessions", "productions", "reload_se", *SETTINGS))
-    fields = {k: reader(body, k) for k, reader in SETTINGS.items() if k in body}
-    sessions = _switches(body, "sessions", ("enabled", "supported")) if "sessions" in body else {}
-    productions = _switches(body, "productions", ("allowed",)) if "productions" in body else {}
-    with db.write_transaction():
-        site = get_site(name)
-        for k, v in fields.items():
-            setattr(site, k, v)
-        if s.boolean(body, "reload_se", default=False):
-            site.se = se_from_site_config(site.name)
-        site.save()
-        for session_name, flags in sessions.items():
-            row, _ = m.SiteSession.get_or_create(site=site, session=get_session(session_name))
-            for k, v in flags.items():
-                setattr(row, k, v)
-            row.save()
-        for production_name, flags in productions.items():
-            production = get_production(production_name)
-            if production.is_test:
-                raise bad_request(f"{production.name} follows {production.twin.name}: set that one")
-            row, _ = m.SiteProduction.get_or_create(site=site, production=production)
-            row.allowed = flags.get("allowed", row.allowed)
-            row.save()
-    return jsonify(site_dict(site, full=True))
+    return jsonify(site_dict(sites.update_site(name, json_body()), full=True))
 
 
 # ---------------------------------------------------------------------- node checks (severus check --report)
