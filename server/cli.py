@@ -5,6 +5,7 @@ server, its gunicorn workers and the reaper all read one configuration
 (create_app's layers: defaults, mapping, environment).
 """
 import argparse
+import datetime
 import logging
 import os
 import sys
@@ -12,6 +13,7 @@ import sys
 from flask import Config
 
 from . import auth, client_cli, db, migrations, reaper
+from . import models as m
 from .settings import layer
 
 log = logging.getLogger("sbk")
@@ -40,8 +42,14 @@ def cmd_user_add(args):
     _bound_settings()
     migrations.upgrade()
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    if len(args.label) > 64:
+        raise ValueError("--label is longer than 64 characters")
+    if args.expires_days is not None and not 1 <= args.expires_days <= 3650:
+        raise ValueError("--expires-days must be between 1 and 3650")
+    expires_at = None if args.expires_days is None else (
+        m.utcnow() + datetime.timedelta(days=args.expires_days)).replace(microsecond=0)
     with db.connection():
-        token = auth.add_user(args.name, groups)
+        token = auth.add_user(args.name, groups, args.label, expires_at)
     # The token itself is shown here once and stored nowhere.
     print(token)
 
@@ -142,6 +150,8 @@ def build_parser():
     add = user.add_parser("add", help="add a user (or a token to one) and print a new API token once")
     add.add_argument("name")
     add.add_argument("--groups", default="", help="comma list: webui, FastProdMgr, FullProdMgr, Shift, Developer")
+    add.add_argument("--label", default="", help="what the token is for (shown in token lists)")
+    add.add_argument("--expires-days", type=int, help="the token expires after this many days (default: never)")
     add.add_argument("--db", default=argparse.SUPPRESS)
     add.set_defaults(func=cmd_user_add)
     reap = sub.add_parser("reap", help="time out running jobs whose heartbeats stopped (code 100)")
