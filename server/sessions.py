@@ -15,6 +15,8 @@ from . import db
 from . import models as m
 from .errors import conflict, not_found
 
+# Changing sessions, parameters and releases is the production managers' (seed: FastProdMgr, FullProdMgr).
+MANAGER = "create-productions"
 MAX_PARAMETERS = 50
 # A release's fields and their readers; `revision` defaults to 0 on create only.
 SOFTWARE_FIELDS = {

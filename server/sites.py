@@ -12,6 +12,8 @@ from .productions import get_production
 from .sessions import get_session
 
 SITE_CONFIGS = Path(__file__).resolve().parent.parent / "site_configs"
+# Managing a site, and reporting a node check for it, is expert submission (the seed's site admins).
+SITE_ADMIN = "expert-submission"
 # The settings a manager changes (POST/PATCH /sites and the site page's forms), each with its reader.
 SETTINGS = {
     "description": lambda d, k: s.text(d, k, max_len=4096, empty=True),

@@ -4,12 +4,10 @@ from flask import Blueprint, jsonify
 
 from .. import auth, sessions
 from .. import models as m
-from ..sessions import get_session, session_dict, software_dict
+from ..sessions import MANAGER, get_session, session_dict, software_dict
 from .params import json_body
 
 bp = Blueprint("sessions", __name__)
-
-MANAGER = "create-productions"
 
 
 @bp.get("/sessions")

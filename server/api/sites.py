@@ -6,13 +6,11 @@ from shared import schema as s
 from .. import auth, db, sites
 from .. import models as m
 from ..errors import ApiError
-from ..sites import check_dict, checks_of, get_site, site_dict
+from ..sites import SITE_ADMIN, check_dict, checks_of, get_site, site_dict
 from .params import json_body, query_int
 
 bp = Blueprint("sites", __name__)
 
-# Managing a site, and reporting a node check for it, is expert submission (the seed's site admins).
-SITE_ADMIN = "expert-submission"
 CHECK_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 CHECK_FIELDS = ("name", "state", "ok", "reason", "detail", "seconds", "code", "perf")
 # A real report is ~2 KiB (eight checks); the limit keeps a node from filling the table.

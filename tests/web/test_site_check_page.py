@@ -1,4 +1,5 @@
-"""The site page shows the site's last node check (Flask test client, SQLite and PostgreSQL)."""
+"""The site page shows the site's last node check and the history of reports (Flask test client, SQLite and
+PostgreSQL)."""
 import re
 
 from tests.server.conftest import Api
@@ -30,7 +31,11 @@ def test_the_site_page_shows_the_last_check_with_its_lines(reader, data):
     summary = re.search(r'<p id="site-check-summary">(.*?)</p>', page, re.S).group(1)
     assert '<span class="no">CRITICAL</span>' in summary and "wn07.infn-t1.test" in summary
     assert last["created_at"].replace("T", " ").rstrip("Z") in summary and "reported by dev" in summary
-    assert "wn-old.test" not in page   # only the last check is shown
+    # the last check's lines only; the history lists every report, newest first
+    assert "wn-old.test" not in re.search(r'<p id="site-check-summary">.*?</table>', page, re.S).group(0)
+    history = re.search(r'<table id="site-check-history">(.*?)</table>', page, re.S).group(1)
+    assert re.findall(r'<td class="path">([^<]+)</td>', history) == ["wn07.infn-t1.test", "wn-old.test"]
+    assert "access, se round trip" in history
     rows = re.findall(r'<tr><td class="(\w*)">(\w+)</td><td>([^<]+)</td><td class="num">([\d.]+)</td><td>(.*?)</td></tr>',
                       re.search(r'<table id="site-check">(.*?)</table>', page, re.S).group(1))
     assert [(cls, state, name, seconds) for cls, state, name, seconds, _ in rows] == [
