@@ -2,7 +2,7 @@
 import hmac
 import secrets
 
-from flask import abort, g, redirect, render_template, request, session, url_for
+from flask import abort, flash, g, redirect, render_template, request, session, url_for
 
 from .. import auth
 from .. import models as m
@@ -34,13 +34,14 @@ def local_target(target):
 
 
 def session_principal():
-    """The signed-in user's Principal, or None when the session names no live token."""
+    """The signed-in user's Principal, or None when the session names no live token (none, revoked:
+    its row is gone, or expired)."""
     token_hash, user_id = session.get("token_hash"), session.get("user_id")
     if not token_hash or not user_id:
         return None
     row = m.ApiToken.select(m.ApiToken, m.User).join(m.User).where(
         (m.ApiToken.token_hash == token_hash) & (m.ApiToken.user == user_id)).first()
-    return auth.principal_of(row.user) if row else None
+    return auth.principal_of(row.user) if row and not auth.is_expired(row) else None
 
 
 @bp.app_template_global()
@@ -55,7 +56,8 @@ def require_sign_in():
         return None
     principal = session_principal()
     if principal is None:
-        session.pop("token_hash", None)
+        if session.pop("token_hash", None):
+            flash("Your session ended: its token was revoked or has expired. Sign in with a valid token.")
         session.pop("user_id", None)
         return redirect(url_for("web.signin", next=request.full_path.rstrip("?")))
     if not principal.can(READ_PRIVILEGE):
@@ -71,12 +73,13 @@ def signin():
     if request.method == "POST":
         check_csrf()
         token = request.form.get("token", "").strip()
+        expired = False
         try:
             principal = auth.user_for_token(token) if token else None
-        except ApiError:
-            principal = None
+        except ApiError as refused:
+            principal, expired = None, refused.error == "token-expired"
         if principal is None:
-            error = "This token is not a valid API token."
+            error = "This token has expired." if expired else "This token is not a valid API token."
         elif not principal.can(READ_PRIVILEGE):
             error = f"This token's user lacks the privilege {READ_PRIVILEGE}."
         else:
