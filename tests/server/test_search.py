@@ -13,7 +13,7 @@ import pytest
 
 from server import create_app, db, migrations
 from server import models as m
-from server.api import jobs as jobs_api
+from server import monitor_totals
 
 from .conftest import Api, new_token, submit
 
@@ -154,10 +154,10 @@ def test_migration_3_indexes_the_jobs_of_a_version_2_database(db_url, monkeypatc
 
 
 def test_a_broad_total_is_an_estimate_and_says_so(api, jobs, monkeypatch):
-    from server.api import jobs as jobs_api
-    monkeypatch.setattr(jobs_api, "COUNT_EXACT_UP_TO", 2)
-    monkeypatch.setattr(jobs_api, "SQLITE_COUNT_EXACT_UP_TO", 2)
-    monkeypatch.setattr(jobs_api, "BROAD_SEARCH_EXACT_UP_TO", 2)
+    from server import monitor_totals
+    monkeypatch.setattr(monitor_totals, "COUNT_EXACT_UP_TO", 2)
+    monkeypatch.setattr(monitor_totals, "SQLITE_COUNT_EXACT_UP_TO", 2)
+    monkeypatch.setattr(monitor_totals, "BROAD_SEARCH_EXACT_UP_TO", 2)
     for q in ("b0b0bar", "10000"):   # broad terms: SQLite walks the runnum index, testing each row
         r = api.get("/jobs", query_string={"q": q, "per_page": 4})
         assert r.status_code == 200 and r.json["total_is_estimate"] is True and r.json["total"] >= 3
@@ -197,7 +197,7 @@ def test_words_find_what_the_text_finds(api, varied_jobs, monkeypatch):
     assert len(terms) > 300 and any(" " in t for t in terms)
     for q in terms:
         assert found(api, q) == reference(varied_jobs, q), q
-    monkeypatch.setattr(jobs_api, "MAX_MERGED_PARTS", 0)
+    monkeypatch.setattr(monitor_totals, "MAX_MERGED_PARTS", 0)
     for q in terms[::7]:
         assert found(api, q) == reference(varied_jobs, q), q
 
@@ -294,13 +294,13 @@ def test_sqlite_totals_take_a_first_look_before_counting(api, jobs, db_url, monk
     if not db_url.startswith("sqlite"):
         pytest.skip("PostgreSQL takes its planner's estimate")
     counts = []
-    count = jobs_api._count
-    monkeypatch.setattr(jobs_api, "_count", lambda cond, up_to=None: counts.append(up_to) or count(cond, up_to))
-    monkeypatch.setattr(jobs_api, "QUICK_SAMPLE_FROM", 1)
-    monkeypatch.setattr(jobs_api, "QUICK_MIN_HITS", 1)
+    count = monitor_totals._count
+    monkeypatch.setattr(monitor_totals, "_count", lambda cond, up_to=None: counts.append(up_to) or count(cond, up_to))
+    monkeypatch.setattr(monitor_totals, "QUICK_SAMPLE_FROM", 1)
+    monkeypatch.setattr(monitor_totals, "QUICK_MIN_HITS", 1)
 
     def total(limit, **query):
-        monkeypatch.setattr(jobs_api, "SQLITE_COUNT_EXACT_UP_TO", limit)
+        monkeypatch.setattr(monitor_totals, "SQLITE_COUNT_EXACT_UP_TO", limit)
         counts.clear()
         r = api.get("/jobs", query_string={"per_page": 1, **query}).json
         return r["total"], r["total_is_estimate"], list(counts)
@@ -308,7 +308,7 @@ def test_sqlite_totals_take_a_first_look_before_counting(api, jobs, db_url, monk
     assert total(1) == (6, True, [])                              # 6 > 3 x 1: the sample alone
     assert total(2, site="INFN-TORINO") == (3, True, [None])      # 3 <= 1.5 x 2: counted to the end
     assert total(4, site="INFN-TORINO") == (3, False, [None])     # under the limit: exact
-    monkeypatch.setattr(jobs_api, "QUICK_MIN_HITS", 100)          # too few matched ids to trust
+    monkeypatch.setattr(monitor_totals, "QUICK_MIN_HITS", 100)          # too few matched ids to trust
     assert total(1) == (6, True, [2])                             # capped count, then the full sample
 
 

@@ -106,16 +106,18 @@ def test_job_monitor_filters_sorts_and_pages(reader, data):
     assert len(torino) == 2 and torino == sorted(torino)
     both = reader.get("/jobs?status=done&status=failed&error_code=30").get_data(as_text=True)
     assert len(job_rows(both)) == 1 and ">030<" in both
-    paged = reader.get("/jobs?per_page=3&page=2&sort=runnum").get_data(as_text=True)
+    first = reader.get("/jobs?per_page=3&sort=runnum").get_data(as_text=True)
+    following = re.search(r'<a href="([^"]+)" rel="next">Next</a>', first).group(1).replace("&amp;", "&")
+    paged = reader.get(following).get_data(as_text=True)   # keyset pages: the link carries the cursor
     assert job_rows(paged) == sorted(everything)[3:] and "Showing 4 to 4 of 4 entries" in paged
     hidden = reader.get("/jobs?cols=1&col=runnum&col=status").get_data(as_text=True)
     assert 'data-col="site"' not in hidden.split('id="jobs"')[1] and 'data-col="status"' in hidden
 
 
 def test_job_monitor_shows_a_broad_total_as_an_estimate_like_the_api(reader, data, monkeypatch):
-    from server.api import jobs as jobs_api
-    monkeypatch.setattr(jobs_api, "COUNT_EXACT_UP_TO", 2)
-    monkeypatch.setattr(jobs_api, "SQLITE_COUNT_EXACT_UP_TO", 2)
+    from server import monitor_totals
+    monkeypatch.setattr(monitor_totals, "COUNT_EXACT_UP_TO", 2)
+    monkeypatch.setattr(monitor_totals, "SQLITE_COUNT_EXACT_UP_TO", 2)
     page = reader.get("/jobs").get_data(as_text=True)
     assert len(job_rows(page)) == 4 and "jobs found" in page.split("<b>about ")[1]
     assert "<b>1</b> jobs found" in reader.get("/jobs?status=done").get_data(as_text=True)
