@@ -149,7 +149,11 @@ SCHEMAS = {
 JOB_FILTERS = [("user", STR), ("production", STR), ("request", STR), ("runnum_from", INT),
                ("runnum_to", INT), ("status", STR), ("error_code", INT), ("site", STR), ("last", INT),
                ("older_than_hours", NUM), ("prepared_from", STR), ("prepared_to", STR), ("q", STR),
-               ("sort", STR), ("page", INT), ("per_page", INT)]
+               ("sort", STR), ("page", INT), ("per_page", INT),
+               # job-parameter filters (server/monitor.py): one name per parameter, e.g. param.Analysis
+               ("param.<Name>", {"type": "array", "items": STR, "description": (
+                   "the jobs of the requests whose job parameter <Name> has one of these values (repeatable; "
+                   "several parameters: all must match); a name no session defines is a 400")})]
 
 # (method, path, summary, security, query parameters, body schema, success code, reply schema)
 ROUTES = [
