@@ -316,7 +316,8 @@ def cmd_me(client, out, args):
     me = client.get("/me")
     if out.as_json:
         return out.json(me)
-    out.pairs([("user", me["name"]), ("groups", me["groups"]), ("privileges", me["privileges"])])
+    out.pairs([("user", me["name"]), ("groups", me["groups"]), ("privileges", me["privileges"]),
+               ("auto-sub", "enabled" if me.get("auto_sub", True) else "disabled")])
 
 
 def cmd_session(client, out, args):
@@ -485,6 +486,12 @@ def cmd_request(client, out, args):
 
 
 def cmd_site(client, out, args):
+    if args.action == "reset":
+        reply = client.post(f"/sites/{args.name}/reset")
+        if out.as_json:
+            return out.json(reply)
+        return out.line(f"site {reply['site']} reset: its {reply['failed_before']} failed job(s) of the last 24 h no "
+                        f"longer count against its failed threshold ({reply['threshold_failed'] or 'none'})")
     if args.action == "list":
         sites = client.get("/sites")["sites"]
         if out.as_json:
@@ -849,11 +856,40 @@ def cmd_activities(client, out, args):
                ("session", "session"), ("user", "user"), ("info", "info")], acts, empty="no activities")
 
 
+# ---------------------------------------------------------------------- commands: people (tokens)
+
+def cmd_token(client, out, args):
+    """API tokens: list (never their hashes), create (shown once), revoke."""
+    if args.action == "list":
+        tokens = client.get("/tokens", user=args.user)["tokens"]
+        if out.as_json:
+            return out.json(tokens)
+        return out.table([("id", "id"), ("user", "user"), ("label", "label"), ("created", "created_at"),
+                          ("expires", lambda t: (t["expires_at"] or "never") + (" (expired)" if t["expired"] else ""))],
+                         tokens, empty="no tokens")
+    if args.action == "create":
+        body = {"label": args.label or ""}
+        if args.expires_days is not None:
+            body["expires_in_days"] = args.expires_days
+        if args.user:
+            body["user"] = args.user
+        made = client.post("/tokens", body)
+        if out.as_json:
+            return out.json(made)
+        out.line(made["token"])
+        print(f"token {made['id']} of {made['user']}, expires {made['expires_at'] or 'never'}: "
+              "shown this once, keep it", file=out.err)
+        return None
+    gone = client.delete(f"/tokens/{args.id}")["revoked"]
+    return out.json(gone) if out.as_json else out.line(f"token {gone['id']} of {gone['user']} revoked")
+
+
 # ---------------------------------------------------------------------- parser and the one catch point
 
 COMMANDS = {"me": cmd_me, "session": cmd_session, "software": cmd_software, "production": cmd_production,
             "request": cmd_request, "site": cmd_site, "submit": cmd_submit, "jobs": cmd_jobs, "job": cmd_job,
-            "kill": cmd_kill, "resubmit": cmd_resubmit, "stats": cmd_stats, "activities": cmd_activities}
+            "kill": cmd_kill, "resubmit": cmd_resubmit, "stats": cmd_stats, "activities": cmd_activities,
+            "token": cmd_token}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -952,6 +988,8 @@ def add_commands(sub):
     s = actions(command("site", "sites: thresholds, bunch size, switches", with_actions=True))
     s.add_parser("list", parents=[common], help="all sites")
     s.add_parser("show", parents=[common], help="one site with its switches").add_argument("name")
+    s.add_parser("reset", parents=[common], help="the shifter's reset: failed jobs so far no longer count against "
+                 "the site's failed threshold (the jobs stay as they are)").add_argument("name")
     for action, text in (("add", "a new site"), ("set", "change a site")):
         c = s.add_parser(action, parents=[common], help=text)
         c.add_argument("name")
@@ -1013,6 +1051,16 @@ def add_commands(sub):
     c = command("activities", "the last activities (submissions, productions and requests created)")
     c.add_argument("--user")
     c.add_argument("--limit", type=_positive, default=10)
+
+    s = actions(command("token", "API tokens: yours, or (Developer group) anyone's", with_actions=True))
+    s.add_parser("list", parents=[common], help="tokens (never their hashes)").add_argument(
+        "--user", help="another user's (Developer group)")
+    c = s.add_parser("create", parents=[common], help="a new token, printed once")
+    c.add_argument("--label", help="what the token is for")
+    c.add_argument("--expires-days", type=_positive, metavar="N", help="expires after N days (default: never)")
+    c.add_argument("--user", help="for another user (Developer group)")
+    s.add_parser("revoke", parents=[common], help="delete a token: it is refused at once").add_argument(
+        "id", type=_positive)
 
 
 def run(args, stream=None, err=None):

@@ -1,12 +1,16 @@
 """People on the API: tokens (label, expiry, revocation, never their hash), users and groups, auto-sub."""
 import datetime
+import json
 import os
+import re
 import subprocess
 import sys
+import threading
 
 import pytest
+from werkzeug.serving import make_server
 
-from server import db
+from server import cli, db
 from server import models as m
 
 from .conftest import Api, new_token
@@ -168,3 +172,41 @@ def test_sbk_user_add_takes_a_label_and_an_expiry(client, api, db_url):
     bad = subprocess.run([sys.executable, "-m", "server.cli", "user", "add", "carol", "--expires-days", "0"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "expires" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture()
+def live_url(app):
+    """The app served over HTTP in a thread (the client talks `requests`)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+
+
+def test_sbk_token_list_create_revoke(api, live_url, capsys, monkeypatch):
+    monkeypatch.setenv("SBK_URL", live_url)
+    monkeypatch.setenv("SBK_TOKEN", api.token)
+
+    def sbk(*args):
+        capsys.readouterr()
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = sbk("token", "create", "--label", "cron", "--expires-days", "5")
+    made = out.strip()
+    assert code == 0 and made.startswith("sbku_") and "shown this once" in err
+    code, out, _ = sbk("token", "list")
+    assert code == 0 and re.search(r"\d+\s+dev\s+cron\s+\S+\s+\d{4}-", out) and made not in out
+    assert sbk("me", "--token", made)[1].count("auto-sub:") == 1
+    cron_id = [t["id"] for t in api.get("/tokens").json["tokens"] if t["label"] == "cron"][0]
+    code, out, _ = sbk("token", "revoke", str(cron_id))
+    assert code == 0 and f"token {cron_id} of dev revoked" in out
+    code, _, err = sbk("me", "--token", made)
+    assert code == 4 and "401 unauthorized" in err
+    api.post("/users", json={"name": "ann", "groups": ["webui"]})
+    ann = json.loads(sbk("token", "create", "--user", "ann", "--json")[1])["token"]
+    code, _, err = sbk("token", "list", "--user", "dev", "--token", ann)
+    assert code == 4 and "403 forbidden" in err
