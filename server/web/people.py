@@ -1,6 +1,7 @@
 """People (seed 000's user management, the Developer group's only): users with their groups and tokens,
-create a user (its first token shown once), create a token for a user, revoke a token. Every action goes
-through server/people.py with the API's bodies (POST /users, POST /tokens, DELETE /tokens/<id>)."""
+create a user (its first token shown once), create a token for a user, revoke a token, change a user's
+groups. Every action goes through server/people.py with the API's bodies (POST /users, POST /tokens,
+DELETE /tokens/<id>, PATCH /users/<name>)."""
 from flask import flash, g, make_response, redirect, render_template, request, url_for
 
 from .. import people
@@ -10,6 +11,7 @@ from .layout import need
 
 USER_FIELDS = (Field("name"), Field("groups", "list"), Field("label"), Field("expires_in_days", "int"))
 TOKEN_FIELDS = (Field("user"), Field("label"), Field("expires_in_days", "int"))
+GROUP_FIELDS = (Field("groups", "list"),)
 
 
 def render_people(form=None, error=None, values=None):
@@ -56,4 +58,15 @@ def revoke_token(token_id):
     if error:
         return render_people(None, error), error.status_code
     flash(f"Token {gone['id']} ({gone['label'] or 'no label'}) of {gone['user']} revoked.")
+    return redirect(url_for("web.people"))
+
+
+@bp.post("/people/users/<name>/groups")
+@action("developer")
+def set_groups(name):
+    """A user's groups replaced: the same core and body as PATCH /users/<name>."""
+    changed, error = attempt(people.set_groups, g.principal, name, form_body(GROUP_FIELDS))
+    if error:
+        return render_people(None, error), error.status_code
+    flash(f"Groups of {changed['name']}: {', '.join(changed['groups'])}.")
     return redirect(url_for("web.people"))

@@ -191,3 +191,20 @@ def test_people_forms_without_the_csrf_token_are_refused(client, data):
     assert token_ids("dev") == [dev_token] and Api(client, data["token"]).get("/me").status_code == 200
     with db.connection():
         assert not m.User.select().where(m.User.name == "eve").exists()
+
+
+def test_a_developer_changes_a_users_groups_but_not_the_last_developers(client, data):
+    developer(client)
+    new_token("watcher", ["webui"])
+    page = client.get("/people").get_data(as_text=True)
+    row = page.split('id="user-watcher"')[1].split("</details>")[0]
+    r = submit(client, row, "Save groups", tick=("Shift",))
+    assert r.status_code == 302 and "Groups of watcher: Shift, webui." in client.get("/people").get_data(as_text=True)
+    assert Api(client, data["token"]).get("/users").json["users"][-1]["groups"] == ["Shift", "webui"]
+    # the developers can drop one another, not the last of them
+    row = page.split('id="user-dev"')[1].split("</details>")[0]
+    assert submit(client, row, "Save groups", untick=("Developer",), tick=("webui",)).status_code == 302
+    row = page.split('id="user-boss"')[1].split("</details>")[0]
+    r = submit(client, row, "Save groups", untick=("Developer",), tick=("webui",))
+    assert r.status_code == 409 and "last member of the Developer group" in refused_line(r.get_data(as_text=True))
+    assert submit(client, row, "Save groups", csrf=False).status_code == 400
