@@ -208,7 +208,9 @@ ROUTES = [
      "release-used), retire it while no open production uses it (409 release-in-use), or restore it "
      "(`retired` false); create-productions", "user", [], "SoftwarePatch", 200, ANY_OBJ),
     ("get", "/productions", "Productions", "user", [("session", STR), ("status", STR)], None, 200, ANY_OBJ),
-    ("post", "/productions", "Create a production and its _test twin", "user", [], "ProductionIn", 201, ANY_OBJ),
+    ("post", "/productions", "Create a production and its _test twin (create-productions) with a release that is not "
+     "retired (no revision: the newest not retired); 409 duplicate-production or release-retired", "user", [],
+     "ProductionIn", 201, ANY_OBJ),
     ("get", "/productions/{name}", "A production", "user", [], None, 200, ANY_OBJ),
     ("patch", "/productions/{name}", "Open or close a production and its _test twin, or change its note", "user",
      [], "ProductionPatch", 200, ANY_OBJ),
@@ -281,6 +283,8 @@ def _operation(method, path, summary, security, query, body, code, reply):
         op["security"] = [{"bearer": []}]
         op["responses"]["401"] = _error("missing, unknown or revoked token, or token-expired")
         op["responses"]["403"] = _error("token lacks the privilege, or belongs to another job")
+    if method == "post" and path == "/productions":
+        op["responses"]["409"] = _error("duplicate-production or release-retired")
     if method == "delete" and path == "/requests/{request_id}":
         op["responses"]["409"] = _error("request-has-jobs, test-request or production-closed")
     if method in ("post", "patch", "put"):
