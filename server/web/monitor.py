@@ -83,12 +83,12 @@ def render_monitor(error=None, status=200):
     requests = m.Request.select(m.Request, m.Production).join(m.Production).order_by(m.Request.id)
     if production:
         requests = requests.where(m.Production.name == production)
-    chosen_params = {name: set(request.args.getlist(monitor.PARAM_PREFIX + name))
-                     for name, _ in monitor.parameter_choices()}
+    parameters = monitor.parameter_choices()
+    chosen_params = {name: set(request.args.getlist(monitor.PARAM_PREFIX + name)) for name, _ in parameters}
     return render_template(
         "jobs.html", **table_context(), error=error,
         per_page_choices=PER_PAGE_CHOICES, refresh_choices=REFRESH_CHOICES, statuses=monitor.STATUSES,
-        shortcuts=STATUS_SHORTCUTS, parameters=monitor.parameter_choices(), chosen_params=chosen_params,
+        shortcuts=STATUS_SHORTCUTS, parameters=parameters, chosen_params=chosen_params,
         chosen_statuses=set(request.args.getlist("status")), chosen_sites=set(request.args.getlist("site")),
         users=[u.name for u in m.User.select(m.User.name).order_by(m.User.name)],
         productions=[p.name for p in m.Production.select(m.Production.name).order_by(m.Production.name)],
