@@ -357,7 +357,8 @@ def _parameter(text):
 
 def _software_table(out, releases):
     out.table([("id", "id"), ("session", "session"), ("name", "name"), ("version", "version"),
-               ("revision", "revision"), ("workdir", "workdir"), ("exe", "exe"), ("lfn", "lfn")],
+               ("revision", "revision"), ("workdir", "workdir"), ("exe", "exe"), ("lfn", "lfn"),
+               ("retired", lambda sw: "retired" if sw.get("retired") else "")],
               releases, empty="no software releases")
 
 
@@ -369,6 +370,10 @@ def cmd_software(client, out, args):
         sw = client.post(f"/sessions/{args.session}/software", body)
         return out.json(sw) if out.as_json else out.line(
             f"software {sw['name']} {sw['version']} {sw['revision']} added to {sw['session']} (id {sw['id']})")
+    if args.action in ("retire", "restore"):   # 409 release-in-use while an open production uses it
+        sw = client.patch(f"/sessions/{args.session}/software/{args.id}", {"retired": args.action == "retire"})
+        return out.json(sw) if out.as_json else out.line(
+            f"software {sw['name']} {sw['version']} {sw['revision']} of {sw['session']} {args.action}d")
     if args.session:
         releases = client.get(f"/sessions/{args.session}")["software"]
     else:
@@ -944,6 +949,11 @@ def add_commands(sub):
         c.add_argument(f"--{flag}", required=True)
     c.add_argument("--revision", type=int, default=0)
     c.add_argument("--env", action="append", metavar="K=V")
+    for verb, help_text in (("retire", "retire a release: no new production may use it"),
+                            ("restore", "make a retired release available again")):
+        c = s.add_parser(verb, parents=[common], help=help_text)
+        c.add_argument("session")
+        c.add_argument("id", type=int, help="the release's id (sbk software list)")
 
     s = actions(command("production", "productions (prod series) and their _test twins", with_actions=True))
     c = s.add_parser("list", parents=[common], help="productions (without _test twins unless --all)")
