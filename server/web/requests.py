@@ -109,7 +109,10 @@ def _requests_page(values=None, error=None, status=200):
            "input_modes": INPUT_MODES, "next_status": NEXT_STATUS}
     if production is None:
         return render_template("requests.html", **ctx), status
-    reqs = list(m.Request.select().where(m.Request.production == production).order_by(m.Request.id))
+    # the production and creator in the same query: request_dict reads their names for every row
+    reqs = list(m.Request.select(m.Request, m.Production, m.User).join(m.Production).switch(m.Request)
+                .join(m.User, m.JOIN.LEFT_OUTER, on=(m.Request.created_by == m.User.id))
+                .where(m.Request.production == production).order_by(m.Request.id))
     twin_ids = [r.test_request_id for r in reqs if r.test_request_id]
     twins = {t.id: t for t in m.Request.select().where(m.Request.id.in_(twin_ids))} if twin_ids else {}
     errors = []

@@ -296,3 +296,15 @@ def test_an_action_without_its_csrf_token_is_refused(client, data):
     after = api.get(f"/requests/{req['id']}").json
     assert after["status"] == "open" and after["note"] == ""
     assert len(api.get("/requests?production=2010_July").json["requests"]) == 2
+
+
+def test_a_test_productions_requests_are_shown_without_a_create_form(client, data):
+    manager(client)
+    r = client.get("/requests?production=2010_July_test")
+    assert r.status_code == 200
+    page = r.get_data(as_text=True)
+    assert f'href="/requests/{data["request"]["test_request"]}"' in page
+    assert "Create request" not in [b["text"] for f in forms(page) for b in f.buttons]
+    assert client.get("/requests?production=nope").status_code == 404
+    assert client.get("/requests?production=2010_July&from=999999").status_code == 404
+    assert client.get("/requests/_duplicate").status_code == 404
