@@ -319,3 +319,18 @@ def test_forms_without_the_csrf_token_are_refused(expert, world):
     assert expert.post("/submit/shift", data={"do": "confirm"}).status_code == 400
     assert expert.post("/submit/shift/reset/INFN-TORINO").status_code == 400
     assert world["api"].get("/sites/INFN-TORINO").json["thresholds"]["failed"] == 0
+
+
+def test_threshold_refusals_are_shown_and_an_expert_may_override_them(expert, world):
+    over_failed_threshold(world)
+    page = expert.get("/submit/expert").get_data(as_text=True)
+    f = fill_bulk(forms(page)["submit-form"], 1, world["request"]["id"], ("INFN-TORINO",), 1, 100)
+    page = expert.post("/submit/expert", data=f.data("Submit data and generate summary")).get_data(as_text=True)
+    assert "site INFN-TORINO: 1 failed jobs in 24 h reach its failed threshold 1" in text(
+        page.split('id="refusals"')[1].split("</div>")[0])
+    r = expert.post("/submit/expert", data=forms(page)["confirm-form"].data("Confirm"))
+    assert r.status_code == 409 and 'id="refused">site INFN-TORINO: 1 failed jobs' in r.get_data(as_text=True)
+    f = forms(r.get_data(as_text=True))["submit-form"].check("Override site thresholds")
+    page = expert.post("/submit/expert", data=f.data("Submit data and generate summary")).get_data(as_text=True)
+    confirm = forms(page)["confirm-form"].check("Automatic Submission", False)
+    assert expert.post("/submit/expert", data=confirm.data("Confirm")).status_code == 201
