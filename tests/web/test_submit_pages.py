@@ -68,11 +68,6 @@ def table(html, table_id):
             for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
 
 
-def press(client, url, page, button, within=None, form="submit-form", **changes):
-    """Press `button` of the page's form and return the response."""
-    return client.post(url, data=forms(page)[form].data(button, within))
-
-
 def fill_bulk(form, n, request="", sites=(), runs="1", events="", test=False, log=False, params=None):
     within = f"Bulk {n}"
     form.set("Request", str(request), within)
