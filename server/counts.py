@@ -19,6 +19,11 @@ def production_jobs(production_id):
     return _by_status(C.select(C.status, m.fn.SUM(C.jobs)).where(C.production_id == production_id))
 
 
+def request_jobs(request_id):
+    """{status: jobs} of one request."""
+    return _by_status(C.select(C.status, m.fn.SUM(C.jobs)).where(C.request_id == request_id))
+
+
 def site_jobs(site_id):
     """{status: jobs} at one site."""
     return _by_status(C.select(C.status, m.fn.SUM(C.jobs)).where(C.site_id == site_id))

@@ -135,43 +135,44 @@ def _add_missing_columns(model, names):
 
 # The job counters' triggers (models.JobCount). A row moves only when a counted column changes: the
 # hot path (heartbeats: step, message, last_seq) fires none of them.
-COUNTED = ("status", "production_id", "site_id", "user_id", "events", "wct")
-SQLITE_COUNT = ("INSERT INTO {c} (production_id, site_id, user_id, status, jobs, events, wct) "
-                "VALUES ({r}.production_id, {r}.site_id, COALESCE({r}.user_id, 0), {r}.status, {n}, "
+COUNTED = ("status", "request_id", "production_id", "site_id", "user_id", "events", "wct")
+SQLITE_COUNT = ("INSERT INTO {c} (request_id, production_id, site_id, user_id, status, jobs, events, wct) "
+                "VALUES ({r}.request_id, {r}.production_id, {r}.site_id, COALESCE({r}.user_id, 0), {r}.status, {n}, "
                 "{n} * {r}.events, {n} * COALESCE({r}.wct, 0)) "
-                "ON CONFLICT (production_id, site_id, user_id, status) DO UPDATE SET jobs = jobs + excluded.jobs, "
+                "ON CONFLICT (request_id, site_id, user_id, status) DO UPDATE SET jobs = jobs + excluded.jobs, "
                 "events = events + excluded.events, wct = wct + excluded.wct;")
 PG_COUNT_FUNCTION = """
-CREATE OR REPLACE FUNCTION {c}_add(p integer, s integer, u integer, st varchar, n integer, ev bigint,
+CREATE OR REPLACE FUNCTION {c}_add(r integer, p integer, s integer, u integer, st varchar, n integer, ev bigint,
                                    w double precision) RETURNS void AS $$
 BEGIN
-  INSERT INTO {c} (production_id, site_id, user_id, status, jobs, events, wct)
-  VALUES (p, s, COALESCE(u, 0), st, n, n * ev, n * COALESCE(w, 0))
-  ON CONFLICT (production_id, site_id, user_id, status) DO UPDATE SET jobs = {c}.jobs + EXCLUDED.jobs,
+  INSERT INTO {c} (request_id, production_id, site_id, user_id, status, jobs, events, wct)
+  VALUES (r, p, s, COALESCE(u, 0), st, n, n * ev, n * COALESCE(w, 0))
+  ON CONFLICT (request_id, site_id, user_id, status) DO UPDATE SET jobs = {c}.jobs + EXCLUDED.jobs,
     events = {c}.events + EXCLUDED.events, wct = {c}.wct + EXCLUDED.wct;
 END $$ LANGUAGE plpgsql;
 CREATE OR REPLACE FUNCTION {c}_row() RETURNS trigger AS $$
 BEGIN
   IF TG_OP = 'DELETE' THEN
-    PERFORM {c}_add(OLD.production_id, OLD.site_id, OLD.user_id, OLD.status, -1, OLD.events, OLD.wct);
+    PERFORM {c}_add(OLD.request_id, OLD.production_id, OLD.site_id, OLD.user_id, OLD.status, -1, OLD.events, OLD.wct);
   -- two rows in one fixed order (by status), so two jobs moving between the same two rows in
   -- opposite directions cannot deadlock each other
   ELSIF OLD.status <= NEW.status THEN
-    PERFORM {c}_add(OLD.production_id, OLD.site_id, OLD.user_id, OLD.status, -1, OLD.events, OLD.wct);
-    PERFORM {c}_add(NEW.production_id, NEW.site_id, NEW.user_id, NEW.status, 1, NEW.events, NEW.wct);
+    PERFORM {c}_add(OLD.request_id, OLD.production_id, OLD.site_id, OLD.user_id, OLD.status, -1, OLD.events, OLD.wct);
+    PERFORM {c}_add(NEW.request_id, NEW.production_id, NEW.site_id, NEW.user_id, NEW.status, 1, NEW.events, NEW.wct);
   ELSE
-    PERFORM {c}_add(NEW.production_id, NEW.site_id, NEW.user_id, NEW.status, 1, NEW.events, NEW.wct);
-    PERFORM {c}_add(OLD.production_id, OLD.site_id, OLD.user_id, OLD.status, -1, OLD.events, OLD.wct);
+    PERFORM {c}_add(NEW.request_id, NEW.production_id, NEW.site_id, NEW.user_id, NEW.status, 1, NEW.events, NEW.wct);
+    PERFORM {c}_add(OLD.request_id, OLD.production_id, OLD.site_id, OLD.user_id, OLD.status, -1, OLD.events, OLD.wct);
   END IF;
   RETURN NULL;
 END $$ LANGUAGE plpgsql;
 -- a submission inserts thousands of jobs in a few statements: one upsert per statement and key
 CREATE OR REPLACE FUNCTION {c}_inserted() RETURNS trigger AS $$
 BEGIN
-  INSERT INTO {c} (production_id, site_id, user_id, status, jobs, events, wct)
-  SELECT production_id, site_id, COALESCE(user_id, 0), status, COUNT(*), SUM(events), SUM(COALESCE(wct, 0))
-  FROM new_jobs GROUP BY production_id, site_id, COALESCE(user_id, 0), status ORDER BY 1, 2, 3, 4
-  ON CONFLICT (production_id, site_id, user_id, status) DO UPDATE SET jobs = {c}.jobs + EXCLUDED.jobs,
+  INSERT INTO {c} (request_id, production_id, site_id, user_id, status, jobs, events, wct)
+  SELECT request_id, MIN(production_id), site_id, COALESCE(user_id, 0), status, COUNT(*), SUM(events),
+         SUM(COALESCE(wct, 0))
+  FROM new_jobs GROUP BY request_id, site_id, COALESCE(user_id, 0), status ORDER BY 1, 3, 4, 5
+  ON CONFLICT (request_id, site_id, user_id, status) DO UPDATE SET jobs = {c}.jobs + EXCLUDED.jobs,
     events = {c}.events + EXCLUDED.events, wct = {c}.wct + EXCLUDED.wct;
   RETURN NULL;
 END $$ LANGUAGE plpgsql;
@@ -210,9 +211,9 @@ def _job_counts():
     # the jobs already there, counted once (the table is rebuilt: the upgrade runs in one transaction)
     m.JobCount.delete().execute()
     m.database.execute_sql(
-        f"INSERT INTO {c} (production_id, site_id, user_id, status, jobs, events, wct) "
-        f"SELECT production_id, site_id, COALESCE(user_id, 0), status, COUNT(*), SUM(events), "
-        f"SUM(COALESCE(wct, 0)) FROM {job} GROUP BY production_id, site_id, COALESCE(user_id, 0), status")
+        f"INSERT INTO {c} (request_id, production_id, site_id, user_id, status, jobs, events, wct) "
+        f"SELECT request_id, MIN(production_id), site_id, COALESCE(user_id, 0), status, COUNT(*), SUM(events), "
+        f"SUM(COALESCE(wct, 0)) FROM {job} GROUP BY request_id, site_id, COALESCE(user_id, 0), status")
 
 
 MIGRATIONS = (

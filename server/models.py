@@ -285,14 +285,15 @@ class Job(BaseModel):
 
 
 class JobCount(BaseModel):
-    """How many jobs (and their events and wct) each production has at each site per user and status.
+    """How many jobs (and their events and wct) each request has at each site per user and status.
 
     Kept by database triggers on the job table (migration 9): every change of a job, by any path
     (peewee, raw SQL, a bulk insert), moves it from one row to another in the same transaction, so
     the pages' counts cost a read of this small table, not of the jobs. user_id 0: no user.
     Plain integer columns, not foreign keys: the triggers write them, and 0 names no row.
     """
-    production_id = pw.IntegerField()
+    request_id = pw.IntegerField()
+    production_id = pw.IntegerField()     # the request's, kept beside it: a production's counts sum its rows
     site_id = pw.IntegerField()
     user_id = pw.IntegerField()
     status = pw.CharField(max_length=16)
@@ -301,7 +302,8 @@ class JobCount(BaseModel):
     wct = pw.DoubleField(default=0.0)
 
     class Meta:
-        indexes = ((("production_id", "site_id", "user_id", "status"), True), (("site_id",), False))
+        indexes = ((("request_id", "site_id", "user_id", "status"), True), (("production_id",), False),
+                   (("site_id",), False))
 
 
 # SQLite's substring index of Job.search: an FTS5 trigram table with Job as external

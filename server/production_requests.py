@@ -2,7 +2,7 @@
 from shared import schema as s
 from shared.jobdesc import INPUT_MODES, NAME_RE
 
-from . import db
+from . import counts, db
 from . import models as m
 from .errors import ApiError, bad_request, conflict, not_found
 from .productions import get_production
@@ -51,9 +51,7 @@ def request_dict(req, twin=None):
     twin = twin or (req.test_request if req.test_request_id else None)
     d.update({field: getattr(twin, name) if twin else None for name, field in TEST_DIRS.items()})
     d["same_output_dirs"] = shares_dirs(req, twin) if twin else None
-    d["jobs"] = {status: count for status, count in (
-        m.Job.select(m.Job.status, m.fn.COUNT(m.Job.id)).where(m.Job.request == req)
-        .group_by(m.Job.status).tuples())}
+    d["jobs"] = counts.request_jobs(req.id)
     return d
 
 

@@ -10,7 +10,7 @@ from shared.states import Status
 
 from .. import models as m
 from ..api.params import query_int
-from ..api.people import jobs_by_site
+from ..counts import jobs_by_site
 from . import bp
 
 STATUS_COLOURS = {"prepared": "#9e9e9e", "submitted": "#64b5f6", "running": "#1565c0", "done": "#2e7d32",

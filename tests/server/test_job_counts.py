@@ -7,15 +7,16 @@ from .conftest import event, started_job, submit
 
 def truth():
     """What the counters must say: a GROUP BY over the jobs, zero rows left out."""
-    rows = (m.Job.select(m.Job.production, m.Job.site, m.fn.COALESCE(m.Job.user, 0), m.Job.status,
+    rows = (m.Job.select(m.Job.request, m.Job.production, m.Job.site, m.fn.COALESCE(m.Job.user, 0), m.Job.status,
                          m.fn.COUNT(m.Job.id), m.fn.SUM(m.Job.events), m.fn.SUM(m.fn.COALESCE(m.Job.wct, 0)))
-            .group_by(m.Job.production, m.Job.site, m.fn.COALESCE(m.Job.user, 0), m.Job.status).tuples())
-    return {(p, s, u, st): (n, int(e), round(float(w), 6)) for p, s, u, st, n, e, w in rows}
+            .group_by(m.Job.request, m.Job.production, m.Job.site, m.fn.COALESCE(m.Job.user, 0), m.Job.status)
+            .tuples())
+    return {(r, p, s, u, st): (n, int(e), round(float(w), 6)) for r, p, s, u, st, n, e, w in rows}
 
 
 def counted():
     C = m.JobCount
-    return {(c.production_id, c.site_id, c.user_id, c.status): (c.jobs, c.events, round(c.wct, 6))
+    return {(c.request_id, c.production_id, c.site_id, c.user_id, c.status): (c.jobs, c.events, round(c.wct, 6))
             for c in C.select().where(C.jobs != 0)}
 
 
