@@ -1,0 +1,131 @@
+"""The web desk's pages over 1M jobs (issue 13): server time per page, against a bare route.
+
+    python -m bench.bench_pages [--quick] [--db sqlite,postgresql]
+
+1,000,000 jobs (100,000 with --quick) bulk-loaded as bench_server's job monitor
+benchmark loads them (6 productions, 12 sites, 8 users), then each page fetched
+through the real app by a signed-in Developer (Flask test client: routing, the
+session cookie, the queries, Jinja), p50/p95 over repetitions. The reference,
+in the same process, is a bare Flask route returning the same page's bytes: what
+any page of that size costs here before our queries and templates.
+
+Goal: p95 <= 100 ms of server time for every page on both databases (the
+issue's figure). The ratio to the reference is printed for the record.
+"""
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+from flask import Flask
+
+from bench.bench_server import Databases, bulk_load, close_db, load_avg, percentile
+
+GOAL_MS = 100.0
+
+
+def pages(setup):
+    """(name, path) of the desk's pages, the biggest objects of the loaded data."""
+    production = setup["requests"][0]["production"]
+    return [
+        ("home", "/"),
+        ("productions", "/productions"),
+        ("production", f"/productions/{production}"),
+        ("requests", f"/requests?production={production}"),
+        ("request", f"/requests/{setup['requests'][0]['id']}"),
+        ("sites", "/sites"),
+        ("big site", f"/sites/{setup['site_names'][0]}"),
+        ("sessions", "/sessions"),
+        ("session", "/sessions/FastSim"),
+        ("expert init", "/submit/expert"),
+        ("shift init", "/submit/shift"),
+        ("job monitor", "/jobs"),
+        ("job monitor, filtered", f"/jobs?status=failed&site={setup['site_names'][0]}"),
+        ("error codes", "/error-codes"),
+        ("people", "/people"),
+        ("charts", "/charts"),
+    ]
+
+
+def signed_in_client(app, token):
+    client = app.test_client()
+    page = client.get("/signin").get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    r = client.post("/signin", data={"csrf": csrf, "token": token, "next": "/"})
+    if r.status_code != 302:
+        raise SystemExit(f"sign-in failed: {r.status_code}")
+    return client
+
+
+def timed(client, path, reps):
+    times, body = [], b""
+    for _ in range(reps):
+        began = time.perf_counter()
+        r = client.get(path)
+        times.append(time.perf_counter() - began)
+        if r.status_code != 200:
+            raise SystemExit(f"GET {path}: {r.status_code} {r.get_data(as_text=True)[:300]}")
+        body = r.get_data()
+    return times, body
+
+
+def bare_reference(body, reps):
+    """The same bytes from a bare Flask route: the floor for a page of that size."""
+    app = Flask("bare")
+    app.add_url_rule("/page", "page", lambda: body)
+    return timed(app.test_client(), "/page", reps)[0]
+
+
+def bench(kind, dbs, quick):
+    from server import db
+    from server.auth import add_user
+    n = 100_000 if quick else 1_000_000
+    reps = 5 if quick else 20
+    app, load_s, setup = bulk_load(dbs.new(kind), n)
+    with app.app_context(), db.connection():
+        token = add_user("bench-pages", ["Developer"])
+    client = signed_in_client(app, token)
+    print(f"\nPages, {kind}: {n:,} jobs bulk-loaded in {load_s:.1f} s; {reps} repetitions; "
+          f"server time p50/p95 ms (Flask test client); {load_avg()}")
+    print(f"  {'page':<24} {'bytes':>8} {'ours':>15} {'bare route':>15} {'ratio p50':>9}")
+    worst = 0.0
+    for name, path in pages(setup):
+        client.get(path)   # the first of a kind warms templates and plans
+        ours, body = timed(client, path, reps)
+        bare = bare_reference(body, reps)
+        p95 = 1000 * percentile(ours, 95)
+        worst = max(worst, p95)
+        print(f"  {name:<24} {len(body):>8} {1000 * percentile(ours, 50):>6.1f}/{p95:<7.1f} "
+              f"{1000 * percentile(bare, 50):>6.2f}/{1000 * percentile(bare, 95):<7.2f} "
+              f"{percentile(ours, 50) / max(percentile(bare, 50), 1e-9):>9.0f}"
+              + ("  NOT met" if p95 > GOAL_MS else ""))
+    close_db()
+    ok = worst <= GOAL_MS
+    print(f"  goal p95 <= {GOAL_MS:g} ms for every page: worst {worst:.1f} ms: {'met' if ok else 'NOT met'}")
+    return ok
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100k jobs, 5 repetitions")
+    parser.add_argument("--db", default="sqlite,postgresql", help="comma list: sqlite, postgresql")
+    args = parser.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="bench-pages-")
+    dbs = Databases(tmp)
+    print(f"bench_pages ({'quick' if args.quick else 'full'}), {os.cpu_count()} cores; {load_avg()}")
+    ok = True
+    try:
+        for kind in [k.strip() for k in args.db.split(",") if k.strip()]:
+            ok &= bench(kind, dbs, args.quick)
+    finally:
+        dbs.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nbench_pages: {'all goals met' if ok else 'some goals NOT met'}; {load_avg()}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
