@@ -232,7 +232,7 @@ def test_a_newcomers_whole_production_by_clicking(world, browser, shots):  # noq
     me.sees("PRODUCTION DATA - SUMMARY")
     me.shot("expert-summary")
     summary = me.text()
-    assert f"The UI will launch 2 set(s)" in summary and "a total of 3 jobs, 110 events" in summary
+    assert "The UI will launch 2 set(s)" in summary and "a total of 3 jobs, 110 events" in summary
     tables = browser.find_elements(By.CSS_SELECTOR, "table.bulk-summary")
     assert len(tables) == 2
     for table in tables:
