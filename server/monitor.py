@@ -382,10 +382,13 @@ def keyset(sort, value, tie, reverse=False):
     key = sort.lstrip("-")
     field = SORTS[key]
     ahead = sort.startswith("-") == reverse   # ascending in the column
-    beyond = field > value if ahead else field < value
     if key in UNIQUE_SORTS:
-        return beyond
-    return beyond | ((field == value) & ((TIES[key] > tie) if ahead else (TIES[key] < tie)))
+        return field > value if ahead else field < value
+    # a row value, not `beyond OR (field = value AND tie > ...)`: both databases seek an index on
+    # (field, tie) to it (the OR walked the index from one end: 1M jobs, SQLite, a page back by
+    # status 25-60 ms; the row value 0.1 ms). The tie runs in the sort's direction (Plan.order).
+    row, bound = m.pw.Tuple(field, TIES[key]), m.pw.Tuple(value, tie)
+    return row > bound if ahead else row < bound
 
 
 def after_cursor(sort):
