@@ -25,7 +25,7 @@ from . import monitor_totals as totals
 from .api.params import query_float, query_int, query_list, query_text, query_time
 from .errors import ApiError, bad_request
 from .monitor_totals import AnyOf
-from .settings import settings
+from .settings import base_url, settings
 
 STATUSES = tuple(s.value for s in Status)
 # The privileges of a job's actions (kill, resubmit, token, description), API and page alike.
@@ -46,11 +46,6 @@ TIES = {"status": m.Job.runnum, "site": m.Job.runnum, "prepared_at": m.Job.id, "
 SUMMARY_SORTS = ("runnum", "id", "status", "events")
 PARAM_PREFIX = "param."
 MAX_PARAM_VALUE = 256
-
-
-def base_url():
-    """Where wrappers reach this server: SBK_PUBLIC_URL, else the URL of this request."""
-    return settings().public_url or request.host_url.rstrip("/")
 
 
 def _ids_by_name(model, names):

@@ -6,7 +6,7 @@ JSON when they look like it: SBK_HEARTBEAT_MULTIPLE=3).
 """
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import current_app, request
 
 from .db import DEFAULT_DB_URL
 
@@ -117,3 +117,8 @@ def _words(value):
 def settings():
     """The settings of the running app."""
     return current_app.extensions["sbk.settings"]
+
+
+def base_url():
+    """Where wrappers reach this server: SBK_PUBLIC_URL, else the URL of this request."""
+    return settings().public_url or request.host_url.rstrip("/")

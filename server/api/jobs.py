@@ -10,7 +10,8 @@ from shared.events import parse_events
 from .. import auth, db, jobs, metrics, monitor, removals
 from .. import models as m
 from ..errors import ApiError, not_found
-from ..monitor import SUBMITTERS, base_url  # noqa: F401  (base_url: api/submissions imports it from here)
+from ..monitor import SUBMITTERS
+from ..settings import base_url
 from ..settings import settings
 from .params import json_body, query_int, query_text
 

@@ -3,8 +3,7 @@ POST /sites/<name>/reset: the shifter's "reset site" (submissions.reset_site say
 from flask import Blueprint, current_app, jsonify
 
 from .. import auth, batch, submissions
-from ..settings import settings
-from .jobs import base_url
+from ..settings import base_url, settings
 from .params import json_body
 
 bp = Blueprint("submissions", __name__)

@@ -20,10 +20,9 @@ from flask import flash, g, redirect, render_template, request, session, url_for
 
 from .. import submissions
 from .. import models as m
-from ..api.jobs import base_url
 from ..backends import BACKENDS
 from ..errors import ApiError, bad_request
-from ..settings import settings
+from ..settings import base_url, settings
 from . import bp
 from .forms import Field, action, attempt, form_body
 from .layout import need
