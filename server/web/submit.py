@@ -48,9 +48,9 @@ class Desk:
     expert: bool
 
 
-DESKS = {"expert": Desk("expert", "web.expert_init", "FastSim expert UI for job submission", ("expert-submission",),
-                        True),
-         "shift": Desk("shift", "web.shift_init", "Shifter UI for job submission", SUBMITTERS, False)}
+# Titles as the seed's ("FastSim expert UI for job submission"), the chosen production's session in front.
+DESKS = {"expert": Desk("expert", "web.expert_init", "expert UI for job submission", ("expert-submission",), True),
+         "shift": Desk("shift", "web.shift_init", "shifter UI for job submission", SUBMITTERS, False)}
 
 
 @bp.route("/submit/expert", methods=["GET", "POST"])
@@ -222,6 +222,7 @@ def _context(desk, values):
         sites = [s for s in submissions.site_marks(production) if desk.expert or s["ok"]]
     bulks = [_typed_bulk(values, n) for n in _bulk_numbers(values) or [1]]
     return {"desk": desk, "productions": [p.name for p in productions], "production": chosen,
+            "session_name": production.session.name if production is not None else "",
             "parameters": [(p.name, p.allowed) for p in parameters], "requests": requests, "sites": sites,
             "bulks": bulks, "override": "override_thresholds" in values,
             "auto_sub": g.principal.user.auto_sub, "backends": BACKEND_CHOICES,
