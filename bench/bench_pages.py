@@ -28,7 +28,8 @@ GOAL_MS = 100.0
 
 
 def pages(setup):
-    """(name, path) of the desk's pages, the biggest objects of the loaded data."""
+    """(name, path[, form]) of the desk's pages, the biggest objects of the loaded data; with a form the
+    page is that form's POST (the expert summary: a dry run over the biggest site)."""
     production = setup["requests"][0]["production"]
     return [
         ("home", "/"),
@@ -42,6 +43,9 @@ def pages(setup):
         ("session", "/sessions/FastSim"),
         ("expert init", "/submit/expert"),
         ("shift init", "/submit/shift"),
+        ("expert summary", "/submit/expert", {
+            "production": production, "bulk": "1", "b1.request": str(setup["requests"][0]["id"]),
+            "b1.sites": setup["site_names"][0], "b1.runs": "10", "b1.events": "100", "do": "summary"}),
         ("job monitor", "/jobs"),
         ("job monitor, filtered", f"/jobs?status=failed&site={setup['site_names'][0]}"),
         ("error codes", "/error-codes"),
@@ -60,11 +64,11 @@ def signed_in_client(app, token):
     return client
 
 
-def timed(client, path, reps):
+def timed(client, path, reps, form=None):
     times, body = [], b""
     for _ in range(reps):
         began = time.perf_counter()
-        r = client.get(path)
+        r = client.get(path) if form is None else client.post(path, data=form)
         times.append(time.perf_counter() - began)
         if r.status_code != 200:
             raise SystemExit(f"GET {path}: {r.status_code} {r.get_data(as_text=True)[:300]}")
@@ -92,9 +96,11 @@ def bench(kind, dbs, quick):
           f"server time p50/p95 ms (Flask test client); {load_avg()}")
     print(f"  {'page':<24} {'bytes':>8} {'ours':>15} {'bare route':>15} {'ratio p50':>9}")
     worst = 0.0
-    for name, path in pages(setup):
-        client.get(path)   # the first of a kind warms templates and plans
-        ours, body = timed(client, path, reps)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+    for name, path, *form in pages(setup):
+        form = dict(form[0], csrf=csrf) if form else None
+        timed(client, path, 1, form)   # the first of a kind warms templates and plans
+        ours, body = timed(client, path, reps, form)
         bare = bare_reference(body, reps)
         p95 = 1000 * percentile(ours, 95)
         worst = max(worst, p95)

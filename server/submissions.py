@@ -73,7 +73,7 @@ from shared import schema as s
 from shared.jobdesc import INPUT_MODES, NAME_RE
 from shared.states import Status
 
-from . import batch, db, search_text
+from . import batch, counts, db, search_text
 from . import models as m
 from .errors import ApiError, bad_request, conflict, not_found
 from .request_rules import (check_input, check_output_sites, check_parameters, insert_test_request, params_key,
@@ -360,15 +360,15 @@ class _Runnums:
 
 def _threshold_refusals(site, planned):
     """Why `planned` new jobs would put `site` over a threshold (the module doc's rules): [] when they do not."""
+    at_site = counts.site_jobs(site.id)     # the counters: a big site's jobs are not read
     refusals = []
     if site.threshold_prepared:
-        prepared = m.Job.select().where((m.Job.site == site) & (m.Job.status == Status.PREPARED.value)).count()
+        prepared = at_site.get(Status.PREPARED.value, 0)
         if prepared + planned > site.threshold_prepared:
             refusals.append(f"site {site.name}: {prepared} prepared + {planned} new jobs "
                             f"exceed its prepared threshold {site.threshold_prepared}")
     if site.threshold_running:
-        active = m.Job.select().where(
-            (m.Job.site == site) & m.Job.status.in_((Status.SUBMITTED.value, Status.RUNNING.value))).count()
+        active = at_site.get(Status.SUBMITTED.value, 0) + at_site.get(Status.RUNNING.value, 0)
         if active + planned > site.threshold_running:
             refusals.append(f"site {site.name}: {active} submitted or running + {planned} new jobs "
                             f"exceed its running threshold {site.threshold_running}")
@@ -391,26 +391,34 @@ def failures_since(site, now=None):
 FAILED = ("failed", "sys-failed")
 
 
+def _failures_in_window(now=None):
+    """(site id, finished_at) of every failed or sys-failed job that ended in the last 24 h.
+
+    Read along the (status, finished_at) index alone and counted here: a site's own index would walk
+    all its failed jobs ever (a big site at 1M jobs: ~110 ms on SQLite). What ends in a day is what
+    a production fails in a day: thousands on a bad one.
+    """
+    since = (now or m.utcnow()) - FAILED_WINDOW
+    return m.Job.select(m.Job.site, m.Job.finished_at).where(
+        m.Job.status.in_(FAILED) & (m.Job.finished_at >= since)).tuples()
+
+
 def recent_failures(site):
     """The failed and sys-failed jobs of `site` that count against its failed threshold."""
-    return m.Job.select().where((m.Job.site == site) & m.Job.status.in_(FAILED)
-                                & (m.Job.finished_at >= failures_since(site))).count()
+    since = failures_since(site)
+    return sum(1 for site_id, finished in _failures_in_window() if site_id == site.id and finished >= since)
 
 
 def site_failures():
-    """Every site with its counted failures and failed threshold (the shift page's "reset sites").
-
-    One GROUP BY over the failed jobs of the last 24 h (the (status, finished_at) index reads only
-    those), each site's reset time applied in the join.
-    """
-    since = m.utcnow() - FAILED_WINDOW
-    per_site = dict(m.Job.select(m.Job.site, m.fn.COUNT(m.Job.id)).join(m.Site).where(
-        m.Job.status.in_(FAILED) & (m.Job.finished_at >= since)
-        & (m.Site.failed_reset_at.is_null() | (m.Job.finished_at >= m.Site.failed_reset_at)))
-        .group_by(m.Job.site).tuples())
+    """Every site with its counted failures and failed threshold (the shift page's "reset sites")."""
     sites = list(m.Site.select().order_by(m.Site.name))
-    return [{"site": site.name, "failed": per_site.get(site.id, 0), "threshold_failed": site.threshold_failed,
-             "over": bool(site.threshold_failed) and per_site.get(site.id, 0) >= site.threshold_failed,
+    since = {site.id: failures_since(site) for site in sites}
+    counted = {}
+    for site_id, finished in _failures_in_window():
+        if finished >= since.get(site_id, finished):
+            counted[site_id] = counted.get(site_id, 0) + 1
+    return [{"site": site.name, "failed": counted.get(site.id, 0), "threshold_failed": site.threshold_failed,
+             "over": bool(site.threshold_failed) and counted.get(site.id, 0) >= site.threshold_failed,
              "failed_reset_at": m.iso(site.failed_reset_at)} for site in sites]
 
 

@@ -211,13 +211,7 @@ def test_a_newcomers_whole_production_by_clicking(world, browser, shots):  # noq
     me.shot("request")
 
     # --- expert init: a main bulk on the second request and a test bulk by parameter values
-    me.open("/submit/expert")
-    me.choose("Select a production from list", PRODUCTION)
-    wait_for(lambda: any("BpBm_generic" in o.text for o in Select(me.field("Request", "#bulk-1")).options))
-    me.choose_containing("Request", "BpBm_generic", within="#bulk-1")
-    me.tick(SITE, within="#bulk-1")
-    me.type("Number of runs (jobs per site)", 2, within="#bulk-1")
-    me.type("Number of events (per job)", 50, within="#bulk-1")
+    main_bulk(me, runs=2)
     me.tick("Log files to be stored in the bookkeeping database", within="#bulk-1")
     me.press("Add bulk")
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#bulk-2"))
@@ -280,13 +274,7 @@ def test_a_newcomers_whole_production_by_clicking(world, browser, shots):  # noq
     me.press("disable")
     me.sees("enable")
     me.shot("site")
-    me.open("/submit/expert")
-    me.choose("Select a production from list", PRODUCTION)
-    wait_for(lambda: any("BpBm_generic" in o.text for o in Select(me.field("Request", "#bulk-1")).options))
-    me.choose_containing("Request", "BpBm_generic", within="#bulk-1")
-    me.tick(SITE, within="#bulk-1")
-    me.type("Number of runs (jobs per site)", 1, within="#bulk-1")
-    me.type("Number of events (per job)", 50, within="#bulk-1")
+    main_bulk(me, runs=1)
     marks = me.text("#bulk-1")
     assert "✗" in marks                                   # the seed's mark: the site takes nothing now
     me.press("Submit data and generate summary")
@@ -295,6 +283,26 @@ def test_a_newcomers_whole_production_by_clicking(world, browser, shots):  # noq
     assert browser.find_element(By.ID, "refused").text
     me.shot("expert-refused")
     assert len(api.call("GET", "/jobs", params={"production": PRODUCTION, "per_page": 50})["jobs"]) == 2
+
+    # --- the pages not visited above, for the record
+    for name, path in (("sessions", "/sessions"), ("requests", f"/requests?production={PRODUCTION}"),
+                       ("shift-init", "/submit/shift"), ("error-codes", "/error-codes"), ("people", "/people"),
+                       ("charts", "/charts"), ("home-after", "/")):
+        me.open(path)
+        wait_for(lambda: browser.find_elements(By.TAG_NAME, "h1"))
+        assert "Internal" not in me.text() and "403" not in browser.title, path
+        me.shot(name)
+
+
+def main_bulk(me, runs):
+    """Expert init with bulk 1 on the second request: runs jobs of 50 events at SITE."""
+    me.open("/submit/expert")
+    me.choose("Select a production from list", PRODUCTION)
+    wait_for(lambda: any("BpBm_generic" in o.text for o in Select(me.field("Request", "#bulk-1")).options))
+    me.choose_containing("Request", "BpBm_generic", within="#bulk-1")
+    me.tick(SITE, within="#bulk-1")
+    me.type("Number of runs (jobs per site)", runs, within="#bulk-1")
+    me.type("Number of events (per job)", 50, within="#bulk-1")
 
 
 def test_a_shifter_and_a_watcher_in_the_browser(world, browser, shots):  # noqa: F811
