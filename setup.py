@@ -25,7 +25,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout", "vermin", "openapi-spec-validator", "tomli",
-                 "schemathesis", "selenium"],
+                 "schemathesis", "selenium", "scitokens"],
     },
     entry_points={
         "console_scripts": [
