@@ -10,6 +10,7 @@ the code.
     ├── SiteConfigError               002
     ├── ScratchSpaceError             003
     ├── NodeCheckError                004
+    ├── ContainerError                007
     ├── SoftwareError                 010-019
     ├── InputError                    020-029
     ├── PayloadError                  030-039
@@ -134,6 +135,11 @@ class ScratchSpaceError(SeverusError):
 
 class NodeCheckError(SeverusError):
     code = 4
+
+
+class ContainerError(SeverusError):
+    """The payload's container could not start: no runtime, image missing, runtime failure."""
+    code = 7
 
 
 class SoftwareError(SeverusError):
