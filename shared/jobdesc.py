@@ -82,6 +82,12 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ContainerRequest:
+    """The image the payload runs in (the job's own, or its session's written here by the server)."""
+    image: str                     # absolute path: a directory image (as on CVMFS) or a SIF file
+
+
+@dataclass(frozen=True)
 class JobDescription:
     job: JobInfo
     server: ServerInfo
@@ -91,6 +97,7 @@ class JobDescription:
     output: Output
     log: LogSpec = LogSpec()
     limits: Limits = Limits()
+    container: Optional[ContainerRequest] = None   # None: on the host, unless the site requires one
     schema: int = SCHEMA_VERSION
 
     def to_dict(self):
@@ -138,7 +145,7 @@ def _parse(d):
     if version != SCHEMA_VERSION:
         raise s.SchemaError(f"unknown schema {version!r} (this wrapper reads schema {SCHEMA_VERSION})")
     s.refuse_unknown(d, ("schema", "job", "server", "software", "payload", "input",
-                         "output", "log", "limits"))
+                         "output", "log", "limits", "container"))
     j = s.section(d, "job")
     s.refuse_unknown(j, ("id", "runnum", "attempt", "session", "production", "request",
                          "events", "test"), "job.")
@@ -222,8 +229,16 @@ def _parse(d):
         stall_s=s.number(lm, "stall_s", "limits.", default=0.0, hi=30 * 86400),
         grace_s=s.number(lm, "grace_s", "limits.", default=10.0, lo=0, hi=3600),
     )
+    container = None
+    if d.get("container") is not None:
+        ct = s.section(d, "container")
+        s.refuse_unknown(ct, ("image",), "container.")
+        image = s.text(ct, "image", "container.", max_len=4096)
+        if not image.startswith("/") or ".." in image.split("/") or "\0" in image:
+            raise s.SchemaError("'container.image' must be an absolute path (a directory image or a SIF file)")
+        container = ContainerRequest(image=image)
     return JobDescription(job=job, server=server, software=software, payload=payload,
-                          input=input_, output=output, log=log, limits=limits)
+                          input=input_, output=output, log=log, limits=limits, container=container)
 
 
 def _is_env_name(name):
