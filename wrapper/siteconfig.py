@@ -17,6 +17,7 @@ except ImportError:  # Python < 3.11: the pure-Python tomli, bundled in severus.
     import tomli as tomllib
 
 from shared.errors import SiteConfigError
+from .container import ContainerConfig, parse_container_config
 
 ACCESS_MODES = ("auto", "direct", "protocol")
 SITE_NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
@@ -94,6 +95,7 @@ class SiteConfig:
     min_free_gb: float = 5.0
     transfer: TransferConfig = field(default_factory=TransferConfig)
     wrapper: WrapperConfig = field(default_factory=WrapperConfig)
+    container: ContainerConfig = field(default_factory=ContainerConfig)   # [container]: wrapper/container.py
     source: str = ""              # the file it came from, for messages
 
 
@@ -127,7 +129,7 @@ def parse_site_config(data, source="<site config>"):
         if extra:
             fail(f"unknown key '{where}{extra[0]}'")
 
-    known(data, ("name", "se", "stageout", "scratch", "transfer", "wrapper"), "")
+    known(data, ("name", "se", "stageout", "scratch", "transfer", "wrapper", "container"), "")
     name = data.get("name")
     if not isinstance(name, str) or not re.fullmatch(SITE_NAME_RE, name):
         fail("'name' must be a site name like INFN-T1")
@@ -191,6 +193,7 @@ def parse_site_config(data, source="<site config>"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 86400:
             fail(f"'wrapper.{key}' must be a number of seconds between 1 and 86400")
         wrapper[key] = float(value)
+    container = parse_container_config(table(data, "container"), fail)
     return SiteConfig(
         name=name,
         se=StorageConfig(lfn_prefix=prefix, urls=tuple(urls), local_path=local_path, access=access,
@@ -199,6 +202,7 @@ def parse_site_config(data, source="<site config>"):
         min_free_gb=float(min_free),
         transfer=TransferConfig(**values),
         wrapper=WrapperConfig(**wrapper),
+        container=container,
         source=source,
     )
 
