@@ -425,6 +425,7 @@ REQUEST_SETTINGS = (  # (flag, API field, type)
     ("required-events", "required_events", int), ("events-per-job", "events_per_job", int),
     ("num-jobs", "num_jobs", int), ("event-time", "event_time_s", float), ("max-wct", "max_wct_s", float),
     ("max-rss-mb", "max_rss_mb", float), ("stall", "stall_s", float), ("input-mode", "input_mode", str),
+    ("cores", "cores", int), ("memory-mb", "memory_mb", float),
     ("output-lfn", "output_lfn", str), ("output-abs", "output_abs", str), ("note", "note", str),
     ("test-output-lfn", "test_output_lfn", str), ("test-output-abs", "test_output_abs", str))
 REQUEST_LISTS = (("input-path", "input_paths"), ("output-site", "output_sites"),

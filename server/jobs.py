@@ -153,7 +153,8 @@ def job_description(job, base_url, token=REDACTED):
         "output": {"lfn_dir": req.output_lfn, "sites": list(req.output_sites),
                    "patterns": list(req.output_patterns)},
         "log": {"to_db": job.log_to_db},
-        "limits": {"max_wct_s": req.max_wct_s, "max_rss_mb": req.max_rss_mb, "stall_s": req.stall_s},
+        "limits": {"max_wct_s": req.max_wct_s, "max_rss_mb": req.max_rss_mb, "stall_s": req.stall_s,
+                   "cores": req.cores, "memory_mb": req.memory_mb},
     }
     try:
         parse_job_description(description)

@@ -216,6 +216,11 @@ def _job_counts():
         f"SUM(COALESCE(wct, 0)) FROM {job} GROUP BY request_id, site_id, COALESCE(user_id, 0), status")
 
 
+def _request_resources():
+    """Requests' cores and memory per job, for the batch system's request."""
+    _add_missing_columns(m.Request, ["cores", "memory_mb"])
+
+
 MIGRATIONS = (
     (1, _create_v1),
     (2, _seed_groups),
@@ -226,6 +231,7 @@ MIGRATIONS = (
     (7, _removals),
     (8, _site_session_activity),
     (9, _job_counts),
+    (10, _request_resources),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -165,6 +165,8 @@ class Request(BaseModel):
     max_wct_s = pw.DoubleField(default=86400.0)
     max_rss_mb = pw.DoubleField(default=0.0)
     stall_s = pw.DoubleField(default=0.0)
+    cores = pw.IntegerField(default=1)                  # per job, asked of the batch system (migration 10)
+    memory_mb = pw.DoubleField(default=0.0)             # per job; 0: the batch system's default (migration 10)
     input_mode = pw.CharField(max_length=8, default="NONE")
     input_paths = JSONField(default=list)
     output_lfn = pw.CharField(max_length=1024)

@@ -25,6 +25,7 @@ CHECK_STATE = {"type": "string", "enum": ["OK", "WARNING", "CRITICAL", "UNKNOWN"
 REQUEST_SETTINGS = {
     "priority": INT, "min_runnum": INT, "required_events": INT, "events_per_job": INT, "num_jobs": INT,
     "event_time_s": NUM, "max_wct_s": NUM, "max_rss_mb": NUM, "stall_s": NUM,
+    "cores": {"type": "integer", "minimum": 1, "maximum": 1024}, "memory_mb": {"type": "number", "minimum": 0},
     "input_mode": {"type": "string", "enum": ["DIR", "FILE", "LIST", "NONE"]}, "input_paths": STRS,
     "output_lfn": STR, "output_abs": STR, "output_sites": STRS, "output_patterns": STRS,
     "note": {"type": "string", "maxLength": 255}}

@@ -21,6 +21,9 @@ SETTINGS = {
     "max_wct_s": lambda d, k: s.number(d, k, lo=1, hi=30 * 86400),
     "max_rss_mb": lambda d, k: s.number(d, k, hi=1024 * 1024),
     "stall_s": lambda d, k: s.number(d, k, hi=30 * 86400),
+    # What each job asks of the batch system (whole-node and multi-core jobs); the payload is told the cores.
+    "cores": lambda d, k: s.integer(d, k, lo=1, hi=1024),
+    "memory_mb": lambda d, k: s.number(d, k, hi=1024 * 1024),
     "input_mode": lambda d, k: s.text(d, k, pattern="|".join(INPUT_MODES)),
     "input_paths": lambda d, k: [s.check_lfn(p, f"{k}[{n}]") for n, p in
                                  enumerate(s.text_list(d, k, max_items=10000, max_len=1024))],

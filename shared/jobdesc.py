@@ -41,10 +41,12 @@ class Software:
     name: str
     version: str
     revision: int
-    lfn: str
-    adler32: str
+    lfn: Optional[str]              # the tarball, or None with `path`
+    adler32: Optional[str]
     workdir: str
     exe: str
+    # A read-only shared area (the CVMFS way) used in place, instead of a tarball: absolute.
+    path: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class Limits:
     max_rss_mb: float = 0.0        # 0: no limit
     stall_s: float = 0.0           # 0: no stall detection
     grace_s: float = 10.0          # SIGTERM -> SIGKILL
+    cores: int = 1                 # what the batch system gives the job; the payload is told
+    memory_mb: float = 0.0         # the batch system's memory request for the job; 0: its default
 
 
 @dataclass(frozen=True)
@@ -167,18 +171,20 @@ def _parse(d):
         heartbeat_s=s.number(sv, "heartbeat_s", "server.", default=300.0, lo=0.05, hi=86400),
     )
     sw = s.section(d, "software")
-    s.refuse_unknown(sw, ("name", "version", "revision", "lfn", "adler32", "workdir", "exe"),
+    s.refuse_unknown(sw, ("name", "version", "revision", "lfn", "adler32", "workdir", "exe", "path"),
                      "software.")
+    area = _software_path(sw)
     software = Software(
         name=s.text(sw, "name", "software.", pattern=NAME_RE, max_len=128),
         version=s.text(sw, "version", "software.", pattern=NAME_RE, max_len=64),
         revision=s.integer(sw, "revision", "software.", default=0),
-        lfn=s.lfn(sw, "lfn", "software."),
-        adler32=s.text(sw, "adler32", "software.", pattern=ADLER32_RE),
+        lfn=None if area else s.lfn(sw, "lfn", "software."),
+        adler32=None if area else s.text(sw, "adler32", "software.", pattern=ADLER32_RE),
         workdir=s.relative_path(sw, "workdir", "software."),
         exe=s.relative_path(sw, "exe", "software."),
+        path=area,
     )
-    if not software.lfn.endswith((".tjz", ".tgz", ".tar.gz")):
+    if software.lfn is not None and not software.lfn.endswith((".tjz", ".tgz", ".tar.gz")):
         raise s.SchemaError("'software.lfn' must name a .tjz, .tgz or .tar.gz tarball")
     p = s.section(d, "payload")
     s.refuse_unknown(p, ("module", "parameters", "env", "args"), "payload.")
@@ -222,12 +228,14 @@ def _parse(d):
     lm = d.get("limits", {})
     if not isinstance(lm, dict):
         raise s.SchemaError("'limits' must be an object")
-    s.refuse_unknown(lm, ("max_wct_s", "max_rss_mb", "stall_s", "grace_s"), "limits.")
+    s.refuse_unknown(lm, ("max_wct_s", "max_rss_mb", "stall_s", "grace_s", "cores", "memory_mb"), "limits.")
     limits = Limits(
         max_wct_s=s.number(lm, "max_wct_s", "limits.", default=86400.0, lo=1, hi=30 * 86400),
         max_rss_mb=s.number(lm, "max_rss_mb", "limits.", default=0.0, hi=1024 * 1024),
         stall_s=s.number(lm, "stall_s", "limits.", default=0.0, hi=30 * 86400),
         grace_s=s.number(lm, "grace_s", "limits.", default=10.0, lo=0, hi=3600),
+        cores=s.integer(lm, "cores", "limits.", default=1, lo=1, hi=1024),
+        memory_mb=s.number(lm, "memory_mb", "limits.", default=0.0, hi=1024 * 1024),
     )
     container = None
     if d.get("container") is not None:
@@ -239,6 +247,20 @@ def _parse(d):
         container = ContainerRequest(image=image)
     return JobDescription(job=job, server=server, software=software, payload=payload,
                           input=input_, output=output, log=log, limits=limits, container=container)
+
+
+def _software_path(sw):
+    """`software.path`, absolute and without `..`, or None; it excludes the tarball's lfn and adler32."""
+    if sw.get("path") is None:
+        return None
+    path = s.text(sw, "path", "software.", max_len=1024)
+    if not path.startswith("/") or ".." in path.split("/") or "\0" in path:
+        raise s.SchemaError("'software.path' must be an absolute path like /cvmfs/superbvo.org/FastSim/V1")
+    both = [k for k in ("lfn", "adler32") if sw.get(k) is not None]
+    if both:
+        raise s.SchemaError(f"'software.path' and 'software.{both[0]}' exclude each other: "
+                            "a shared area or a tarball")
+    return path
 
 
 def _is_env_name(name):

@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
-from shared.errors import (JobDescriptionError, PayloadFailed, PayloadMemory, PayloadSignalled,
-                           PayloadStalled, PayloadWallclock)
+from shared.errors import (ContainerError, JobDescriptionError, PayloadFailed, PayloadMemory,
+                           PayloadSignalled, PayloadStalled, PayloadWallclock)
+from . import container as ct
 
 try:
     import psutil
@@ -66,6 +67,7 @@ class PayloadJob:
     software_workdir: Path       # the release's own directory (software.workdir)
     cwd: Path                    # where the payload runs and writes its outputs
     inputs: Tuple[Path, ...] = ()
+    site: object = None          # wrapper.siteconfig.SiteConfig: its [container]; None: the defaults
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class PayloadSpec:
     cwd: Path
     progress_file: Optional[Path] = None      # holds the number of events done so far
     output_patterns: Tuple[str, ...] = ()     # their total size growing also counts as progress
+    container: Optional[ct.Container] = None  # run argv in this image (wrapper/container.py)
 
 
 class PayloadModule:
@@ -111,12 +114,28 @@ class PayloadModule:
             "SEVERUS_INPUTS": os.pathsep.join(str(p) for p in job.inputs),
             "SEVERUS_PROGRESS_FILE": str(progress),
         })
+        env.update(core_env(d.limits.cores))
         for key, value in params.items():
             env["SEVERUS_PARAM_" + key.upper()] = value
         env.update(self.extra_env(job))
         env.update(d.payload.env)          # the job's own settings win
+        # The job's image (or its session's), else the site's when it requires one; checked now:
+        # a missing runtime or image is 007 (002: the site forbids it) before anything starts.
+        config = getattr(job.site, "container", None) or ct.ContainerConfig()
+        container = ct.plan_container(d.container.image if d.container else None, config,
+                                      job.cwd, ro_paths=(job.software_root,))
         return PayloadSpec(argv=tuple(self.argv(job)), env=env, cwd=job.cwd,
-                           progress_file=progress, output_patterns=tuple(d.output.patterns))
+                           progress_file=progress, output_patterns=tuple(d.output.patterns),
+                           container=container)
+
+
+def core_env(cores):
+    """The job's cores (limits.cores) as threaded and multi-process payloads read them: OpenMP and the
+    math libraries, ATLAS-style ATHENA_CORE_NUMBER / ATHENA_PROC_NUMBER. A node's own values (a
+    batch system's whole-node defaults) would oversubscribe a job given fewer cores: ours win."""
+    n = str(cores)
+    return {"SEVERUS_CORES": n, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
+            "ATHENA_CORE_NUMBER": n, "ATHENA_PROC_NUMBER": n}
 
 
 class GenericModule(PayloadModule):
@@ -204,6 +223,7 @@ class PayloadResult:
     stdout: Path
     stderr: Path
     pids: Tuple[int, ...] = ()        # every PID seen in the tree (tests check they are gone)
+    container: Optional[str] = None   # runtime, version and image when it ran in a container
 
 
 def _close_quietly(fh):
@@ -515,15 +535,25 @@ class PayloadWatch:
                 pass
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        container = self.spec.container
+        argv = self.spec.argv
+        if container is not None:
+            # The runtime is the group and session leader: the watchdog's signals reach it and,
+            # by host PID, every process inside (neither runtime forwards signals).
+            container.clear()
+            argv = container.command(argv)
+            log.info("payload in a container: %s", container.describe())
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(self.spec.argv, cwd=str(self.spec.cwd), env=dict(self.spec.env),
+            proc = subprocess.Popen(argv, cwd=str(self.spec.cwd), env=dict(self.spec.env),
                                     stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
                                     start_new_session=True, close_fds=True)
         except OSError as exc:
             for fd in (out_r, out_w, err_r, err_w):
                 os.close(fd)
+            if container is not None:
+                raise ContainerError(f"cannot start {argv[0]}: {exc.strerror}") from None
             raise PayloadFailed(f"cannot start {self.spec.argv[0]}: {exc.strerror}",
                                 exit_code=None) from None
         os.close(out_w)
@@ -554,8 +584,21 @@ class PayloadWatch:
         result = PayloadResult(exit_code=rc if rc >= 0 else None,
                                signal=-rc if rc < 0 else None, metrics=self.snapshot(),
                                stdout=self._stdout.path, stderr=self._stderr.path,
-                               pids=tuple(sorted(self.pids)))
+                               pids=tuple(sorted(self.pids)),
+                               container=container.describe() if container else None)
         facts = {"exit_code": result.exit_code, "signal": result.signal}
+        if container is not None:
+            started = container.started()
+            container.clear()
+            if error is None and not started:
+                # The runtime ended before the payload's command ran: the container's fault.
+                why = ct.last_line("\n".join(self._stderr.tail())) or f"exit code {rc}"
+                raise ContainerError(f"{container.describe()}: {why}", **facts)
+            inside = ct.signal_of(rc)
+            if error is None and inside is not None:
+                # The runtimes report a death by signal N as 128+N: the same code as on the host.
+                raise PayloadSignalled(f"killed by {_signal_name(inside)} in the container "
+                                       f"(exit code {rc})", exit_code=None, signal=inside)
         if error is not None:
             error.data.update(facts)
             raise error

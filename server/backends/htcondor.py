@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from .base import (CANCELLED, COMPLETED, FAILED, PENDING, PYZ_NAME, RUNNING, SITE_CONFIG_NAME, UNKNOWN, Backend,
                    BackendError, BackendUnavailable, BatchState, make_sandbox, run_args)
+from .resources import Resources, bunch_resources, htcondor_lines
 
 # JobStatus codes of the job ClassAd; 4 (completed) is split by ExitCode below.
 CONDOR_STATES = {1: PENDING, 2: RUNNING, 3: CANCELLED, 5: PENDING, 6: RUNNING, 7: RUNNING}
@@ -17,7 +18,7 @@ CONDOR_NAMES = {1: "idle", 2: "running", 3: "removed", 4: "completed", 5: "held"
 
 
 def submit_description(sandbox: Path, count: int, site: str, requirements: Optional[str] = None,
-                       extra: Sequence[str] = ()) -> str:
+                       extra: Sequence[str] = (), resources: Resources = Resources()) -> str:
     """The submit description text: the .pyz as executable, one queued job per job-<i>.json."""
     lines = [
         f"# Severus bunch for site {site}: {count} job(s)",
@@ -35,9 +36,10 @@ def submit_description(sandbox: Path, count: int, site: str, requirements: Optio
         f"batch_name = severus-{site}",
         "+SeverusSite = \"" + site.replace('"', "") + "\"",
     ]
+    lines.extend(htcondor_lines(resources))
     if requirements:
         lines.append(f"requirements = {requirements}")
-    lines.extend(extra)
+    lines.extend(extra)   # the site's lines last: they may override the resource requests
     lines.append("queue index, jobfile from (")
     lines.extend(f"{i}, job-{i}.json" for i in range(count))
     lines.append(")")
@@ -60,7 +62,8 @@ class HTCondorBackend(Backend):
         if not self.wrapper or not Path(self.wrapper).is_file():
             raise BackendError(f"htcondor backend needs `wrapper` = a severus.pyz file, got {self.wrapper!r}")
         sandbox = make_sandbox(bunch, self.wrapper)
-        text = submit_description(sandbox, len(bunch.jobs), bunch.site, self.requirements, self.submit_lines)
+        text = submit_description(sandbox, len(bunch.jobs), bunch.site, self.requirements, self.submit_lines,
+                                  bunch_resources(bunch))
         (sandbox / "bunch.sub").write_text(text)
         return sandbox, text
 

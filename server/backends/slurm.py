@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 from .base import (CANCELLED, COMPLETED, FAILED, NODE_FAIL, OUT_OF_MEMORY, PENDING, RUNNING, TIMEOUT, UNKNOWN,
                    Backend, BackendError, BackendUnavailable, BatchState, Wrapper, make_sandbox, run_args,
                    sandbox_wrapper, shell_join)
+from .resources import bunch_resources, slurm_options
 
 # Slurm's JobState (first word: sacct writes "CANCELLED by 0") -> our batch state.
 SLURM_STATES = {
@@ -60,6 +61,8 @@ class SlurmBackend(Backend):
                 f"--chdir={sandbox}", f"--output={sandbox}/job-%a.out"]
         if self.partition:
             args.append(f"--partition={self.partition}")
+        # The bunch's cores, memory and time; the site's own sbatch_args come later and win.
+        args += slurm_options(bunch_resources(bunch))
         out = self._run(args + list(self.sbatch_args) + [str(script)])
         # --parsable prints "<jobid>" or "<jobid>;<cluster>".
         array_id = out.strip().split(";")[0]

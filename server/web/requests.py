@@ -25,6 +25,7 @@ SETTING_FIELDS = (
     Field("priority", "int"), Field("min_runnum", "int"), Field("required_events", "int"),
     Field("events_per_job", "int"), Field("num_jobs", "int"), Field("event_time_s", "number"),
     Field("max_wct_s", "number"), Field("max_rss_mb", "number"), Field("stall_s", "number"),
+    Field("cores", "int"), Field("memory_mb", "number"),
     Field("input_mode"), Field("input_paths", "lines", keep_empty=True), Field("output_lfn"),
     Field("output_abs", keep_empty=True), Field("output_sites", "list"),
     Field("output_patterns", "lines"), Field("note", keep_empty=True))
