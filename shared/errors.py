@@ -166,6 +166,11 @@ class ExecutableMissing(SoftwareError):
     code = 14
 
 
+class SoftwareAreaUnavailable(SoftwareError):
+    """A shared software area (software.path, the CVMFS way) missing or unreadable on this node."""
+    code = 17
+
+
 class InputError(SeverusError):
     code = 22
 

@@ -93,6 +93,10 @@ class SiteConfig:
     se: StorageConfig
     fallback_sites: Tuple[str, ...] = ()
     min_free_gb: float = 5.0
+    # [scratch]: the work dir is removed after the job; a failed job's stays when this is set.
+    keep_workdir_on_failure: bool = False
+    # [scratch]: the $SEVERUS_CACHE software tarballs, oldest used first out beyond this (0: no limit).
+    software_cache_max_gb: float = 20.0
     transfer: TransferConfig = field(default_factory=TransferConfig)
     wrapper: WrapperConfig = field(default_factory=WrapperConfig)
     container: ContainerConfig = field(default_factory=ContainerConfig)   # [container]: wrapper/container.py
@@ -167,7 +171,13 @@ def parse_site_config(data, source="<site config>"):
             isinstance(s, str) and re.fullmatch(SITE_NAME_RE, s) for s in fallback):
         fail("'stageout.fallback_sites' must be a list of site names")
     scratch = table(data, "scratch")
-    known(scratch, ("min_free_gb",), "scratch.")
+    known(scratch, ("min_free_gb", "keep_workdir_on_failure", "software_cache_max_gb"), "scratch.")
+    keep_workdir = scratch.get("keep_workdir_on_failure", False)
+    if not isinstance(keep_workdir, bool):
+        fail("'scratch.keep_workdir_on_failure' must be true or false")
+    cache_max = scratch.get("software_cache_max_gb", 20.0)
+    if isinstance(cache_max, bool) or not isinstance(cache_max, (int, float)) or not 0 <= cache_max < 1e6:
+        fail("'scratch.software_cache_max_gb' must be a number >= 0 (0: no limit)")
     min_free = scratch.get("min_free_gb", 5.0)
     if isinstance(min_free, bool) or not isinstance(min_free, (int, float)) or not 0 <= min_free < 1e6:
         fail("'scratch.min_free_gb' must be a number >= 0")
@@ -200,6 +210,8 @@ def parse_site_config(data, source="<site config>"):
                          probe_file=probe_file),
         fallback_sites=tuple(fallback),
         min_free_gb=float(min_free),
+        keep_workdir_on_failure=keep_workdir,
+        software_cache_max_gb=float(cache_max),
         transfer=TransferConfig(**values),
         wrapper=WrapperConfig(**wrapper),
         container=container,

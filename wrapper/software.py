@@ -5,12 +5,18 @@ adler32 (the job description's) is checked before anything is unpacked.
 With `SEVERUS_CACHE` set, verified tarballs are kept under
 `$SEVERUS_CACHE/software/<adler32>-<name>`: filled under an flock through a
 temporary name and an atomic rename, so two jobs filling it at once download
-once and nobody ever reads a half-written file.
+once and nobody ever reads a half-written file. The cache holds at most the site's
+`scratch.software_cache_max_gb`: after a fill, the tarballs used longest ago go first
+(a hit renews an entry's time), never one a job is reading (its lock is held).
+
+A job may instead name a read-only shared area (`software.path`, the CVMFS way): it is
+used in place, after a check at RUNNING-02 that it is there and readable (else 017).
 """
 import fcntl
 import os
 import posixpath
 import shutil
+import stat
 import tarfile
 import uuid
 import zlib
@@ -19,6 +25,7 @@ from pathlib import Path
 
 from shared.errors import (ExecutableMissing, SoftwareChecksumMismatch, SoftwareError,
                            SoftwareNotFound, SoftwareUnpackError, UnsafeArchive)
+from shared.errors import SoftwareAreaUnavailable
 from .catalog import Catalog
 from .checksum import adler32_file
 from .client import ServerError
@@ -42,6 +49,8 @@ class SoftwareArea:
 def stage_software(ctx, catalog=None, transfer_factory=make_transfer):
     """Fetch, verify and unpack the job's software; check its workdir and executable."""
     sw = ctx.desc.software
+    if sw.path:
+        return use_shared_area(ctx, sw)
     catalog = catalog or Catalog(ctx.server)
     try:
         entry = catalog.replicas(sw.lfn)
@@ -52,15 +61,58 @@ def stage_software(ctx, catalog=None, transfer_factory=make_transfer):
     if entry.adler32 != sw.adler32:
         ctx.log.warning("catalog adler32 %s of %s differs from the job's %s; the job's is checked",
                         entry.adler32, sw.lfn, sw.adler32)
-    tarball = _fetch_tarball(ctx, Sources(ctx, transfer_factory), entry, sw.adler32)
+    tarball, held = _fetch_tarball(ctx, Sources(ctx, transfer_factory), entry, sw.adler32)
     root = Path(ctx.workdir) / SOFTWARE_DIR
-    unpack_safely(tarball, root)
-    if not os.environ.get("SEVERUS_CACHE"):
+    try:
+        unpack_safely(tarball, root)
+    finally:
+        if held is not None:
+            held.close()   # the cache entry's shared lock: eviction may take it now
+    if held is None:
         tarball.unlink()   # the unpacked tree is what the job needs; free the scratch
     return _check_area(root, sw.workdir, sw.exe)
 
 
+def use_shared_area(ctx, sw):
+    """`software.path` used in place: 017 when it is missing or unreadable, 014 when the job's
+    workdir or executable is not in it."""
+    root = Path(sw.path)
+    check_shared_area(root)
+    ctx.facts["software"] = {"path": str(root), "cache": "shared area"}
+    ctx.log.info("software from the shared area %s", root)
+    # No containment check as for a tarball: the area is the site's, and CVMFS releases link
+    # across repositories on purpose.
+    wd, exe = root / sw.workdir, root / sw.exe
+    if not wd.is_dir():
+        raise ExecutableMissing(f"software workdir {sw.workdir} is not a directory in {root}")
+    if not exe.is_file():
+        raise ExecutableMissing(f"software executable {sw.exe} is not in {root}")
+    if not os.access(exe, os.X_OK):
+        raise ExecutableMissing(f"software executable {exe} is not executable")
+    return SoftwareArea(root=root, workdir=wd, exe=exe)
+
+
+def check_shared_area(root):
+    """Raise SoftwareAreaUnavailable (017) unless `root` is a directory this process can list."""
+    try:
+        info = os.stat(root)   # on CVMFS this mounts the repository (autofs)
+    except FileNotFoundError:
+        raise SoftwareAreaUnavailable(f"{root} does not exist on this node (repository not mounted?)") from None
+    except OSError as exc:
+        raise SoftwareAreaUnavailable(f"{root}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise SoftwareAreaUnavailable(f"{root} is not a directory")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise SoftwareAreaUnavailable(f"{root} is not readable by uid {os.getuid()}")
+    try:
+        with os.scandir(root) as listing:   # a broken mount passes stat() and fails here (EIO)
+            next(listing, None)
+    except OSError as exc:
+        raise SoftwareAreaUnavailable(f"{root} cannot be listed: {exc.strerror}") from None
+
+
 def _fetch_tarball(ctx, sources, entry, adler32):
+    """(the verified tarball, the cache entry's lock to hold while it is read, or None)."""
     name = posixpath.basename(entry.lfn)
     cache = os.environ.get("SEVERUS_CACHE")
     if not cache:
@@ -68,29 +120,92 @@ def _fetch_tarball(ctx, sources, entry, adler32):
         dest.parent.mkdir(parents=True, exist_ok=True)
         _download(ctx, sources, entry, dest, adler32)
         ctx.facts["software"] = {"lfn": entry.lfn, "cache": "off"}
-        return dest
+        return dest, None
     cache_dir = Path(cache) / "software"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    final = cache_dir / f"{adler32}-{name}"
-    with open(cache_dir / f"{adler32}.lock", "a") as lock:
-        # Blocks while another job fills this entry; afterwards it finds the file ready.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if final.is_file():
-            if adler32_file(final) == adler32:
-                ctx.log.info("software %s from the node cache %s", entry.lfn, final)
-                ctx.facts["software"] = {"lfn": entry.lfn, "cache": "hit", "path": str(final)}
-                return final
-            ctx.log.warning("cached %s is damaged; fetching it again", final)
-            final.unlink()
-        tmp = cache_dir / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        try:
-            _download(ctx, sources, entry, tmp, adler32)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    ctx.facts["software"] = {"lfn": entry.lfn, "cache": "filled", "path": str(final)}
-    return final
+    max_gb = getattr(ctx.site, "software_cache_max_gb", 0.0)
+    return _cached_tarball(ctx, sources, entry, adler32, cache_dir, int(max_gb * 1e9))
+
+
+def _cached_tarball(ctx, sources, entry, adler32, cache_dir, max_bytes):
+    """The entry's file under a shared lock (readers at once; a filler or an evictor waits);
+    filled under the exclusive lock when missing or damaged, then read again under the shared."""
+    final = cache_dir / f"{adler32}-{posixpath.basename(entry.lfn)}"
+    lock = open(cache_dir / f"{adler32}.lock", "a")
+    how = "hit"
+    try:
+        for _ in range(3):
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            if final.is_file() and (how != "hit" or adler32_file(final) == adler32):
+                os.utime(final)   # its last use: eviction takes the longest unused first
+                facts = {"lfn": entry.lfn, "cache": how, "path": str(final)}
+                if how == "filled":
+                    facts["evicted"] = evict_cache(cache_dir, max_bytes)
+                ctx.log.info("software %s from the node cache %s (%s)", entry.lfn, final, how)
+                ctx.facts["software"] = facts
+                return final, lock
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_EX)   # blocks while another job fills it
+            if final.is_file() and adler32_file(final) == adler32:
+                how = "verified"           # filled by another job meanwhile
+            else:
+                if final.exists():
+                    ctx.log.warning("cached %s is damaged; fetching it again", final)
+                    final.unlink()
+                _fill(ctx, sources, entry, adler32, final)
+                how = "filled"
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        raise SoftwareError(f"the node cache entry {final} was evicted each time it was filled")
+    except BaseException:
+        lock.close()
+        raise
+
+
+def _fill(ctx, sources, entry, adler32, final):
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    try:
+        _download(ctx, sources, entry, tmp, adler32)
+        os.replace(tmp, final)   # readers never see a half-written file
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def evict_cache(cache_dir, max_bytes):
+    """Remove cached tarballs, least recently used first, until at most `max_bytes` remain
+    (0: no limit); one a job is reading (its lock held) stays. Returns the names removed."""
+    if max_bytes <= 0:
+        return []
+    cache_dir = Path(cache_dir)
+    removed = []
+    with open(cache_dir / ".evict.lock", "a") as evicting:
+        fcntl.flock(evicting, fcntl.LOCK_EX)   # one evictor at a time counts the same files
+        entries = []
+        for path in cache_dir.iterdir():
+            if path.name.startswith(".") or path.suffix == ".lock":
+                continue
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            entries.append((info.st_mtime, info.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= max_bytes:
+                break
+            # Lock files stay: deleting one another job has open would split its lock in two.
+            with open(cache_dir / f"{path.name.split('-', 1)[0]}.lock", "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue   # in use
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+            total -= size
+            removed.append(path.name)
+    return removed
 
 
 def _download(ctx, sources, entry, dest, adler32):
