@@ -10,6 +10,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from server.xrootd_se import start_se, xrootd_available  # noqa: E402
+from tests.infra.secure_se import grid_pki, secure_se  # noqa: E402,F401  (fixtures)
 
 
 @pytest.fixture(autouse=True)
