@@ -98,9 +98,13 @@ def run_checks(options):
               ("scratch", _check_scratch), ("access", _check_access)]
     if options.write_test:
         checks.append(("se round trip", _check_round_trip))
+    # The node's runtimes are in "modules"; this one starts the site's default image, when it has one.
+    checks.append(("container", _check_container))
     if options.server:
         checks.append(("server", _check_server))
     for name, check in checks:
+        if name == "container" and not getattr(getattr(node.site, "container", None), "image", None):
+            continue   # no default image to start: the runtimes are in "modules"
         started = time.monotonic()
         try:
             reason, perf = check(options, node)
@@ -173,6 +177,8 @@ def _check_modules(options, node):
     reason = f"present: {', '.join(present) or 'none'}"
     if missing:
         reason += f"; missing: {', '.join(missing)} (fallbacks used)"
+    from .container import installed_runtimes
+    reason += f"; container runtimes: {installed_runtimes() or 'none'}"
     tools = [t for t in ("xrdcp", "gfal-copy") if shutil.which(t)]
     if "gfal2" in missing and not tools:
         raise _Outcome(WARNING, reason + "; no xrdcp or gfal-copy either: only direct access can work")
@@ -281,6 +287,29 @@ def _check_round_trip(options, node):
         seconds = time.monotonic() - started
     return (f"{access.mode} {', '.join(steps)} of {len(payload)} B in {seconds:.2f} s ({url})",
             [Perf("se_round_trip", round(seconds, 3), "s")])
+
+
+def _check_container(options, node):
+    """The container runtimes this node has (name, version); the site's default image started once."""
+    from .container import RUNTIMES, ContainerConfig, find_runtime, plan_container, probe
+    from shared.errors import ContainerError
+    config = node.site.container if node.site is not None else ContainerConfig()
+    found = [r for r in (find_runtime(n, getattr(config, n)) for n in RUNTIMES) if r is not None]
+    reason = (f"{', '.join(f'{r.name} {r.version}' for r in found) or 'no runtime'} on this node; "
+              f"the site allows {', '.join(config.runtimes) or 'none'}")
+    if not config.image:
+        return reason + "; no default image", ()
+    with tempfile.TemporaryDirectory(prefix="severus-check-", dir=options.workdir) as tmp:
+        try:
+            started = time.monotonic()
+            container = plan_container(config.image, config, tmp)
+            probe(container)
+        except (ContainerError, SiteConfigError) as exc:
+            raise _Outcome(CRITICAL, f"{reason}; {exc.one_line()}", exc.code) from None
+    seconds = time.monotonic() - started
+    return (f"{reason}; {container.runtime.name} started {config.image} in {seconds:.2f} s"
+            f"{' (required for every payload)' if config.required else ''}",
+            [Perf("container_start", round(seconds, 3), "s")])
 
 
 def _check_server(options, node):
