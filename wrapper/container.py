@@ -125,6 +125,13 @@ def find_runtime(name, executable) -> Optional[Runtime]:
     return Runtime(name, path, words[-1] if words else "?")
 
 
+def installed_runtimes(config: Optional[ContainerConfig] = None) -> str:
+    """"apptainer 1.4.5, bwrap 0.8.0": the runtimes this node has (for `severus check`)."""
+    config = config or ContainerConfig()
+    found = (find_runtime(n, getattr(config, n)) for n in RUNTIMES)
+    return ", ".join(f"{r.name} {r.version}" for r in found if r is not None)
+
+
 def choose_runtime(config: ContainerConfig) -> Runtime:
     """The first allowed runtime installed here; 002 when none is allowed, 007 when none is installed."""
     if not config.runtimes:

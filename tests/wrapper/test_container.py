@@ -186,3 +186,40 @@ def test_the_job_description_and_the_module_choose_the_image(tmp_path, busybox_i
     spec = find_module("generic").build(job)
     assert spec.container.runtime.name == "bwrap" and spec.container.image == str(busybox_image)
     assert spec.container.ro_binds == ()        # the software area is inside the bound work dir
+
+
+def _site_file(tmp_path, container_lines):
+    path = tmp_path / "site.toml"
+    path.write_text(f'name = "CT-SITE"\n[se]\nlfn_prefix = "/grid/t"\nlocal_path = "{tmp_path}"\n'
+                    f'[scratch]\nmin_free_gb = 0\n[container]\n{container_lines}\n')
+    return path
+
+
+def test_severus_check_reports_the_runtime_and_starts_the_default_image(tmp_path, busybox_image,
+                                                                         bwrap_path, apptainer_path):
+    from wrapper import check
+    site = _site_file(tmp_path, f'runtimes = ["apptainer", "bwrap"]\napptainer = "{apptainer_path}"\n'
+                                f'image = "{busybox_image}"')
+    results = check.run_checks(check.CheckOptions(site_config=str(site), workdir=str(tmp_path)))
+    (result,) = [r for r in results if r.name == "container"]
+    assert result.state == check.OK, result.reason
+    assert "apptainer 1.4" in result.reason and "bwrap 0." in result.reason
+    assert f"apptainer started {busybox_image}" in result.reason
+    assert [p.label for p in result.perf] == ["container_start"]
+    assert "container_start=" in check.nagios_line(results)
+
+
+def test_severus_check_is_critical_007_when_the_default_image_does_not_start(tmp_path, bwrap_path):
+    from wrapper import check
+    broken = tmp_path / "broken"
+    (broken / "etc").mkdir(parents=True)
+    site = _site_file(tmp_path, f'runtimes = ["bwrap"]\nimage = "{broken}"')
+    results = check.run_checks(check.CheckOptions(site_config=str(site), workdir=str(tmp_path)))
+    (result,) = [r for r in results if r.name == "container"]
+    assert (result.state, result.code) == (check.CRITICAL, 7), result.reason
+    assert "E007" in result.reason and "bwrap" in result.reason
+    site = _site_file(tmp_path, "")      # no default image: the runtimes are in "modules" only
+    results = {r.name: r for r in check.run_checks(check.CheckOptions(site_config=str(site),
+                                                                       workdir=str(tmp_path)))}
+    assert "container" not in results
+    assert "container runtimes: " in results["modules"].reason and "bwrap 0." in results["modules"].reason
