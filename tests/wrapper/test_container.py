@@ -6,7 +6,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.errors import (ContainerError, PayloadFailed, PayloadSignalled, PayloadStalled,
+from shared.errors import (ContainerError, PayloadFailed, PayloadMemory, PayloadSignalled, PayloadStalled,
                            PayloadWallclock, SiteConfigError)
 from shared.jobdesc import parse_job_description
 from wrapper import container as ct
@@ -111,6 +111,16 @@ def test_a_stalled_payload_inside_is_034(tmp_path, busybox_image, runtime):
     with pytest.raises(PayloadStalled):
         watch.run()
     assert watch.metrics["processes"] >= 2 and "pss_mb" in watch.metrics
+
+
+def test_the_memory_limit_holds_inside(tmp_path, busybox_image, runtime):
+    """dd's 200 MB buffer, filled from /dev/zero: the tree's PSS passes 100 MB, 033."""
+    watch = watch_in(tmp_path, busybox_image, runtime,
+                     "dd if=/dev/zero of=/dev/null bs=200M count=100000", max_rss_mb=100)
+    with pytest.raises(PayloadMemory) as caught:
+        watch.run()
+    assert caught.value.code == 33 and caught.value.data["pss_mb"] > 100
+    poll(lambda: not _strays(str(tmp_path / "run")), timeout=10, what="the runtime gone")
 
 
 def test_a_missing_image_or_runtime_is_007_at_once(tmp_path, bwrap_path):
