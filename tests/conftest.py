@@ -25,6 +25,9 @@ def isolated_env(monkeypatch, tmp_path):
     # A dead endpoint must fail fast, not after XrdCl's 5 retries (INFRA.md).
     monkeypatch.setenv("XRD_CONNECTIONRETRY", "1")
     monkeypatch.setenv("XRD_REQUESTTIMEOUT", "30")
+    # Tests read a job's journal and files after it ended: the wrapper keeps its work dir. Its removal
+    # (the default on a node) is tested where this is unset: tests/wrapper/test_workdir.py.
+    monkeypatch.setenv("SEVERUS_KEEP_WORKDIR", "1")
 
 
 @pytest.fixture(scope="session")

@@ -455,4 +455,39 @@ def run_job(ctx, reporter, stop: Optional[Stop] = None, watch_overrides=None) ->
     if reporter.superseded and code != 61:
         code, status = 61, lookup(61).status
         message = AttemptSuperseded().one_line()
-    return Outcome(code=code, status=status, message=message, report=report, delivered=delivered)
+    outcome = Outcome(code=code, status=status, message=message, report=report, delivered=delivered)
+    remove_workdir(ctx, outcome)
+    return outcome
+
+
+def remove_workdir(ctx, outcome):
+    """Remove the job's work dir once the job is over (the scratch is the site's): True when removed.
+
+    It stays when the site keeps failed jobs' (`scratch.keep_workdir_on_failure`, to look at them),
+    when the final report was not delivered (its journal is what `severus replay` sends later),
+    when it holds the directory the wrapper runs in (`--workdir .`: not ours to remove), and
+    when SEVERUS_KEEP_WORKDIR is set (a person rerunning one job by hand to look at it; the tests).
+    """
+    workdir = Path(ctx.workdir).resolve()
+    if os.environ.get("SEVERUS_KEEP_WORKDIR"):
+        log.info("work dir %s kept (SEVERUS_KEEP_WORKDIR is set)", workdir)
+        return False
+    if not outcome.delivered:
+        log.warning("work dir %s kept: it holds the undelivered final report's journal", workdir)
+        return False
+    if outcome.code != 0 and ctx.site.keep_workdir_on_failure:
+        log.info("work dir %s kept (the site keeps failed jobs')", workdir)
+        return False
+    try:
+        here = Path.cwd().resolve()
+    except OSError:
+        here = None
+    if here is None or here == workdir or workdir in here.parents:
+        log.warning("work dir %s kept: the wrapper runs inside it", workdir)
+        return False
+    errors = []
+    shutil.rmtree(workdir, onerror=lambda func, path, exc: errors.append(f"{path}: {exc[1]}"))
+    if errors:   # the job is over and reported: a leftover is the site's to see, not a job error
+        log.warning("work dir %s not wholly removed: %s", workdir, "; ".join(errors[:3]))
+        return False
+    return True
