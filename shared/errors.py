@@ -142,6 +142,16 @@ class ContainerError(SeverusError):
     code = 7
 
 
+class CredentialError(SeverusError):
+    """The node's grid credential is missing or too short-lived for the stage (blame site)."""
+    code = 5
+
+
+class JobCredentialError(CredentialError):
+    """A job-supplied credential missing or too short-lived (blame manager)."""
+    code = 6
+
+
 class SoftwareError(SeverusError):
     code = 15
 
@@ -166,6 +176,10 @@ class ExecutableMissing(SoftwareError):
     code = 14
 
 
+class SoftwareAuthRefused(SoftwareError):
+    code = 16
+
+
 class SoftwareAreaUnavailable(SoftwareError):
     """A shared software area (software.path, the CVMFS way) missing or unreadable on this node."""
     code = 17
@@ -181,6 +195,10 @@ class InputNotFound(InputError):
 
 class InputChecksumMismatch(InputError):
     code = 21
+
+
+class InputAuthRefused(InputError):
+    code = 23
 
 
 class PayloadError(SeverusError):
@@ -227,8 +245,16 @@ class RegistrationRefused(StageOutError):
     code = 44
 
 
+class StageOutAuthRefused(StageOutError):
+    code = 45
+
+
 class LogUploadError(SeverusError):
     code = 50
+
+
+class LogUploadAuthRefused(LogUploadError):
+    code = 51
 
 
 class WrapperSignalled(SeverusError):

@@ -95,7 +95,7 @@ def run_checks(options):
     """Every check in order; a list of CheckResult."""
     node = _Node()
     checks = [("python", _check_python), ("modules", _check_modules), ("site config", _check_site),
-              ("scratch", _check_scratch), ("access", _check_access)]
+              ("scratch", _check_scratch), ("credentials", _check_credentials), ("access", _check_access)]
     if options.write_test:
         checks.append(("se round trip", _check_round_trip))
     # The node's runtimes are in "modules"; this one starts the site's default image, when it has one.
@@ -211,6 +211,30 @@ def _check_scratch(options, node):
         raise _Outcome(CRITICAL, reason, ScratchSpaceError.code, perf)
     if free_gb < need * SCRATCH_WARN_FACTOR:
         raise _Outcome(WARNING, reason, perf=perf)
+    return reason, perf
+
+
+CRED_WARN_S, CRED_CRIT_S = 86400.0, 3600.0   # a proxy or token under a day left: renew it soon
+
+
+def _check_credentials(options, node):
+    """Who the node is on the grid (proxy DN, VO, FQANs; token issuer, subject, scopes) and how
+    long each credential lives; the access checks after it use them as a job would."""
+    from .credentials import apply_environment, discover, summary
+    creds = discover()
+    apply_environment(creds)
+    reason, lifetimes = summary(creds)
+    require = node.site.credentials.require if node.site is not None else "none"
+    perf = [Perf(label, round(max(0.0, left)), "s", CRED_WARN_S, CRED_CRIT_S, 0) for label, left in lifetimes]
+    missing = {"proxy": creds.proxy is None, "token": creds.token is None,
+               "any": creds.proxy is None and creds.token is None}.get(require, False)
+    shortest = min((left for _, left in lifetimes), default=None)
+    if missing:
+        raise _Outcome(CRITICAL, f"the site requires a grid credential ({require}): {reason}", 5, perf)
+    if shortest is not None and shortest < CRED_CRIT_S:
+        raise _Outcome(CRITICAL, reason, 5, perf)
+    if shortest is not None and shortest < CRED_WARN_S:
+        raise _Outcome(WARNING, reason, 0, perf)
     return reason, perf
 
 

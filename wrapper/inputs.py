@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from shared.errors import (InputChecksumMismatch, InputError, InputNotFound, ScratchSpaceError,
+from shared.errors import (InputAuthRefused, InputChecksumMismatch, InputError, InputNotFound, ScratchSpaceError,
                            SiteConfigError)
 from .access import SiteAccesses
 from .catalog import Catalog, FileEntry, Replica
@@ -195,7 +195,8 @@ def check_free_space(directory, needed_bytes, min_free_gb):
 
 def _input_error(lfn, error):
     if isinstance(error, TransferError):
-        cls = {"not_found": InputNotFound, "checksum": InputChecksumMismatch}.get(error.kind, InputError)
+        cls = {"not_found": InputNotFound, "checksum": InputChecksumMismatch,
+               "auth": InputAuthRefused}.get(error.kind, InputError)
         return cls(error.message)
     return error
 
@@ -268,7 +269,8 @@ def _stat_on_se(ctx, sources, lfn):
     except TransferError as exc:
         if exc.kind == "not_found":
             return None
-        raise InputError(f"{lfn}: {exc.message}") from None
+        raise _input_error(lfn, TransferError(exc.kind if exc.kind == "auth" else "failed",
+                                              f"{lfn}: {exc.message}")) from None
 
 
 def _list_on_se(ctx, sources, lfn_dir):
@@ -289,5 +291,6 @@ def _list_on_se(ctx, sources, lfn_dir):
     except TransferError as exc:
         if exc.kind == "not_found":
             return []
-        raise InputError(f"{lfn_dir}: {exc.message}") from None
+        raise _input_error(lfn_dir, TransferError(exc.kind if exc.kind == "auth" else "failed",
+                                                  f"{lfn_dir}: {exc.message}")) from None
     return sorted((e for e in entries if e is not None), key=lambda e: e.lfn)

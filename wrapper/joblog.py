@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from shared.errors import AttemptSuperseded, LogUploadError, StageOutError
+from shared.errors import AttemptSuperseded, LogUploadAuthRefused, LogUploadError, StageOutAuthRefused, StageOutError
 from shared.outputs import log_name as attempt_log_name
 from .catalog import Catalog, request_with_retries
 from .client import ServerError, ServerRefused
@@ -42,7 +42,7 @@ def upload_log(ctx, files, catalog=None, transfer_factory=make_transfer,
     tarball.parent.mkdir(parents=True, exist_ok=True)
     build_log_tarball(tarball, files)
     lfn = f"{desc.output.lfn_dir.rstrip('/')}/log/{tarball.name}"
-    problems, stored = [], None
+    problems, stored, refused = [], None, False
     if desc.log.to_db:
         # The server first: one quick PUT, the copy a manager opens from the job monitor; a stop's
         # grace or a silent SE door must not cost it.
@@ -62,8 +62,10 @@ def upload_log(ctx, files, catalog=None, transfer_factory=make_transfer,
         ctx.facts.setdefault("log", {}).update(lfn=lfn, site=stored.site, surl=stored.surl)
     except (StageOutError, AttemptSuperseded, TransferError) as exc:
         problems.append(f"SE: {exc}")
+        refused = isinstance(exc, StageOutAuthRefused) or getattr(exc, "kind", None) == "auth"
     if problems:
-        raise LogUploadError("; ".join(problems))
+        # The SE refusing our credential is the site's to fix (051), whatever the server said.
+        raise (LogUploadAuthRefused if refused else LogUploadError)("; ".join(problems))
     return stored
 
 

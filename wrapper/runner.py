@@ -51,6 +51,9 @@ UNDO_S = 120.0   # the undo's bound without a stop (deletes on a hung SE give up
 # How long a payload's death by a signal waits for the wrapper's own signal (see _batch_stop).
 BATCH_SIGNAL_SETTLE_S = 2.0
 SCRATCH_FULL_BYTES = 1 << 20   # less free than this after a payload failure: it ran out of scratch
+# The stages that reach an SE check the grid credential first (wrapper/credentials.py): step ->
+# whether the payload is still to come (its wallclock then counts in the lifetime needed).
+CREDENTIAL_STEPS = {Step.SOFTWARE: True, Step.INPUTS: True, Step.OUTPUTS: False}
 
 
 class StageAbandoned(Exception):
@@ -217,6 +220,9 @@ class _Job:
         began = time.monotonic()
         try:
             self.stop.check()
+            if step in CREDENTIAL_STEPS:
+                from .credentials import prepare_stage
+                prepare_stage(self.ctx, TIMING_NAMES[step], before_payload=CREDENTIAL_STEPS[step])
             self.stop.run(func, TIMING_NAMES[step])
         except SeverusError as exc:
             self._fail(step, exc)
@@ -316,7 +322,9 @@ class _Job:
         register_outputs(self.ctx, self.stored)
 
     def upload_log(self):
+        from .credentials import refresh_environment
         from .joblog import upload_log
+        refresh_environment(self.ctx)   # the log goes whatever the lifetime: a refused one is 051
         files = [p for p in self.log_files() if p.is_file()]
         # The log goes after a stop too (the job's cancel is set then): its own cancel fires at
         # the end of its share of the grace.

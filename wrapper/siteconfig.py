@@ -87,6 +87,19 @@ class WrapperConfig:
     server_wait_s: float = 120.0
 
 
+CREDENTIAL_REQUIREMENTS = ("none", "proxy", "token", "any")
+
+
+@dataclass(frozen=True)
+class CredentialsConfig:
+    # [credentials]: which grid credential the site's SEs demand (none: an open SE, no check);
+    # before each transfer stage it must be there and live for the stage (wrapper/credentials.py).
+    require: str = "none"
+    # At most this many seconds of remaining life are asked for (default: the payload's
+    # max_wct_s plus a stage-out's base transfer time), for sites whose agent renews proxies.
+    min_lifetime_s: Optional[float] = None
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     name: str
@@ -99,6 +112,7 @@ class SiteConfig:
     software_cache_max_gb: float = 20.0
     transfer: TransferConfig = field(default_factory=TransferConfig)
     wrapper: WrapperConfig = field(default_factory=WrapperConfig)
+    credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     container: ContainerConfig = field(default_factory=ContainerConfig)   # [container]: wrapper/container.py
     source: str = ""              # the file it came from, for messages
 
@@ -133,7 +147,7 @@ def parse_site_config(data, source="<site config>"):
         if extra:
             fail(f"unknown key '{where}{extra[0]}'")
 
-    known(data, ("name", "se", "stageout", "scratch", "transfer", "wrapper", "container"), "")
+    known(data, ("name", "se", "stageout", "scratch", "transfer", "wrapper", "credentials", "container"), "")
     name = data.get("name")
     if not isinstance(name, str) or not re.fullmatch(SITE_NAME_RE, name):
         fail("'name' must be a site name like INFN-T1")
@@ -203,6 +217,16 @@ def parse_site_config(data, source="<site config>"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 86400:
             fail(f"'wrapper.{key}' must be a number of seconds between 1 and 86400")
         wrapper[key] = float(value)
+    cred = table(data, "credentials")
+    known(cred, CredentialsConfig.__dataclass_fields__, "credentials.")
+    require = cred.get("require", "none")
+    if require not in CREDENTIAL_REQUIREMENTS:
+        fail(f"'credentials.require' must be one of {', '.join(CREDENTIAL_REQUIREMENTS)}")
+    min_life = cred.get("min_lifetime_s")
+    if min_life is not None and (isinstance(min_life, bool) or not isinstance(min_life, (int, float))
+                                 or not 0 <= min_life <= 30 * 86400):
+        fail("'credentials.min_lifetime_s' must be a number of seconds between 0 and 2592000")
+    credentials = CredentialsConfig(require=require, min_lifetime_s=None if min_life is None else float(min_life))
     container = parse_container_config(table(data, "container"), fail)
     return SiteConfig(
         name=name,
@@ -214,6 +238,7 @@ def parse_site_config(data, source="<site config>"):
         software_cache_max_gb=float(cache_max),
         transfer=TransferConfig(**values),
         wrapper=WrapperConfig(**wrapper),
+        credentials=credentials,
         container=container,
         source=source,
     )

@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import (ExecutableMissing, SoftwareChecksumMismatch, SoftwareError,
+from shared.errors import (ExecutableMissing, SoftwareAuthRefused, SoftwareChecksumMismatch, SoftwareError,
                            SoftwareNotFound, SoftwareUnpackError, UnsafeArchive)
 from shared.errors import SoftwareAreaUnavailable
 from .catalog import Catalog
@@ -212,7 +212,8 @@ def _download(ctx, sources, entry, dest, adler32):
     try:
         fetch_entry(ctx, sources, entry, dest, adler32=adler32)
     except TransferError as exc:
-        cls = {"not_found": SoftwareNotFound, "checksum": SoftwareChecksumMismatch}.get(exc.kind, SoftwareError)
+        cls = {"not_found": SoftwareNotFound, "checksum": SoftwareChecksumMismatch,
+               "auth": SoftwareAuthRefused}.get(exc.kind, SoftwareError)
         raise cls(exc.message) from None
 
 

@@ -23,14 +23,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import AttemptSuperseded, NoOutputsMatched, OutputChecksumMismatch, StageOutError
+from shared.errors import (AttemptSuperseded, NoOutputsMatched, OutputChecksumMismatch, StageOutAuthRefused,
+                           StageOutError)
 from shared.outputs import UPLOAD_SUFFIX, physical_name
 from .access import SiteAccesses
 from .catalog import Catalog, request_until
 from .client import ServerError, ServerRefused
 from .context import Written
 from .pool import Cancelled, call_within, run_all
-from .transfer import TransferError, copy_with_retries, make_transfer
+from .transfer import TransferError, classify_error, copy_with_retries, make_transfer
 
 DELETE_TIMEOUT_S = 10.0    # one delete of the undo, when no stop deadline is nearer
 UNDO_BOUND_S = 120.0       # a failed stage-out's own undo (deletes on a hung SE give up one by one)
@@ -104,7 +105,10 @@ def store_file(ctx, targets, path, lfn, physical_lfn=None, cancel=None):
     for site_name in targets.sites:
         access = targets.access(site_name)
         if access is None:
-            failures.append((site_name, "failed", "no write access"))
+            # The access probe's stat may already have been refused our credential: say so.
+            why = ctx.facts.get("access", {}).get(f"{site_name}/write", {}).get("reason") or ""
+            failures.append((site_name, "auth" if classify_error(why) == "auth" else "failed",
+                             f"no write access{': ' + why if why else ''}"))
             continue
         final, surl = access.url(physical_lfn), access.surl(physical_lfn)
         tmp = final + UPLOAD_SUFFIX
@@ -138,6 +142,8 @@ def store_file(ctx, targets, path, lfn, physical_lfn=None, cancel=None):
     detail = f"{path.name}: " + "; ".join(f"{s}: {m}" for s, _, m in failures) if failures else "no target sites"
     if failures and all(kind == "checksum" for _, kind, _ in failures):
         raise OutputChecksumMismatch(detail)
+    if failures and all(kind == "auth" for _, kind, _ in failures):
+        raise StageOutAuthRefused(detail)
     raise StageOutError(detail)
 
 

@@ -42,7 +42,15 @@ from pathlib import Path
 from .checksum import (CHUNK, TrailingAdler32, adler32_file, adler32_update, format_adler32,
                        normalize_adler32, settled_adler32, unchanged)
 
-KINDS = ("not_found", "checksum", "timeout", "failed", "cancelled")   # "cancelled": only on a cancel
+KINDS = ("not_found", "checksum", "timeout", "failed", "cancelled",   # "cancelled": only on a cancel
+         "auth")   # the SE refused our credential: not a passing fault, never retried
+# How each tool says the SE refused who we are or what we may do (measured on XRootD 5.5 and
+# gfal2 2.21: xrdcp exit 52 "Auth failed: No protocols left to try" for a missing, expired or
+# unmapped credential, 54 "[3010] ... permission denied" for a read-only token; davs: HTTP 403
+# (GError 1 or 17), 401; an expired proxy over davs fails TLS (GError 112 "certificate expired");
+# a proxy variable naming a missing file, xrdcp exit 51 "Unable to use cert+key file").
+AUTH_MARKERS = ("auth failed", "[3010]", "http 401", "http 403", "permission refused", "not authorized",
+                "certificate expired", "unable to use cert+key file", "authentication failed")
 GFAL_PYTHONBIN = "/usr/bin/python3"   # gfal-* scripts run /usr/bin/python otherwise (INFRA.md)
 CANCEL_POLL_S = 0.05   # how often a copy's wait looks at its cancel (an Event cannot wake another wait)
 
@@ -67,6 +75,8 @@ class RemoteStat:
 def classify_error(message, code=None):
     """The kind of a tool's failure, from its errno (when it has one) and its text."""
     text = (message or "").lower()
+    if any(s in text for s in AUTH_MARKERS):
+        return "auth"
     if code == errno.ENOENT or any(s in text for s in (
             "no such file", "[3011]", "http 404", "not found")):
         return "not_found"
@@ -987,9 +997,9 @@ def copy_with_retries(transfer, direction, source, destination, *, size, config,
             return value
         except TransferError as exc:
             error = exc
-            # A missing source stays missing; a cancelled copy is not tried again; everything
-            # else may be a passing fault.
-            if exc.kind in ("not_found", "cancelled") or n == tries - 1:
+            # A missing source stays missing; a cancelled copy is not tried again; a refused
+            # credential stays refused; everything else may be a passing fault.
+            if exc.kind in ("not_found", "cancelled", "auth") or n == tries - 1:
                 raise
         finally:
             record(attempt_record(transfer.tool_for(remote), direction, source, destination,

@@ -60,7 +60,7 @@ class SecureSE:
         named (a proxy file, or a token file passed as BEARER_TOKEN_FILE and BEARER_TOKEN)."""
         env = {k: v for k, v in (base or os.environ).items()
                if k not in ("X509_USER_PROXY", "BEARER_TOKEN", "BEARER_TOKEN_FILE", "X509_USER_CERT",
-                            "X509_USER_KEY")}
+                            "X509_USER_KEY", "SEVERUS_BEARER_TOKEN_SOURCE")}
         env.update(X509_CERT_DIR=str(self.pki.cert_dir), XRD_CONNECTIONRETRY="1", XRD_REQUESTTIMEOUT="10",
                    GFAL_PYTHONBIN="/usr/bin/python3")
         # No default credential of the node leaks in: an absent proxy file and runtime dir.

@@ -1,0 +1,333 @@
+"""Grid credentials (wrapper/credentials.py) and every transfer stage on the secured SE
+(tests/infra/secure_se.py: real XRootD with GSI, tokens, TLS), checked with xrdadler32/xrdfs."""
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shared.errors import (CredentialError, InputAuthRefused, LogUploadAuthRefused, SoftwareAuthRefused,
+                           StageOutAuthRefused)
+from tests.infra.grid_pki import ISSUER, USER_DN
+from wrapper import credentials as cr
+from wrapper.inputs import stage_inputs
+from wrapper.joblog import upload_log
+from wrapper.software import stage_software
+from wrapper.stageout import match_outputs, register_outputs, stage_outputs
+from .conftest import LFN_PREFIX, adler32, lfn
+from .test_software import EXE, good_release
+
+CRED_VARS = ("X509_USER_PROXY", "BEARER_TOKEN", "BEARER_TOKEN_FILE", cr.TOKEN_SOURCE_VAR)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def use_cred(monkeypatch, grid_pki, tmp_path):
+    """Give this process (and the tools it starts) one credential, as a node's environment would."""
+    def use(proxy=None, token=None, token_var=False):
+        for var in CRED_VARS:   # set first: monkeypatch records (and restores) only what it saw
+            monkeypatch.setenv(var, "")
+            monkeypatch.delenv(var)
+        monkeypatch.setenv("X509_CERT_DIR", str(grid_pki.cert_dir))
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "no-runtime"))   # no bt_u<uid> of the host
+        if proxy is not None:
+            monkeypatch.setenv("X509_USER_PROXY", str(proxy))
+        if token is not None and token_var:
+            monkeypatch.setenv("BEARER_TOKEN", Path(token).read_text().strip())
+        elif token is not None:
+            monkeypatch.setenv("BEARER_TOKEN_FILE", str(token))
+    return use
+
+
+# ---------------------------------------------------------------- discovery and lifetimes
+
+def test_a_voms_proxy_says_who_and_which_vo_and_how_long(grid_pki, use_cred):
+    use_cred(proxy=grid_pki.voms_proxy)
+    creds = cr.discover()
+    p = creds.proxy
+    assert creds.proxy_path == str(grid_pki.voms_proxy)
+    assert p.identity == USER_DN and p.subject.startswith(USER_DN + "/CN=")
+    assert p.voms_known and p.vo == "testvo" and p.fqans == ("/testvo/Role=NULL/Capability=NULL",)
+    assert 11 * 3600 < p.seconds_left() <= 12 * 3600 and 11 * 3600 < p.voms_not_after - time.time()
+    plain = cr.read_proxy(str(grid_pki.proxy))
+    assert plain.voms_known and plain.vo is None and plain.fqans == ()
+
+
+def test_the_proxy_falls_back_to_tmp_x509up_and_a_missing_named_file_is_unset(grid_pki, use_cred, monkeypatch,
+                                                                              tmp_path):
+    uid = 400000 + os.getpid() % 10000   # a uid of our own: /tmp/x509up_u<uid> is nobody else's
+    monkeypatch.setattr(os, "getuid", lambda: uid)
+    fallback = Path(f"/tmp/x509up_u{uid}")
+    fallback.write_bytes(grid_pki.proxy.read_bytes())
+    try:
+        use_cred()
+        assert cr.discover().proxy_path == str(fallback)
+        monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "gone.pem"))
+        fallback.unlink()
+        creds = cr.discover()
+        assert creds.proxy is None and "does not exist" in creds.proxy_error
+        env = cr.tool_environment(creds, dict(os.environ), tmp_path)
+        assert "X509_USER_PROXY" not in env   # a variable naming a missing file breaks TLS (xrdcp 51)
+    finally:
+        fallback.unlink(missing_ok=True)
+
+
+def test_token_discovery_follows_the_wlcg_order_and_rereads_the_file(grid_pki, use_cred, monkeypatch, tmp_path):
+    uid = 410000 + os.getpid() % 10000
+    monkeypatch.setattr(os, "getuid", lambda: uid)
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    tmp_bt = Path(f"/tmp/bt_u{uid}")
+    try:
+        use_cred()
+        tmp_bt.write_text(grid_pki.mint_token(subject="from-tmp") + "\n")
+        assert cr.discover().token.subject == "from-tmp"
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        (runtime / f"bt_u{uid}").write_text(grid_pki.mint_token(subject="from-runtime"))
+        assert cr.discover().token.subject == "from-runtime"
+        agent_file = tmp_path / "agent-token"
+        agent_file.write_text(grid_pki.mint_token(subject="from-file", lifetime=600))
+        monkeypatch.setenv("BEARER_TOKEN_FILE", str(agent_file))
+        first = cr.discover().token
+        assert first.subject == "from-file" and first.source == str(agent_file)
+        monkeypatch.setenv("BEARER_TOKEN", grid_pki.mint_token(subject="from-var"))
+        assert cr.discover().token.subject == "from-var"
+        monkeypatch.delenv("BEARER_TOKEN")
+        # The wrapper puts the file's token into BEARER_TOKEN for gfal2; a site agent then
+        # refreshes the file: the next stage reads the file, not the wrapper's old copy.
+        cr.apply_environment(cr.discover(), tmp_path)
+        agent_file.write_text(grid_pki.mint_token(subject="from-file", lifetime=7200))
+        again = cr.discover().token
+        assert again.expires - first.expires > 6000
+        assert again.issuer == ISSUER and "storage.create:/" in again.scope.split()
+    finally:
+        tmp_bt.unlink(missing_ok=True)
+
+
+def test_xrdcp_gets_a_0600_token_file(grid_pki, use_cred, tmp_path):
+    loose = tmp_path / "token-0644"
+    loose.write_text(grid_pki.token.read_text())
+    loose.chmod(0o644)
+    use_cred(token=loose)
+    env = cr.tool_environment(cr.discover(), {}, tmp_path)
+    copy = Path(env["BEARER_TOKEN_FILE"])
+    assert copy.parent == tmp_path and oct(copy.stat().st_mode & 0o777) == "0o600"
+    assert copy.read_text().strip() == env["BEARER_TOKEN"] == grid_pki.token.read_text().strip()
+    use_cred(token=grid_pki.token)   # already 0600: used where it is
+    assert cr.tool_environment(cr.discover(), {}, tmp_path)["BEARER_TOKEN_FILE"] == str(grid_pki.token)
+
+
+@pytest.mark.parametrize("which, needed, fragment", [
+    ("expired_proxy", 60, "(expired)"), ("short_proxy", 2 * 3600, "needs 2h00m"), (None, 60, "no usable proxy")])
+def test_a_missing_or_short_proxy_is_005_in_one_line(grid_pki, use_cred, which, needed, fragment):
+    use_cred(proxy=getattr(grid_pki, which) if which else None)
+    with pytest.raises(CredentialError) as exc:
+        cr.check_lifetime(cr.discover(), "proxy", needed, "inputs")
+    line = exc.value.one_line()
+    assert exc.value.code == 5 and exc.value.entry.blame == "site" and "\n" not in line
+    assert line.startswith("E005 ") and fragment in line
+
+
+def test_any_is_met_by_a_token_when_the_proxy_is_gone_and_the_site_may_lower_the_need(grid_pki, use_cred,
+                                                                                      make_site, make_ctx):
+    use_cred(token=grid_pki.token)
+    cr.check_lifetime(cr.discover(), "any", 1800, "inputs")
+    with pytest.raises(CredentialError):
+        cr.check_lifetime(cr.discover(), "proxy", 1800, "inputs")
+    with pytest.raises(CredentialError, match="the token has"):
+        cr.check_lifetime(cr.discover(), "token", 2 * 3600, "inputs")
+    ctx = make_ctx(make_site("SITE-A", urls=["root://localhost:1//x"], access="protocol"),
+                   limits={"max_wct_s": 36000})
+    assert cr.needed_lifetime(ctx.desc, ctx.site, True) == 36000 + ctx.site.transfer.timeout_base_s
+    assert cr.needed_lifetime(ctx.desc, ctx.site, False) == ctx.site.transfer.timeout_base_s
+
+
+def test_an_expired_token_is_005(grid_pki, use_cred):
+    use_cred(token=grid_pki.token_expired)
+    with pytest.raises(CredentialError, match=r"\(expired\)"):
+        cr.check_lifetime(cr.discover(), "token", 60, "outputs")
+
+
+def test_claims_of_a_token_that_is_not_a_jwt_are_an_error_not_a_crash(use_cred, monkeypatch):
+    use_cred()
+    monkeypatch.setenv("BEARER_TOKEN", "not-a-token")
+    creds = cr.discover()
+    assert creds.token is None and "not a JWT" in creds.token_error
+    with pytest.raises(CredentialError, match="not a JWT"):
+        cr.check_lifetime(creds, "token", 60, "inputs")
+
+
+# ---------------------------------------------------------------- stages on the secured SE
+
+CREDS = {"proxy": dict(proxy="voms_proxy"), "token": dict(token="token")}
+
+
+def sec_site(make_site, secure_se, scheme, area, tool="cli", name="SEC", **kw):
+    base = secure_se.root_url if scheme == "root" else secure_se.davs_url
+    return make_site(name, urls=[f"{base}/{area}"], access="protocol", tool=tool, **kw)
+
+
+def put(secure_se, grid_pki, tmp_path, rel, data):
+    """A file on the secured SE, written by the site's data manager with a proxy."""
+    src = tmp_path / f"src-{uuid.uuid4().hex[:6]}"
+    src.write_bytes(data)
+    proc = secure_se.run(["xrdcp", "-f", src, f"{secure_se.root_url}/{rel}"], proxy=grid_pki.proxy)
+    assert proc.returncode == 0, proc.stderr
+
+
+def give(grid_pki, use_cred, cred):
+    use_cred(**{k: getattr(grid_pki, v) for k, v in CREDS[cred].items()})
+
+
+@pytest.mark.parametrize("tool", ["cli", "gfal2"])
+@pytest.mark.parametrize("scheme, cred", [("root", "proxy"), ("root", "token"), ("davs", "proxy"),
+                                          ("davs", "token")])
+def test_every_stage_moves_files_with_the_credential(secure_se, grid_pki, use_cred, make_site, make_ctx, catalog,
+                                                     tmp_path, scheme, cred, tool):
+    if tool == "gfal2" and cred == "token" and scheme == "root":
+        # In one process XrdCl keeps an authenticated channel per host for minutes: a token
+        # test after a proxy test would ride the proxy's login. The subprocess check covers it.
+        pytest.skip("covered by test_check_write_test_over_each_door in a process of its own")
+    area = f"stages-{uuid.uuid4().hex[:8]}"
+    site = sec_site(make_site, secure_se, scheme, area, tool=tool)
+    release = good_release()
+    put(secure_se, grid_pki, tmp_path, f"{area}/sw/app.tgz", release)
+    put(secure_se, grid_pki, tmp_path, f"{area}/in/f0.root", b"input 0\n" * 100)
+    catalog.add(lfn("sw/app.tgz"), site.name, f"{site.se.urls[0]}/sw/app.tgz", data=release)
+    catalog.add(lfn("in/f0.root"), site.name, f"{site.se.urls[0]}/in/f0.root", data=b"input 0\n" * 100)
+    give(grid_pki, use_cred, cred)
+    ctx = make_ctx(site, software={"lfn": lfn("sw/app.tgz"), "adler32": adler32(release)},
+                   input={"mode": "FILE", "paths": [lfn("in/f0.root")]},
+                   output={"sites": [site.name], "patterns": ["*.root"]})
+    cr.refresh_environment(ctx)
+
+    assert stage_software(ctx, catalog=catalog).exe.read_bytes() == EXE
+    (path,) = stage_inputs(ctx, catalog=catalog)
+    assert Path(path).read_bytes() == b"input 0\n" * 100
+    out = ctx.workdir / "result.root"
+    out.write_bytes(b"result\n" * 1000)
+    stored = stage_outputs(ctx, [p for p in match_outputs(ctx) if p.name == "result.root"], catalog=catalog)
+    register_outputs(ctx, stored, catalog=catalog)
+    log = upload_log(ctx, [out], catalog=catalog)
+    for item in list(stored) + [log]:
+        rel = item.url[len(site.se.urls[0]) + 1:]
+        assert secure_se.adler32(f"{area}/{rel}") == item.adler32   # xrdadler32, with a proxy
+    assert adler32(b"result\n" * 1000) == stored[0].adler32
+    # Nothing left over: the attempt's .severus-upload names were renamed.
+    assert not [n for n in secure_se.listing(f"{area}/out/run1") if n.endswith(".severus-upload")]
+    if cred == "token":
+        assert os.environ["BEARER_TOKEN"] == grid_pki.token.read_text().strip()
+
+
+REFUSALS = [
+    # (case, credential, the stage that is refused)
+    ("no credential", {}, "software"),
+    ("expired proxy", {"proxy": "expired_proxy"}, "inputs"),
+    ("expired token", {"token": "token_expired"}, "outputs"),
+    ("read-only token", {"token": "token_readonly"}, "outputs"),
+    ("unmapped DN", {"proxy": "unmapped_proxy"}, "log"),
+]
+
+
+@pytest.mark.parametrize("scheme", ["root", "davs"])
+@pytest.mark.parametrize("case, cred, stage", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_a_refused_credential_is_the_families_auth_code_fast_and_leaves_nothing(
+        secure_se, grid_pki, use_cred, make_site, make_ctx, catalog, tmp_path, scheme, case, cred, stage):
+    area = f"refused-{uuid.uuid4().hex[:8]}"
+    # Retries would show as time: three tries with backoff if an auth error were taken for a network one.
+    site = sec_site(make_site, secure_se, scheme, area, retries=2, backoff_s=1.0)
+    data = b"payload\n" * 100
+    put(secure_se, grid_pki, tmp_path, f"{area}/sw/app.tgz", data)
+    put(secure_se, grid_pki, tmp_path, f"{area}/in/f0.root", data)
+    catalog.add(lfn("sw/app.tgz"), site.name, f"{site.se.urls[0]}/sw/app.tgz", data=data)
+    catalog.add(lfn("in/f0.root"), site.name, f"{site.se.urls[0]}/in/f0.root", data=data)
+    use_cred(**{k: getattr(grid_pki, v) for k, v in cred.items()})
+    ctx = make_ctx(site, software={"lfn": lfn("sw/app.tgz"), "adler32": adler32(data)},
+                   input={"mode": "FILE", "paths": [lfn("in/f0.root")]},
+                   output={"sites": [site.name], "patterns": ["*.root"]})
+    cr.refresh_environment(ctx)
+    out = ctx.workdir / "result.root"
+    out.write_bytes(b"result\n" * 1000)
+    expected = {"software": SoftwareAuthRefused, "inputs": InputAuthRefused, "outputs": StageOutAuthRefused,
+                "log": LogUploadAuthRefused}[stage]
+    run = {"software": lambda: stage_software(ctx, catalog=catalog),
+           "inputs": lambda: stage_inputs(ctx, catalog=catalog),
+           "outputs": lambda: stage_outputs(ctx, [out], catalog=catalog),
+           "log": lambda: upload_log(ctx, [out], catalog=catalog)}[stage]
+    began = time.monotonic()
+    with pytest.raises(expected) as exc:
+        run()
+    assert time.monotonic() - began < 5.0, "an auth failure must not be retried like a network one"
+    assert exc.value.code == {"software": 16, "inputs": 23, "outputs": 45, "log": 51}[stage]
+    assert exc.value.entry.blame == "site"
+    # The report shows the refused transfer, or the access probe the SE refused before any.
+    refused_probe = any(v.get("mode") is None and "auth" in v.get("reason", "").lower()
+                        for v in ctx.facts.get("access", {}).values())
+    assert [t for t in ctx.transfers if t["error"]] or refused_probe
+    # Nothing half-written: the directory the stage would write holds nothing new.
+    assert not secure_se.listing(f"{area}/out/run1") and not secure_se.listing(f"{area}/out/run1/log")
+    assert not list(ctx.workdir.glob("**/*.part"))
+
+
+def test_the_read_only_token_still_reads(secure_se, grid_pki, use_cred, make_site, make_ctx, catalog, tmp_path):
+    area = f"ro-{uuid.uuid4().hex[:8]}"
+    site = sec_site(make_site, secure_se, "root", area)
+    put(secure_se, grid_pki, tmp_path, f"{area}/in/f0.root", b"x" * 500)
+    catalog.add(lfn("in/f0.root"), site.name, f"{site.se.urls[0]}/in/f0.root", data=b"x" * 500)
+    use_cred(token=grid_pki.token_readonly)
+    ctx = make_ctx(site, input={"mode": "FILE", "paths": [lfn("in/f0.root")]})
+    cr.refresh_environment(ctx)
+    (path,) = stage_inputs(ctx, catalog=catalog)
+    assert Path(path).read_bytes() == b"x" * 500
+
+
+# ---------------------------------------------------------------- severus check, in its own process
+
+def _check(secure_se, grid_pki, tmp_path, scheme, env_cred, *extra, require="any"):
+    base = secure_se.root_url if scheme == "root" else secure_se.davs_url
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(f'name = "SEC"\n[se]\nlfn_prefix = "{LFN_PREFIX}"\nurls = ["{base}/check"]\n'
+                   f'access = "protocol"\n[scratch]\nmin_free_gb = 0\n[credentials]\nrequire = "{require}"\n')
+    env = secure_se.client_env(**env_cred)
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "wrapper", "check", "--site-config", str(cfg), "--workdir",
+                           str(tmp_path), "--write-test", *extra], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("scheme", ["root", "davs"])
+@pytest.mark.parametrize("cred", ["proxy", "token"])
+def test_check_write_test_over_each_door(secure_se, grid_pki, tmp_path, scheme, cred):
+    token = tmp_path / "bt"
+    token.write_text(grid_pki.mint_token(lifetime=2 * 3600))
+    token.chmod(0o600)
+    env_cred = {"proxy": grid_pki.voms_proxy} if cred == "proxy" else {"token": token}
+    proc = _check(secure_se, grid_pki, tmp_path, scheme, env_cred, "--json")
+    results = {r["name"]: r for r in json.loads(proc.stdout)["checks"]}
+    assert results["se round trip"]["state"] == "OK", results
+    assert "write, stat, adler32" in results["se round trip"]["reason"]
+    who = results["credentials"]
+    if cred == "proxy":
+        assert USER_DN in who["reason"] and "VO testvo (/testvo/Role=NULL/Capability=NULL)" in who["reason"]
+        assert 11 * 3600 < who["perf"]["proxy_lifetime"] <= 12 * 3600 and "voms_lifetime" in who["perf"]
+    else:
+        assert f"iss {ISSUER}" in who["reason"] and "sub testuser" in who["reason"]
+        assert "storage.modify:/" in who["reason"] and 7000 < who["perf"]["token_lifetime"] <= 7200
+    # 12 h of proxy, 2 h of token: under a day is WARNING, and the check still passes.
+    assert who["state"] == "WARNING" and proc.returncode == 0, proc.stdout
+    assert not secure_se.listing("check/.severus-check")
+
+
+def test_check_nagios_is_critical_for_a_missing_credential_and_carries_lifetimes(secure_se, grid_pki, tmp_path):
+    proc = _check(secure_se, grid_pki, tmp_path, "root", {}, "--nagios")
+    assert proc.returncode == 2 and proc.stdout.startswith("SEVERUS CRITICAL")
+    assert "credentials CRITICAL: the site requires a grid credential (any): no grid credential" in proc.stdout
+    short = _check(secure_se, grid_pki, tmp_path, "davs", {"proxy": grid_pki.short_proxy}, "--nagios")
+    assert short.stdout.startswith("SEVERUS CRITICAL") and "proxy_lifetime=" in short.stdout
+    lifetime = float(short.stdout.split("proxy_lifetime=")[1].split("s;")[0])
+    assert 3000 < lifetime <= 3600
+    assert " proxy_lifetime=" in short.stdout and ";86400;3600;0" in short.stdout
