@@ -12,7 +12,10 @@ setup(
     # The wrapper itself needs nothing beyond the standard library (tomli only
     # on Python < 3.11); everything else here is for the server and the client.
     install_requires=[
-        "tomli; python_version < '3.11'",
+        # On every Python: `severus pack` copies tomli's pure-Python sources into severus.pyz for
+        # the nodes' Pythons < 3.11, whatever Python packs it (a plain `pip install .` under 3.11
+        # had none to copy). Nothing imports it at run time on >= 3.11.
+        "tomli>=1.1",
         "flask>=2.2",
         "peewee>=3.15",
         "requests>=2.25",

@@ -5,6 +5,9 @@ It holds the project's `wrapper/` and `shared/` packages, `site_configs/`
 inside the zip) and tomli's pure-Python sources for Python < 3.11, where
 `tomllib` does not exist. Compiled files are left out: the archive must work
 on any CPython >= 3.9, not only the one that built it.
+
+tomli is an install requirement of severus on every Python (setup.py), so any
+install can pack; it is found by its spec, never imported here.
 """
 import importlib.util
 import shutil
@@ -58,7 +61,8 @@ def build_pyz(out="severus.pyz", root=ROOT, require_tomli=True) -> Path:
         if tomli is not None:
             _copy_sources(tomli, stage / "tomli")
         elif require_tomli:
-            raise RuntimeError("tomli is not installed: severus.pyz needs it for Python < 3.11 "
+            raise RuntimeError("tomli is not installed (an install requirement of severus: installed "
+                               "with --no-deps?): severus.pyz needs its sources for Python < 3.11 "
                                "(pip install tomli)")
         (stage / "__main__.py").write_text(MAIN)
         out.parent.mkdir(parents=True, exist_ok=True)
