@@ -140,3 +140,10 @@ def _read_json(path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def test_sbk_request_create_takes_cores_and_memory():
+    from server.cli import build_parser
+    args = build_parser().parse_args(["request", "create", "--production", "2010_July", "--from", "1",
+                                      "--cores", "8", "--memory-mb", "16000"])
+    assert (args.cores, args.memory_mb) == (8, 16000.0)
