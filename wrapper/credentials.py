@@ -248,13 +248,17 @@ def discover(env=None):
 def tool_environment(creds, env, workdir=None):
     """A copy of `env` set up for xrdcp, xrdfs, gfal2 and gfal-*:
     - X509_USER_PROXY names the proxy found, or is unset: a variable naming a missing file
-      makes XrdCl fail TLS altogether (exit 51) even for a token;
+      makes XrdCl fail TLS altogether (exit 51) even for a token; so is an expired proxy's;
     - BEARER_TOKEN carries the token (gfal2 reads only the variable over root:// and davs://);
     - BEARER_TOKEN_FILE names a file of mode 0600 (xrdcp ignores any other mode): the token's
       own file when it is 0600, else a 0600 copy in `workdir`."""
     out = dict(env)
     out.pop("X509_USER_PROXY", None)
-    if creds.proxy_path:
+    # An expired proxy is not handed on: over davs its TLS handshake ends in a certificate alert
+    # or a bare connection reset (GError 112, which looks like a network fault); without it the SE
+    # answers 403 (or xrdcp 52), which says what it is. A token then still works.
+    expired = creds.proxy is not None and creds.proxy.not_after <= time.time()
+    if creds.proxy_path and not expired:
         out["X509_USER_PROXY"] = creds.proxy_path
     for var in ("BEARER_TOKEN", "BEARER_TOKEN_FILE", TOKEN_SOURCE_VAR):
         out.pop(var, None)
@@ -324,7 +328,7 @@ def check_lifetime(creds, require, needed_s, what, now=None):
 
 def _duration(seconds):
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 120 else f"{seconds}s"
 
 
 def prepare_stage(ctx, what, before_payload):

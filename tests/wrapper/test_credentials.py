@@ -13,12 +13,17 @@ import pytest
 from shared.errors import (CredentialError, InputAuthRefused, LogUploadAuthRefused, SoftwareAuthRefused,
                            StageOutAuthRefused)
 from tests.infra.grid_pki import ISSUER, USER_DN
+import wrapper.inputs
 from wrapper import credentials as cr
+from wrapper.runner import run_job
+from wrapper.siteconfig import parse_site_config
 from wrapper.inputs import stage_inputs
 from wrapper.joblog import upload_log
 from wrapper.software import stage_software
 from wrapper.stageout import match_outputs, register_outputs, stage_outputs
 from .conftest import LFN_PREFIX, adler32, lfn
+from .test_runner import start_job, stages  # noqa: F401  (fixture)
+from .test_report import event_server  # noqa: F401  (fixture)
 from .test_software import EXE, good_release
 
 CRED_VARS = ("X509_USER_PROXY", "BEARER_TOKEN", "BEARER_TOKEN_FILE", cr.TOKEN_SOURCE_VAR)
@@ -183,15 +188,15 @@ def give(grid_pki, use_cred, cred):
     use_cred(**{k: getattr(grid_pki, v) for k, v in CREDS[cred].items()})
 
 
-@pytest.mark.parametrize("tool", ["cli", "gfal2"])
-@pytest.mark.parametrize("scheme, cred", [("root", "proxy"), ("root", "token"), ("davs", "proxy"),
-                                          ("davs", "token")])
+# gfal2 in this process over root:// with a token is left to test_check_write_test_over_each_door,
+# which runs in a process of its own: XrdCl keeps an authenticated channel per host for minutes,
+# so here a token test after a proxy test would ride the proxy's login and prove nothing.
+@pytest.mark.parametrize("scheme, cred, tool", [
+    ("root", "proxy", "cli"), ("root", "token", "cli"), ("davs", "proxy", "cli"), ("davs", "token", "cli"),
+    # the token first: davix may keep a TLS session made with the proxy's certificate
+    ("davs", "token", "gfal2"), ("root", "proxy", "gfal2"), ("davs", "proxy", "gfal2")])
 def test_every_stage_moves_files_with_the_credential(secure_se, grid_pki, use_cred, make_site, make_ctx, catalog,
                                                      tmp_path, scheme, cred, tool):
-    if tool == "gfal2" and cred == "token" and scheme == "root":
-        # In one process XrdCl keeps an authenticated channel per host for minutes: a token
-        # test after a proxy test would ride the proxy's login. The subprocess check covers it.
-        pytest.skip("covered by test_check_write_test_over_each_door in a process of its own")
     area = f"stages-{uuid.uuid4().hex[:8]}"
     site = sec_site(make_site, secure_se, scheme, area, tool=tool)
     release = good_release()
@@ -331,3 +336,87 @@ def test_check_nagios_is_critical_for_a_missing_credential_and_carries_lifetimes
     lifetime = float(short.stdout.split("proxy_lifetime=")[1].split("s;")[0])
     assert 3000 < lifetime <= 3600
     assert " proxy_lifetime=" in short.stdout and ";86400;3600;0" in short.stdout
+
+
+# ---------------------------------------------------------------- the runner's check before each stage
+
+def _require(ctx, tmp_path, **credentials):
+    ctx.site = parse_site_config({"name": "TEST-SITE", "credentials": credentials,
+                                  "se": {"lfn_prefix": "/grid/superbvo.org", "local_path": str(tmp_path)},
+                                  "scratch": {"min_free_gb": 0}})
+
+
+def _run(ctx, reporter, stop):
+    try:
+        return run_job(ctx, reporter, stop, watch_overrides={"sample_s": 0.1})
+    finally:
+        stop.close()
+
+
+def test_a_proxy_too_short_for_the_job_is_005_before_any_transfer(tmp_path, event_server, stages, use_cred,
+                                                                  grid_pki):
+    use_cred(proxy=grid_pki.short_proxy)   # 1 h left; the job may run 2 h, then stage out
+    ctx, reporter, stop = start_job(tmp_path, event_server, limits={"max_wct_s": 7200})
+    _require(ctx, tmp_path, require="proxy")
+    outcome = _run(ctx, reporter, stop)
+    assert (outcome.code, outcome.status) == (5, "sys-failed")
+    assert stages.calls == ["upload_log"]   # no software, input or output transfer was tried
+    report = event_server.finals()[0]["report"]
+    assert report["failed_step"] == "RUNNING-02" and report["blame"] == "site"
+    assert outcome.message.startswith("E005 ") and "\n" not in outcome.message
+    assert "the proxy has 0h59m left" in outcome.message
+    assert "software needs 2h05m" in outcome.message
+
+
+def test_the_site_may_ask_for_less_and_a_token_serves_for_any(tmp_path, event_server, stages, use_cred, grid_pki):
+    use_cred(token=grid_pki.token)
+    ctx, reporter, stop = start_job(tmp_path, event_server, limits={"max_wct_s": 7200})
+    _require(ctx, tmp_path, require="any", min_lifetime_s=600)
+    outcome = _run(ctx, reporter, stop)
+    assert (outcome.code, outcome.status) == (0, "done"), outcome.message
+    assert stages.calls[:3] == ["stage_software", "stage_inputs", "stage_outputs"]
+
+
+def test_a_token_that_expires_before_stage_out_is_005_at_outputs(tmp_path, event_server, stages, use_cred,
+                                                                 grid_pki, monkeypatch):
+    bt = tmp_path / "bt"
+    bt.write_text(grid_pki.mint_token(lifetime=3600))
+    bt.chmod(0o600)
+    use_cred(token=bt)
+    ctx, reporter, stop = start_job(tmp_path, event_server, limits={"max_wct_s": 60})
+    _require(ctx, tmp_path, require="token")
+    real = stages.stage_inputs
+
+    def inputs_then_the_agent_writes_a_dying_token(ctx_):
+        bt.write_text(grid_pki.mint_token(lifetime=30))   # the next stage must read it again
+        return real(ctx_)
+    monkeypatch.setattr(wrapper.inputs, "stage_inputs", inputs_then_the_agent_writes_a_dying_token)
+    outcome = _run(ctx, reporter, stop)
+    assert outcome.code == 5 and "outputs needs" in outcome.message
+    assert event_server.finals()[0]["report"]["failed_step"] == "RUNNING-05"
+    assert "stage_outputs" not in stages.calls and stages.calls[-1] == "upload_log"
+
+
+@pytest.mark.parametrize("message, code", [
+    ("Run: [FATAL] Auth failed: No protocols left to try (destination)", None),                   # xrdcp 52
+    ("[ERROR] Server responded with an error: [3010] Unable to create /store/x; permission denied", None),  # 54
+    ("DESTINATION OVERWRITE   HTTP 403 : Permission refused", 1),                                 # davs, GError 1
+    ("TRANSFER ERROR: Copy failed (streamed). Last attempt: HTTP 403 : Permission refused", 17),
+    ("Could not read status line: SSL error: sslv3 alert certificate expired after 1 attempts", 112),
+    ("[FATAL] TLS error: Unable to use cert+key file /gone.pem; does not exist.", None),          # xrdcp 51
+])
+def test_what_the_tools_say_when_the_se_refuses_us_is_auth(message, code):
+    from wrapper.transfer import classify_error
+    assert classify_error(message, code) == "auth"
+    assert classify_error("Result (Neon): Could not send request: Connection reset by peer", 112) == "failed"
+
+
+@pytest.mark.parametrize("table, fragment", [({"require": "x509"}, "'credentials.require' must be one of"),
+                                             ({"min_lifetime_s": -1}, "'credentials.min_lifetime_s' must be"),
+                                             ({"lifetime": 1}, "unknown key 'credentials.lifetime'")])
+def test_a_bad_credentials_table_is_002_in_one_line(table, fragment):
+    from shared.errors import SiteConfigError
+    with pytest.raises(SiteConfigError, match=fragment) as exc:
+        parse_site_config({"name": "S", "se": {"lfn_prefix": "/grid/x", "urls": ["root://h//x"]},
+                           "credentials": table})
+    assert exc.value.code == 2 and "\n" not in exc.value.one_line()
