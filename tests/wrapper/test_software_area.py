@@ -217,3 +217,15 @@ def test_a_cache_limit_of_zero_means_no_limit(area, catalog, make_site, make_ctx
     for sw in _releases(area, catalog, site, 2):
         stage_software(make_ctx(site, software=sw), catalog=catalog)
     assert _cached(cache) == ["app0.tgz", "app1.tgz"]
+
+
+def test_the_site_config_sets_the_cache_limit_and_refuses_bad_ones():
+    from shared.errors import SiteConfigError
+    from wrapper.siteconfig import parse_site_config
+    base = {"name": "S", "se": {"lfn_prefix": "/grid/vo", "urls": ["root://se//d"]}}
+    assert parse_site_config(base).software_cache_max_gb == 20.0
+    assert parse_site_config(dict(base, scratch={"software_cache_max_gb": 2})).software_cache_max_gb == 2.0
+    for bad in ({"software_cache_max_gb": -1}, {"software_cache_max_gb": True},
+                {"keep_workdir_on_failure": "yes"}):
+        with pytest.raises(SiteConfigError, match="scratch."):
+            parse_site_config(dict(base, scratch=bad))
