@@ -132,11 +132,11 @@ def _cached_tarball(ctx, sources, entry, adler32, cache_dir, max_bytes):
     filled under the exclusive lock when missing or damaged, then read again under the shared."""
     final = cache_dir / f"{adler32}-{posixpath.basename(entry.lfn)}"
     lock = open(cache_dir / f"{adler32}.lock", "a")
-    how = "hit"
+    how, verified = "hit", False
     try:
         for _ in range(3):
             fcntl.flock(lock, fcntl.LOCK_SH)
-            if final.is_file() and (how != "hit" or adler32_file(final) == adler32):
+            if final.is_file() and (verified or adler32_file(final) == adler32):
                 os.utime(final)   # its last use: eviction takes the longest unused first
                 facts = {"lfn": entry.lfn, "cache": how, "path": str(final)}
                 if how == "filled":
@@ -147,13 +147,13 @@ def _cached_tarball(ctx, sources, entry, adler32, cache_dir, max_bytes):
             fcntl.flock(lock, fcntl.LOCK_UN)
             fcntl.flock(lock, fcntl.LOCK_EX)   # blocks while another job fills it
             if final.is_file() and adler32_file(final) == adler32:
-                how = "verified"           # filled by another job meanwhile
+                verified = True            # filled by another job meanwhile: a hit
             else:
                 if final.exists():
                     ctx.log.warning("cached %s is damaged; fetching it again", final)
                     final.unlink()
                 _fill(ctx, sources, entry, adler32, final)
-                how = "filled"
+                how, verified = "filled", True
             fcntl.flock(lock, fcntl.LOCK_UN)
         raise SoftwareError(f"the node cache entry {final} was evicted each time it was filled")
     except BaseException:
