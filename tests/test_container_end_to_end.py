@@ -52,7 +52,7 @@ def shell_release():
     return buf.getvalue()
 
 
-def prepare_container_job(live):
+def prepare_container_job(live, production="E2E_container", version="V0.3.0"):
     """The shell release on the SE and in the catalog, a production of it, one prepared job."""
     from wrapper.siteconfig import load_site_config
     from wrapper.transfer import make_transfer
@@ -67,18 +67,18 @@ def prepare_container_job(live):
     api.call("POST", "/catalog/replicas", json={"lfn": SOFTWARE_LFN, "site": d.SITE, "surl": surl,
                                                 "size": len(blob), "adler32": adler32})
     api.call("POST", "/sessions/FastSim/software", json={
-        "name": "PacProductionApp", "version": "V0.3.0", "revision": 1, "lfn": SOFTWARE_LFN,
+        "name": "PacProductionApp", "version": version, "revision": 1, "lfn": SOFTWARE_LFN,
         "adler32": adler32, "workdir": WORKDIR, "exe": EXE, "env": {}})
-    api.call("POST", "/productions", json={"name": "E2E_container", "session": "FastSim",
-                                           "version": "V0.3.0", "revision": 1})
+    api.call("POST", "/productions", json={"name": production, "session": "FastSim",
+                                           "version": version, "revision": 1})
     request = api.call("POST", "/requests", json={
-        "production": "E2E_container", "min_runnum": 30000000, "events_per_job": 40,
+        "production": production, "min_runnum": 30000000, "events_per_job": 40,
         "parameters": d.PARAMETERS, "input_mode": "NONE",
-        "output_lfn": f"lfn:{d.LFN_PREFIX}/production/FastSim/E2E_container/output",
+        "output_lfn": f"lfn:{d.LFN_PREFIX}/production/FastSim/{production}/output",
         "output_sites": [d.SITE], "max_wct_s": 600})
     api.call("PATCH", f"/requests/{request['id']}", json={"status": "valid"})
     plan = api.call("POST", "/submissions", json={
-        "production": "E2E_container",
+        "production": production,
         "bulks": [{"request": request["id"], "sites": [d.SITE], "runs": 1, "events": 40,
                    "log_to_db": True}]})
     job_id = plan["job_ids"][0]
@@ -114,3 +114,26 @@ def test_a_job_in_a_bubblewrap_container_ends_done_with_its_outputs(live, tmp_pa
     checked = subprocess.run(["xrdadler32", str(on_se)], capture_output=True, text=True, check=True)
     assert checked.stdout.split()[0] == output["adler32"]      # the SE's file, by an independent tool
     assert job["report"]["payload"]["exit_code"] == 0
+
+
+def test_a_site_that_requires_a_container_runs_a_job_that_asks_for_none_in_its_image(live, tmp_path, busybox_image,
+                                                                                       bwrap_path):
+    """The site's [container] reaches the payload under `severus run`: required, with its default image."""
+    job_id, desc = prepare_container_job(live, "E2E_site_container", "V0.3.1")
+    assert not desc.get("container")
+    site_config = tmp_path / "site.toml"
+    site_config.write_text(live["site_config"].read_text() + f"""
+[container]
+runtimes = ["bwrap"]
+image = "{busybox_image}"
+required = true
+""")
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(desc))
+    env = dict(os.environ, PATH=os.path.dirname(bwrap_path) + ":/usr/bin:/bin")
+    proc = subprocess.run([sys.executable, "-m", "wrapper", "run", str(job_file), "--site-config", str(site_config),
+                           "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr     # the release's script exits 9 on the host
+    job = live["api"].call("GET", f"/jobs/{job_id}")
+    assert (job["status"], job["error_code"]) == ("done", 0), job
+    assert "bwrap" in job["report"]["facts"]["container"]

@@ -276,13 +276,15 @@ class _Job:
         # The payload runs in the job's work dir, where stage-out looks for its outputs.
         job = payload_mod.PayloadJob(desc=d, exe=Path(area.exe), software_root=Path(area.root),
                                      software_workdir=Path(area.workdir), cwd=self.ctx.workdir,
-                                     inputs=tuple(Path(p) for p in self.inputs))
+                                     inputs=tuple(Path(p) for p in self.inputs), site=self.ctx.site)
         spec = module.build(job)
         self.ctx.facts["payload_module"] = module.name
         config = payload_mod.WatchConfig.from_limits(d.limits, **self.watch_overrides)
         self.watch = payload_mod.PayloadWatch(spec, config, self.ctx.workdir, self.stop)
         try:
             self.result = self.watch.run()
+            if self.result.container:
+                self.ctx.facts["container"] = self.result.container
         except PayloadError as exc:
             stopped = self._batch_stop(exc)
             if stopped is not None:
