@@ -145,8 +145,8 @@ def job_description(job, base_url, token=REDACTED):
         "job": {"id": job.id, "runnum": job.runnum, "attempt": job.attempt, "session": session.name,
                 "production": prod.name, "request": req.id, "events": job.events, "test": job.test},
         "server": {"url": base_url.rstrip("/"), "token": token, "heartbeat_s": job.heartbeat_s},
-        "software": {"name": sw.name, "version": sw.version, "revision": sw.revision, "lfn": sw.lfn,
-                     "adler32": sw.adler32, "workdir": sw.workdir, "exe": sw.exe},
+        "software": {"name": sw.name, "version": sw.version, "revision": sw.revision, "workdir": sw.workdir,
+                     "exe": sw.exe, **({"path": sw.path} if sw.path else {"lfn": sw.lfn, "adler32": sw.adler32})},
         "payload": {"module": session.payload_module, "parameters": dict(req.parameters),
                     "env": dict(sw.env)},
         "input": {"mode": req.input_mode, "paths": list(req.input_paths)},
@@ -156,6 +156,8 @@ def job_description(job, base_url, token=REDACTED):
         "limits": {"max_wct_s": req.max_wct_s, "max_rss_mb": req.max_rss_mb, "stall_s": req.stall_s,
                    "cores": req.cores, "memory_mb": req.memory_mb},
     }
+    if session.container_image:      # else the site decides (its [container] required and image)
+        description["container"] = {"image": session.container_image}
     try:
         parse_job_description(description)
     except JobDescriptionError as exc:

@@ -221,6 +221,12 @@ def _request_resources():
     _add_missing_columns(m.Request, ["cores", "memory_mb"])
 
 
+def _shared_areas_and_images():
+    """A release in a read-only shared area (Software.path) and a session's container image."""
+    _add_missing_columns(m.Software, ["path"])
+    _add_missing_columns(m.Session, ["container_image"])
+
+
 MIGRATIONS = (
     (1, _create_v1),
     (2, _seed_groups),
@@ -232,6 +238,7 @@ MIGRATIONS = (
     (8, _site_session_activity),
     (9, _job_counts),
     (10, _request_resources),
+    (11, _shared_areas_and_images),
 )
 LATEST = MIGRATIONS[-1][0]
 

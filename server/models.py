@@ -109,6 +109,9 @@ class Session(BaseModel):
     name = pw.CharField(max_length=64, unique=True)
     description = pw.TextField(default="")
     payload_module = pw.CharField(max_length=64, default="generic")
+    # the image its payloads run in (a directory image, as on CVMFS, or a SIF file); "": on the host,
+    # unless the site requires a container (migration 11)
+    container_image = pw.CharField(max_length=1024, default="")
     created_at = pw.DateTimeField(default=utcnow)
 
 
@@ -128,8 +131,9 @@ class Software(BaseModel):
     name = pw.CharField(max_length=128)
     version = pw.CharField(max_length=64)
     revision = pw.IntegerField(default=0)
-    lfn = pw.CharField(max_length=1024)
+    lfn = pw.CharField(max_length=1024)          # the tarball; "" for a release in a shared area
     adler32 = pw.CharField(max_length=8)
+    path = pw.CharField(max_length=1024, default="")   # a read-only shared area (CVMFS) instead (migration 11)
     workdir = pw.CharField(max_length=1024)
     exe = pw.CharField(max_length=1024)
     env = JSONField(default=dict)

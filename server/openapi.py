@@ -70,19 +70,21 @@ SCHEMAS = {
                     ("lfn", "site", "surl", "size", "adler32")),
     "CatalogFile": _obj({"lfn": STR, "size": INT, "adler32": STR,
                          "replicas": {"type": "array", "items": _obj({"site": STR, "surl": STR})}}),
-    "SessionIn": _obj({"name": STR, "description": STR, "payload_module": STR,
+    # container_image: the image a session's payloads run in (absolute path; "" or absent: the site decides)
+    "SessionIn": _obj({"name": STR, "description": STR, "payload_module": STR, "container_image": STR,
                        "parameters": {"type": "array", "items": _obj({"name": STR, "allowed": STRS}, ("name",))}},
                       ("name",)),
     # replacing the allowed values of a defined parameter: 409 value-in-use when a request of the session
     # has a value left out (an empty list allows any value)
     "ParameterIn": _obj({"name": STR, "allowed": STRS}, ("name",)),
-    "SessionPatch": _obj({"description": STR, "payload_module": STR}),
-    "SoftwarePatch": _obj({"name": STR, "version": STR, "revision": INT, "lfn": STR, "adler32": STR,
+    "SessionPatch": _obj({"description": STR, "payload_module": STR, "container_image": STR}),
+    # a release is a tarball (lfn + adler32) or a read-only shared area (path, as on CVMFS): 400 for both
+    "SoftwarePatch": _obj({"name": STR, "version": STR, "revision": INT, "lfn": STR, "adler32": STR, "path": STR,
                            "workdir": STR, "exe": STR, "env": {"type": "object", "additionalProperties": STR},
                            "retired": BOOL}),
-    "SoftwareIn": _obj({"name": STR, "version": STR, "revision": INT, "lfn": STR, "adler32": STR,
+    "SoftwareIn": _obj({"name": STR, "version": STR, "revision": INT, "lfn": STR, "adler32": STR, "path": STR,
                         "workdir": STR, "exe": STR, "env": {"type": "object", "additionalProperties": STR}},
-                       ("name", "version", "lfn", "adler32", "workdir", "exe")),
+                       ("name", "version", "workdir", "exe")),
     "ProductionIn": _obj({"name": STR, "session": STR, "version": STR, "revision": INT,
                           "note": {"type": "string", "maxLength": 255}}, ("name", "session", "version")),
     # a production's status is its _test twin's too (400 on the twin itself)

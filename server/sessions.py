@@ -25,6 +25,7 @@ SOFTWARE_FIELDS = {
     "revision": lambda d, k: s.integer(d, k, hi=2 ** 31 - 1),
     "lfn": lambda d, k: s.lfn(d, k),
     "adler32": lambda d, k: s.text(d, k, pattern=ADLER32_RE),
+    "path": lambda d, k: _absolute(d, k, "/cvmfs/superbvo.org/FastSim/V0.2.5"),
     "workdir": lambda d, k: s.relative_path(d, k),
     "exe": lambda d, k: s.relative_path(d, k),
     "env": lambda d, k: s.text_map(d, k),
@@ -32,7 +33,18 @@ SOFTWARE_FIELDS = {
 SESSION_SETTINGS = {
     "description": lambda d, k: s.text(d, k, max_len=4096, empty=True),
     "payload_module": lambda d, k: s.text(d, k, pattern=NAME_RE, max_len=64),
+    "container_image": lambda d, k: _absolute(d, k, "/cvmfs/unpacked.cern.ch/.../el9:latest", empty=True),
 }
+# A release is a tarball (lfn and adler32) or a read-only shared area (path), never both.
+TARBALL, AREA = ("lfn", "adler32"), ("path",)
+
+
+def _absolute(d, k, example, empty=False):
+    """An absolute path without '..' (what the job description takes), or "" when `empty` allows it."""
+    value = s.text(d, k, max_len=1024, empty=empty)
+    if value and (not value.startswith("/") or ".." in value.split("/")):
+        raise s.SchemaError(f"'{k}' must be an absolute path like {example}")
+    return value
 
 
 def get_session(name):
@@ -49,13 +61,15 @@ def get_software(session, software_id):
 
 def software_dict(sw):
     return {"id": sw.id, "session": sw.session.name, "name": sw.name, "version": sw.version,
-            "revision": sw.revision, "lfn": sw.lfn, "adler32": sw.adler32, "workdir": sw.workdir,
+            "revision": sw.revision, "lfn": sw.lfn or None, "adler32": sw.adler32 or None, "path": sw.path or None,
+            "workdir": sw.workdir,
             "exe": sw.exe, "env": sw.env, "retired": sw.retired, "created_at": m.iso(sw.created_at)}
 
 
 def session_dict(session, full=False):
     d = {"name": session.name, "description": session.description,
-         "payload_module": session.payload_module, "created_at": m.iso(session.created_at)}
+         "payload_module": session.payload_module, "container_image": session.container_image or None,
+         "created_at": m.iso(session.created_at)}
     if full:
         d["parameters"] = [{"name": p.name, "allowed": p.allowed} for p in
                            session.parameters.order_by(m.JobParameter.position, m.JobParameter.id)]
@@ -97,15 +111,17 @@ def read_parameter_defs(body, where="parameters"):
 
 def create_session(body):
     """A new session with its job parameters; 409 duplicate-session."""
-    s.refuse_unknown(body, ("name", "description", "payload_module", "parameters"))
+    s.refuse_unknown(body, ("name", "description", "payload_module", "container_image", "parameters"))
     name = s.text(body, "name", pattern=NAME_RE, max_len=64)
     description = s.text(body, "description", default="", max_len=4096, empty=True)
     module = s.text(body, "payload_module", default=name.lower(), pattern=NAME_RE, max_len=64)
+    image = SESSION_SETTINGS["container_image"](body, "container_image") if "container_image" in body else ""
     defs = read_parameter_defs(body)
     with db.write_transaction():
         if m.Session.select().where(m.Session.name == name).exists():
             raise conflict("duplicate-session", f"session {name} already exists")
-        session = m.Session.create(name=name, description=description, payload_module=module)
+        session = m.Session.create(name=name, description=description, payload_module=module,
+                                   container_image=image)
         for position, (pname, allowed) in enumerate(defs):
             m.JobParameter.create(session=session, name=pname, allowed=allowed, position=position)
     return session
@@ -160,12 +176,20 @@ def define_parameter(name, body):
 
 def _read_release(body, partial):
     s.refuse_unknown(body, (*SOFTWARE_FIELDS, *(("retired",) if partial else ())))
+    kind = AREA if "path" in body else TARBALL
+    if "path" in body and any(k in body for k in TARBALL):
+        raise s.SchemaError("'path' and 'lfn'/'adler32' exclude each other: a release is a shared area or a tarball")
+    optional = ("revision", "env") + (TARBALL if kind == AREA else AREA)
     fields = {k: reader(body, k) for k, reader in SOFTWARE_FIELDS.items()
-              if k in body or not (partial or k in ("revision", "env"))}
+              if k in body or not (partial or k in optional)}
     if not partial:
         fields.setdefault("revision", 0)
         fields.setdefault("env", {})
-    if "lfn" in fields and not fields["lfn"].endswith((".tjz", ".tgz", ".tar.gz")):
+    if "path" in fields:       # a release moved to a shared area leaves its tarball behind, and back
+        fields.update(lfn="", adler32="")
+    elif "lfn" in fields and partial:
+        fields["path"] = ""
+    if fields.get("lfn") and not fields["lfn"].endswith((".tjz", ".tgz", ".tar.gz")):
         raise s.SchemaError("'lfn' must name a .tjz, .tgz or .tar.gz tarball")
     return fields
 

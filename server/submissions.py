@@ -90,7 +90,8 @@ BULK_FIELDS = ("request", "test", "sites", "runs", "events", "log_to_db")
 # Only with `parameters`: settings of the test request that may have to be created.
 NEW_REQUEST_FIELDS = ("parameters", "input_mode", "input_paths", "output_sites")
 # A created test request keeps these of its template (see the module doc).
-INHERITED = ("min_runnum", "event_time_s", "max_wct_s", "max_rss_mb", "stall_s", "output_patterns")
+INHERITED = ("min_runnum", "event_time_s", "max_wct_s", "max_rss_mb", "stall_s", "output_patterns", "cores",
+             "memory_mb")
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from ..sessions import MANAGER, get_session, get_software, release_users, sessio
 from . import bp
 from .forms import Field, action, attempt, form_body
 
-SESSION_FIELDS = (Field("description", keep_empty=True), Field("payload_module"))
-CREATE_FIELDS = (Field("name"), Field("description"), Field("payload_module"))
+SESSION_FIELDS = (Field("description", keep_empty=True), Field("payload_module"),
+                  Field("container_image", keep_empty=True))
+CREATE_FIELDS = (Field("name"), Field("description"), Field("payload_module"), Field("container_image"))
 PARAMETER_FIELDS = (Field("name"), Field("allowed", "lines"))
 RELEASE_FIELDS = (Field("name"), Field("version"), Field("revision", "int"), Field("lfn"), Field("adler32"),
-                  Field("workdir"), Field("exe"), Field("env", "pairs"))
+                  Field("path"), Field("workdir"), Field("exe"), Field("env", "pairs"))
 # editing sends every field: an emptied environment is an empty one, not "unchanged"
 EDIT_RELEASE_FIELDS = RELEASE_FIELDS[:-1] + (Field("env", "pairs", keep_empty=True),)
 PARAMETER_SLOTS = 4      # the create form's parameter rows (the seed's four); ?slots= shows more

@@ -131,3 +131,36 @@ def test_sbk_software_retire_and_restore(api, production, capsys):
     parser = argparse.ArgumentParser()
     client_cli.add_commands(parser.add_subparsers(dest="command"))
     assert parser.parse_args(["software", "retire", "FastSim", "3"]).id == 3
+
+
+def test_a_release_in_a_shared_area_and_a_sessions_image_reach_the_job_description(api, production):
+    """software.path instead of a tarball, a session's container image: both in the description a wrapper
+    parses (shared.jobdesc), and a release is one or the other."""
+    from shared.jobdesc import parse_job_description
+    r = api.post("/sessions/FastSim/software", json={
+        "name": "PacProductionApp", "version": "V0.2.6", "revision": 1, "path": "/cvmfs/superbvo.org/FastSim/V0.2.6",
+        "workdir": "FastSim/V0.2.6", "exe": "bin/PacProduction"})
+    assert r.status_code == 201, r.json
+    assert (r.json["path"], r.json["lfn"], r.json["adler32"]) == ("/cvmfs/superbvo.org/FastSim/V0.2.6", None, None)
+    both = api.post("/sessions/FastSim/software", json={
+        "name": "PacProductionApp", "version": "V0.2.7", "path": "/cvmfs/x", "lfn": "lfn:/grid/x.tgz",
+        "adler32": "00000001", "workdir": "w", "exe": "e"})
+    assert both.status_code == 400 and "exclude each other" in both.json["message"]
+    relative = api.post("/sessions/FastSim/software", json={
+        "name": "PacProductionApp", "version": "V0.2.7", "path": "cvmfs/x", "workdir": "w", "exe": "e"})
+    assert relative.status_code == 400
+    assert api.patch("/sessions/FastSim", json={"container_image": "/cvmfs/unpacked.cern.ch/el9"}).status_code == 200
+    assert api.post("/productions", json={"name": "2026_Area", "session": "FastSim", "version": "V0.2.6",
+                                          "revision": 1}).status_code == 201
+    req = api.post("/requests", json={"production": "2026_Area", "from": production["request"]["id"],
+                                      "output_lfn": "lfn:/grid/superbvo.org/production/FastSim/2026_Area/out"}).json
+    assert api.patch(f"/requests/{req['id']}", json={"status": "valid"}).status_code == 200
+    job_id = api.post("/submissions", json={"production": "2026_Area", "bulks": [
+        {"request": req["id"], "sites": ["INFN-T1"], "runs": 1, "events": 10}]}).json["job_ids"][0]
+    desc = api.get(f"/jobs/{job_id}/description").json
+    assert desc["software"]["path"] == "/cvmfs/superbvo.org/FastSim/V0.2.6" and "lfn" not in desc["software"]
+    assert desc["container"] == {"image": "/cvmfs/unpacked.cern.ch/el9"}
+    parsed = parse_job_description(desc)
+    assert parsed.software.path == "/cvmfs/superbvo.org/FastSim/V0.2.6" and parsed.container.image.endswith("el9")
+    assert api.patch("/sessions/FastSim", json={"container_image": ""}).status_code == 200
+    assert "container" not in api.get(f"/jobs/{job_id}/description").json

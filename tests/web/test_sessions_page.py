@@ -176,3 +176,19 @@ def test_every_action_needs_the_forms_csrf_token(manager, data, client):
         assert manager.post(url, data={**form, "csrf": "forged"}).status_code == 400, url
     fastsim = session_api(client, data, "FastSim")
     assert len(fastsim["parameters"]) == 4 and fastsim["software"][0]["retired"] is False
+
+
+def test_a_release_in_a_shared_area_and_the_sessions_image_through_the_forms(manager, data, client):
+    """The forms take a release's shared area instead of a tarball, and the session's container image."""
+    make_fullsim(client)
+    area = {k: v for k, v in RELEASE.items() if k not in ("Tarball LFN", "Adler32")}
+    r = add_release(client, dict(area, **{"Or a shared area": "/cvmfs/superbvo.org/FullSim/V1.0"}))
+    assert r.status_code == 302, r.get_data(as_text=True)[-800:]
+    (release,) = session_api(client, data, "FullSim")["software"]
+    assert (release["path"], release["lfn"], release["adler32"]) == ("/cvmfs/superbvo.org/FullSim/V1.0", None, None)
+    assert "shared area /cvmfs/superbvo.org/FullSim/V1.0" in client.get("/sessions/FullSim").get_data(as_text=True)
+    r = click(client, "/sessions/FullSim", "Save session", {"Container image": "/cvmfs/unpacked.cern.ch/el9"})
+    assert r.status_code == 302
+    assert session_api(client, data, "FullSim")["container_image"] == "/cvmfs/unpacked.cern.ch/el9"
+    refused = click(client, "/sessions/FullSim", "Save session", {"Container image": "relative/el9"})
+    assert refused.status_code == 400 and "absolute path" in refused.get_data(as_text=True)
