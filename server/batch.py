@@ -65,6 +65,11 @@ def backend_options(name, settings):
                 "slurm_conf": settings.backend_slurm_conf or None,
                 "partition": settings.backend_slurm_partition or None,
                 "sbatch_args": settings.backend_slurm_sbatch_args}
+    if name == "arc":
+        return {"wrapper": wrapper, "python": settings.backend_python,
+                "cert": settings.backend_arc_cert or None, "key": settings.backend_arc_key or None,
+                "ca": settings.backend_arc_ca or None, "timeout": settings.backend_arc_timeout_s,
+                "clean_after_s": settings.backend_arc_clean_after_s, "workdir": str(sandbox_dir(settings))}
     return {"wrapper": wrapper, "schedd": settings.backend_htcondor_schedd or None}
 
 

@@ -29,6 +29,13 @@ DEFAULTS = {
     "BACKEND_SLURM_PARTITION": "",
     "BACKEND_SLURM_SBATCH_ARGS": [],   # extra sbatch arguments (JSON list in the environment)
     "BACKEND_HTCONDOR_SCHEDD": "",
+    # arc: the client credential the CEs accept (a proxy file as CERT and no KEY, or a robot
+    # certificate and its key) and the CA dir (hashed, as X509_CERT_DIR) or file that signs the CEs.
+    "BACKEND_ARC_CERT": "",
+    "BACKEND_ARC_KEY": "",
+    "BACKEND_ARC_CA": "",          # empty: the system's CA bundle
+    "BACKEND_ARC_TIMEOUT_S": 60.0,     # one REST call to a CE
+    "BACKEND_ARC_CLEAN_AFTER_S": 3600.0,   # finished jobs are cleaned off the CE this long after
     "BATCH_POLL_INTERVAL_S": 30.0,     # batch poller of each server process; 0 = off
     "BATCH_GRACE_S": 30.0,             # a batch job ended this long ago without a final report -> sys-failed
     "CLEANUP_INTERVAL_S": 60.0,        # the removal requests' cleaner thread of `sbk serve`; 0 = off
@@ -55,6 +62,11 @@ class Settings:
     backend_slurm_partition: str
     backend_slurm_sbatch_args: tuple
     backend_htcondor_schedd: str
+    backend_arc_cert: str
+    backend_arc_key: str
+    backend_arc_ca: str
+    backend_arc_timeout_s: float
+    backend_arc_clean_after_s: float
     batch_poll_interval_s: float
     batch_grace_s: float
     cleanup_interval_s: float
@@ -82,6 +94,11 @@ class Settings:
                 backend_slurm_partition=str(config["BACKEND_SLURM_PARTITION"]),
                 backend_slurm_sbatch_args=_words(config["BACKEND_SLURM_SBATCH_ARGS"]),
                 backend_htcondor_schedd=str(config["BACKEND_HTCONDOR_SCHEDD"]),
+                backend_arc_cert=str(config["BACKEND_ARC_CERT"]),
+                backend_arc_key=str(config["BACKEND_ARC_KEY"]),
+                backend_arc_ca=str(config["BACKEND_ARC_CA"]),
+                backend_arc_timeout_s=float(config["BACKEND_ARC_TIMEOUT_S"]),
+                backend_arc_clean_after_s=float(config["BACKEND_ARC_CLEAN_AFTER_S"]),
                 batch_poll_interval_s=float(config["BATCH_POLL_INTERVAL_S"]),
                 batch_grace_s=float(config["BATCH_GRACE_S"]),
                 cleanup_interval_s=float(config["CLEANUP_INTERVAL_S"]),

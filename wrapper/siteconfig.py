@@ -101,6 +101,14 @@ class CredentialsConfig:
 
 
 @dataclass(frozen=True)
+class CeConfig:
+    # [ce]: the grid Compute Element that serves the site (the server's `arc` backend submits
+    # there); the wrapper itself never reads it.
+    url: str                      # the A-REX endpoint, https://host:443/arex
+    queue: Optional[str] = None   # the CE's queue (its batch partition); None: the CE's default
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     name: str
     se: StorageConfig
@@ -113,6 +121,7 @@ class SiteConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     wrapper: WrapperConfig = field(default_factory=WrapperConfig)
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
+    ce: Optional[CeConfig] = None
     container: ContainerConfig = field(default_factory=ContainerConfig)   # [container]: wrapper/container.py
     source: str = ""              # the file it came from, for messages
 
@@ -147,7 +156,7 @@ def parse_site_config(data, source="<site config>"):
         if extra:
             fail(f"unknown key '{where}{extra[0]}'")
 
-    known(data, ("name", "se", "stageout", "scratch", "transfer", "wrapper", "credentials", "container"), "")
+    known(data, ("name", "se", "stageout", "scratch", "transfer", "wrapper", "credentials", "ce", "container"), "")
     name = data.get("name")
     if not isinstance(name, str) or not re.fullmatch(SITE_NAME_RE, name):
         fail("'name' must be a site name like INFN-T1")
@@ -227,6 +236,16 @@ def parse_site_config(data, source="<site config>"):
                                  or not 0 <= min_life <= 30 * 86400):
         fail("'credentials.min_lifetime_s' must be a number of seconds between 0 and 2592000")
     credentials = CredentialsConfig(require=require, min_lifetime_s=None if min_life is None else float(min_life))
+    ce = None
+    if "ce" in data:
+        ce_table = table(data, "ce")
+        known(ce_table, CeConfig.__dataclass_fields__, "ce.")
+        ce_url, queue = ce_table.get("url"), ce_table.get("queue")
+        if not isinstance(ce_url, str) or not re.fullmatch(r"https://[^\s/]+(/\S*)?", ce_url):
+            fail("'ce.url' must be the CE's https:// endpoint, like https://ce.example.org:443/arex")
+        if queue is not None and (not isinstance(queue, str) or not re.fullmatch(r"[\w.+-]+", queue)):
+            fail("'ce.queue' must be a queue name")
+        ce = CeConfig(url=ce_url.rstrip("/"), queue=queue)
     container = parse_container_config(table(data, "container"), fail)
     return SiteConfig(
         name=name,
@@ -239,6 +258,7 @@ def parse_site_config(data, source="<site config>"):
         transfer=TransferConfig(**values),
         wrapper=WrapperConfig(**wrapper),
         credentials=credentials,
+        ce=ce,
         container=container,
         source=source,
     )

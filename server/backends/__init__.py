@@ -1,6 +1,7 @@
 """Batch backends: an explicit registry of name -> class, and one way to build one from config."""
 from .base import (BATCH_STATES, FINAL_BATCH_STATES, Backend, BackendError, BackendUnavailable, BatchState, Bunch,
                    JobSpec, split_bunches)
+from .arc import ArcBackend
 from .htcondor import HTCondorBackend
 from .local import LocalBackend
 from .slurm import SlurmBackend
@@ -9,6 +10,7 @@ BACKENDS = {
     "local": LocalBackend,
     "slurm": SlurmBackend,
     "htcondor": HTCondorBackend,
+    "arc": ArcBackend,
 }
 
 
@@ -24,6 +26,6 @@ def create_backend(name, **options):
         raise BackendError(f"bad options for backend {name!r}: {exc}") from exc
 
 
-__all__ = ["BACKENDS", "BATCH_STATES", "FINAL_BATCH_STATES", "Backend", "BackendError", "BackendUnavailable",
-           "BatchState", "Bunch", "HTCondorBackend", "JobSpec", "LocalBackend", "SlurmBackend", "create_backend",
-           "split_bunches"]
+__all__ = ["ArcBackend", "BACKENDS", "BATCH_STATES", "FINAL_BATCH_STATES", "Backend", "BackendError",
+           "BackendUnavailable", "BatchState", "Bunch", "HTCondorBackend", "JobSpec", "LocalBackend", "SlurmBackend",
+           "create_backend", "split_bunches"]

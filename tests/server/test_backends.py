@@ -72,12 +72,14 @@ def marker(tmp_path, job_id):
 # --- interface -----------------------------------------------------------------------------------
 
 def test_registry_names_each_backend_class():
-    assert BACKENDS == {"local": LocalBackend, "slurm": SlurmBackend, "htcondor": HTCondorBackend}
+    from server.backends import ArcBackend
+    assert BACKENDS == {"local": LocalBackend, "slurm": SlurmBackend, "htcondor": HTCondorBackend,
+                        "arc": ArcBackend}
     assert all(cls.name == name for name, cls in BACKENDS.items())
 
 
 def test_create_backend_refuses_unknown_names_and_options():
-    with pytest.raises(BackendError, match="unknown backend 'pbs'; known: htcondor, local, slurm"):
+    with pytest.raises(BackendError, match="unknown backend 'pbs'; known: arc, htcondor, local, slurm"):
         create_backend("pbs")
     with pytest.raises(BackendError, match="bad options for backend 'slurm'"):
         create_backend("slurm", colour="red")

@@ -1,0 +1,150 @@
+"""The `arc` backend against a real ARC CE (A-REX 6, LRMS fork) started by tests/infra/arc_ce.py.
+
+The jobs run a stand-in severus.pyz (a zipapp that prints what it was given and
+exits as its description asks): this tests the backend's submission, sandbox,
+states, kill and clean, not the wrapper (tests/test_arc_production.py runs the
+real one through the CE into Slurm).
+"""
+import json
+import time
+import zipapp
+
+import pytest
+
+from server.backends import ArcBackend, BackendError, BackendUnavailable, Bunch, JobSpec, create_backend
+from server.backends.arc import job_xrsl, resources
+from tests.infra.arc_ce import arc_ce_fork  # noqa: F401 (session fixture)
+
+pytestmark = pytest.mark.timeout(180)
+
+FAKE_MAIN = '''
+import json, os, sys, time
+args = sys.argv[1:]
+desc = json.load(open(args[1]))
+test = desc["test"]
+print(json.dumps({"args": args, "uid": os.getuid(), "cwd": os.getcwd(), "job": desc["job"]["id"],
+                  "site_config": open(args[args.index("--site-config") + 1]).read()}), flush=True)
+time.sleep(test.get("sleep", 0))
+sys.exit(test.get("exit", 0))
+'''
+
+
+@pytest.fixture(scope="module")
+def fake_pyz(tmp_path_factory):
+    src = tmp_path_factory.mktemp("fakepyz")
+    (src / "app").mkdir()
+    (src / "app" / "__main__.py").write_text(FAKE_MAIN)
+    out = src / "severus.pyz"
+    zipapp.create_archive(src / "app", out)
+    return out
+
+
+def site_toml(ce, queue="fork"):
+    return (f'name = "ARC-SITE"\n[se]\nlfn_prefix = "/grid/test"\nurls = ["root://localhost:1094//data"]\n'
+            f'[ce]\nurl = "{ce.url}"\nqueue = "{queue}"\n')
+
+
+def make_bunch(tmp_path, ce, specs, first_id=1, limits=None):
+    jobs = tuple(JobSpec(job_id=first_id + i, runnum=100 + first_id + i,
+                         description={"schema": 1, "job": {"id": first_id + i}, "test": spec,
+                                      "limits": dict(limits or {"max_wct_s": 60})})
+                 for i, spec in enumerate(specs))
+    return Bunch(site="ARC-SITE", jobs=jobs, site_config=site_toml(ce), workdir=str(tmp_path / "sandboxes"))
+
+
+def backend_for(ce, wrapper, **kw):
+    return ArcBackend(wrapper=str(wrapper), cert=str(ce.cert), key=str(ce.key), ca=str(ce.ca_dir), **kw)
+
+
+def wait_states(backend, gjids, done, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        states = backend.status(gjids)
+        if all(done(s) for s in states.values()):
+            return states
+        if time.monotonic() > deadline:
+            pytest.fail(f"states not reached in {timeout}s: {states}")
+        time.sleep(0.5)
+
+
+def session_file(ce, gjid, name):
+    reply = ce.session().get(f"{ce.url}/rest/1.0/jobs/{gjid.split('#')[1]}/session/{name}", timeout=10)
+    return reply.status_code, reply.text
+
+
+def test_resources_and_xrsl_follow_the_job_description():
+    req = resources({"limits": {"cores": 4, "max_rss_mb": 2000, "max_wct_s": 3600}})
+    assert req["count"] == 4 and req["memory"] == 500 and req["walltime"] > 3600   # memory per core
+    assert "memory" not in resources({"limits": {"max_wct_s": 60}})
+    text = job_xrsl(1, "S", 7, {"limits": {"cores": 4, "max_rss_mb": 2000, "max_wct_s": 3600}}, "q", "python3", 99)
+    for part in ('(count="4")', '(memory="500")', f'(walltime="{req["walltime"]} seconds")', '(queue="q")',
+                 '("severus.pyz" "")("job-1.json" "")("site.toml" "")', '(outputfiles=("job.out" ""))'):
+        assert part in text
+
+
+def test_registry_and_clear_refusals(tmp_path, arc_ce_fork, fake_pyz):  # noqa: F811
+    ce = arc_ce_fork
+    with pytest.raises(BackendError, match="no client credential"):
+        create_backend("arc")
+    backend = backend_for(ce, fake_pyz)
+    bunch = make_bunch(tmp_path, ce, [{}])
+    with pytest.raises(BackendError, match=r"names no CE.*\[ce\] url"):
+        backend.submit(Bunch(site="X", jobs=bunch.jobs, workdir=bunch.workdir,
+                             site_config='name = "X"\n[se]\nlfn_prefix = "/g"\nurls = ["root://h//g"]\n'))
+    dead = Bunch(site="X", jobs=bunch.jobs, workdir=bunch.workdir,
+                 site_config=site_toml(ce).replace(str(ce.port), "1"))
+    with pytest.raises(BackendUnavailable, match="cannot be reached"):
+        backend.submit(dead)
+    with pytest.raises(BackendError, match="not an ARC gjid"):
+        backend.status(["12345_0"])
+
+
+def test_bunch_runs_each_job_with_its_sandbox_then_is_cleaned(tmp_path, arc_ce_fork, fake_pyz):  # noqa: F811
+    ce = arc_ce_fork
+    backend = backend_for(ce, fake_pyz)
+    bunch = make_bunch(tmp_path, ce, [{"exit": 0}, {"exit": 3}],
+                       limits={"cores": 1, "max_rss_mb": 300, "max_wct_s": 120})
+    gjids = backend.submit(bunch)
+    assert sorted(gjids) == [1, 2] and all(g.startswith(ce.url + "#") for g in gjids.values())
+    states = wait_states(backend, list(gjids.values()), lambda s: s.final)
+    ok, bad = states[gjids[1]], states[gjids[2]]
+    assert (ok.state, ok.exit_code) == ("completed", 0), ok
+    assert (bad.state, bad.exit_code) == ("failed", 3) and "exit code" in bad.reason, bad
+
+    # what the job got: its own description, the site config, run as the mapped grid user
+    code, text = session_file(ce, gjids[2], "job.out")
+    assert code == 200, text
+    seen = json.loads(text.splitlines()[0])
+    assert seen["job"] == 2 and seen["args"][:2] == ["run", "job-1.json"] and seen["uid"] != 0
+    assert f'url = "{ce.url}"' in seen["site_config"]
+    # only the declared output is kept: the uploaded sandbox is gone from the session
+    listing = ce.session().get(f"{ce.url}/rest/1.0/jobs/{gjids[2].split('#')[1]}/session/", timeout=10).text
+    assert "job.out" in listing and "severus.pyz" not in listing
+    # the CE was asked for what the description asks: its own record of the job
+    local = ce.session().get(f"{ce.url}/rest/1.0/jobs/{gjids[1].split('#')[1]}/diagnose/local", timeout=10).text
+    assert "jobname=severus-ARC-SITE-1" in local and "queue=fork" in local
+
+    backend.clean(gjids.values())
+    gone = wait_states(backend, list(gjids.values()), lambda s: s.state == "unknown", timeout=30)
+    assert all("knows no job" in s.reason for s in gone.values())
+
+
+def test_sweep_cleans_jobs_finished_for_clean_after_s(tmp_path, arc_ce_fork, fake_pyz):  # noqa: F811
+    ce = arc_ce_fork
+    backend = backend_for(ce, fake_pyz, clean_after_s=0.0)
+    gjids = list(backend.submit(make_bunch(tmp_path, ce, [{}], first_id=10)).values())
+    wait_states(backend, gjids, lambda s: s.final)
+    # the sweep (every status call when clean_after_s is 0) cleans it once A-REX says FINISHED
+    wait_states(backend, gjids, lambda s: s.state == "unknown", timeout=30)
+
+
+def test_kill_ends_the_job_cancelled(tmp_path, arc_ce_fork, fake_pyz):  # noqa: F811
+    ce = arc_ce_fork
+    backend = backend_for(ce, fake_pyz)
+    gjids = list(backend.submit(make_bunch(tmp_path, ce, [{"sleep": 600}], first_id=20)).values())
+    wait_states(backend, gjids, lambda s: s.state == "running" and s.reason == "ARC INLRMS", timeout=60)
+    backend.cancel(gjids)
+    state = wait_states(backend, gjids, lambda s: s.final)[gjids[0]]
+    assert state.state == "cancelled" and "cancel" in state.reason.lower() and state.exit_code is None, state
+    backend.cancel(gjids)   # a job already ended: left alone, no error
+    backend.clean(gjids)
