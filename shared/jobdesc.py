@@ -83,6 +83,9 @@ class Limits:
     grace_s: float = 10.0          # SIGTERM -> SIGKILL
     cores: int = 1                 # what the batch system gives the job; the payload is told
     memory_mb: float = 0.0         # the batch system's memory request for the job; 0: its default
+    # at most this much remaining credential life asked before a stage (a job whose credential an agent
+    # renews); 0: the default need, max_wct_s + the stage-out time (wrapper/credentials.py)
+    credential_lifetime_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,8 @@ def _parse(d):
     lm = d.get("limits", {})
     if not isinstance(lm, dict):
         raise s.SchemaError("'limits' must be an object")
-    s.refuse_unknown(lm, ("max_wct_s", "max_rss_mb", "stall_s", "grace_s", "cores", "memory_mb"), "limits.")
+    s.refuse_unknown(lm, ("max_wct_s", "max_rss_mb", "stall_s", "grace_s", "cores", "memory_mb",
+                          "credential_lifetime_s"), "limits.")
     limits = Limits(
         max_wct_s=s.number(lm, "max_wct_s", "limits.", default=86400.0, lo=1, hi=30 * 86400),
         max_rss_mb=s.number(lm, "max_rss_mb", "limits.", default=0.0, hi=1024 * 1024),
@@ -236,6 +240,7 @@ def _parse(d):
         grace_s=s.number(lm, "grace_s", "limits.", default=10.0, lo=0, hi=3600),
         cores=s.integer(lm, "cores", "limits.", default=1, lo=1, hi=1024),
         memory_mb=s.number(lm, "memory_mb", "limits.", default=0.0, hi=1024 * 1024),
+        credential_lifetime_s=s.number(lm, "credential_lifetime_s", "limits.", default=0.0, hi=30 * 86400),
     )
     container = None
     if d.get("container") is not None:

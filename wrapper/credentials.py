@@ -300,10 +300,11 @@ def apply_environment(creds, workdir=None):
 def needed_lifetime(desc, site, before_payload):
     """Seconds a credential must still live for a stage: the payload's wallclock limit (when the
     payload is still to come) plus a stage-out's base transfer time, unless the site's
-    `[credentials] min_lifetime_s` asks for less."""
+    `[credentials] min_lifetime_s` or the job's `limits.credential_lifetime_s` asks for less."""
     need = site.transfer.timeout_base_s + (desc.limits.max_wct_s if before_payload else 0.0)
-    floor = site.credentials.min_lifetime_s
-    return need if floor is None else min(need, floor)
+    floors = [f for f in (site.credentials.min_lifetime_s, desc.limits.credential_lifetime_s or None)
+              if f is not None]
+    return min([need, *floors])
 
 
 def check_lifetime(creds, require, needed_s, what, now=None):

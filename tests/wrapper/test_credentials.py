@@ -149,6 +149,9 @@ def test_any_is_met_by_a_token_when_the_proxy_is_gone_and_the_site_may_lower_the
                    limits={"max_wct_s": 36000})
     assert cr.needed_lifetime(ctx.desc, ctx.site, True) == 36000 + ctx.site.transfer.timeout_base_s
     assert cr.needed_lifetime(ctx.desc, ctx.site, False) == ctx.site.transfer.timeout_base_s
+    renewed = make_ctx(ctx.site, limits={"max_wct_s": 36000, "credential_lifetime_s": 1200})
+    assert cr.needed_lifetime(renewed.desc, renewed.site, True) == 1200          # the job asks for less
+    cr.check_lifetime(cr.discover(), "token", cr.needed_lifetime(renewed.desc, renewed.site, True), "inputs")
 
 
 def test_an_expired_token_is_005(grid_pki, use_cred):
