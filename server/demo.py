@@ -1,10 +1,16 @@
 """`sbk demo`: one whole small production on this machine, on embedded defaults.
 
 A server on SQLite in a temporary directory, a real XRootD storage element on
-loopback (or, without xrootd, a local directory as a direct-access SE), a toy
-FastSim release, one production with one request, N jobs run by `severus run`
-through the local backend, then the job table and the outputs' catalog
-entries. Exits 1 when any job did not end `done`.
+loopback, a toy FastSim release, one production with one request, N jobs run by
+`severus run` through the local backend, then the job table and the outputs'
+catalog entries. Exits 1 when any job did not end `done`.
+
+The SE is a secured one when its packages are installed (server/secure_se.py:
+GSI and tokens on root://, davs:// with client certificates or tokens): the demo
+makes its own CA and a VOMS proxy (server/grid_pki.py), the site config demands a
+proxy, and the jobs find it as on a grid node (X509_USER_PROXY, X509_CERT_DIR).
+Else, or with --open-se, an open XRootD SE; without xrootd (or with --no-xrootd)
+a local directory as a direct-access SE.
 
 Everything goes through the same doors a person would use: the `sbk` command
 for the server and its first user, the HTTP API for the production, and the
@@ -26,6 +32,8 @@ import requests
 from shared.states import FINAL_STATUSES
 from .backends.base import Bunch, JobSpec
 from .backends.local import LocalBackend
+from .grid_pki import USER_DN, PKIError, demo_missing, make_demo_pki
+from .secure_se import start_secure_se
 from .toy_release import build_toy_release
 from .xrootd_se import SEStartError, free_port, start_se, xrootd_available
 
@@ -63,6 +71,9 @@ class Demo:
     se: object = None
     url: str = ""
     token: str = ""
+    storage: str = ""       # which SE, for the results
+    job_env: dict = None    # the jobs' environment on a secured SE: the node's credential
+    upload_env: dict = None  # the release manager's, to put the release there
 
     def stop(self):
         if self.server is not None:
@@ -133,7 +144,43 @@ def start_storage(demo, progress, want_xrootd=True):
         (root / DIRECT_PROBE_FILE).write_text("severus demo: this directory is the SE\n")
         se = {"lfn_prefix": LFN_PREFIX, "local_path": str(root), "access": "direct",
               "probe_file": DIRECT_PROBE_FILE}
-        print("xrootd is not installed: using a local directory as a direct-access SE", file=sys.stderr)
+        if want_xrootd:
+            print("xrootd is not installed: using a local directory as a direct-access SE", file=sys.stderr)
+    demo.storage = (f"open XRootD SE {demo.se.root_url} (no credentials)" if demo.se
+                    else f"a local directory as a direct-access SE ({root})")
+    return write_site_config(demo, se), root
+
+
+def start_secure_storage(demo, progress):
+    """The secured XRootD SE, its PKI and the jobs' VOMS proxy under the demo's directory; the
+    site config demands a proxy. DemoError when a part does not come up."""
+    try:
+        pki = make_demo_pki(demo.base / "pki")
+        demo.se = start_secure_se(demo.base / "secure-se", pki)
+    except (PKIError, SEStartError, OSError) as exc:
+        raise DemoError(str(exc)) from None
+    se = demo.se
+    proxy = pki.voms_proxy if pki.voms_proxy.exists() else pki.proxy
+    # As a grid node has it: the proxy and the CA directory by their standard variables, nothing
+    # of this machine's own credentials (client_env drops them and hides $XDG_RUNTIME_DIR/bt_u*).
+    env = se.client_env(proxy=proxy)
+    for var in ("XRD_REQUESTTIMEOUT", "XRD_CONNECTIONRETRY"):   # the wrapper's own, not the probe's
+        env.pop(var, None)
+        if var in os.environ:
+            env[var] = os.environ[var]
+    demo.job_env = env
+    demo.upload_env = se.client_env(proxy=pki.proxy)
+    kind = "a VOMS proxy (testvo)" if proxy == pki.voms_proxy else "a proxy"
+    demo.storage = (f"secured XRootD SE {se.root_endpoint} (GSI or token) and davs://localhost:{se.http_port} "
+                    f"(certificate or token); jobs hold {kind} of {USER_DN}")
+    progress.step(f"secured XRootD SE on {se.root_url} and {se.davs_url}, own CA and {kind} in {pki.base}")
+    site_config = write_site_config(demo, {"lfn_prefix": LFN_PREFIX, "urls": [se.root_url, se.davs_url],
+                                           "access": "protocol"}, require="proxy")
+    return site_config, pki
+
+
+def write_site_config(demo, se, require=None):
+    """The demo site's config in `<base>/site_configs`; `require`: its [credentials] require."""
     configs = demo.base / "site_configs"
     configs.mkdir(exist_ok=True)
     lines = [f'name = "{SITE}"', "", "[se]"]
@@ -141,8 +188,30 @@ def start_storage(demo, progress, want_xrootd=True):
         rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]" if isinstance(value, list) else f'"{value}"'
         lines.append(f"{key} = {rendered}")
     lines += ["", "[scratch]", "min_free_gb = 0.1", ""]
+    if require:
+        lines += ["[credentials]", f'require = "{require}"', ""]
     (configs / f"{SITE}.toml").write_text("\n".join(lines))
-    return configs / f"{SITE}.toml", root
+    return configs / f"{SITE}.toml"
+
+
+def choose_storage(demo, progress, args):
+    """The secured SE when it can run, else the open one with one line saying why: (site config,
+    local root of a direct-access SE or None, the demo's PKI or None)."""
+    # Without xrootd at all start_storage says so itself (and uses a directory).
+    if not args.open_se and not args.no_xrootd and xrootd_available():
+        missing = demo_missing()
+        why = f"needs {', '.join(missing)} (scripts/install-deps installs them)" if missing else ""
+        if not missing:
+            try:
+                site_config, pki = start_secure_storage(demo, progress)
+                return site_config, None, pki
+            except DemoError as exc:
+                why = f"did not start: {exc}"
+                demo.stop()
+                demo.se = demo.job_env = demo.upload_env = None
+        print(f"sbk demo: the secured SE {why}; using the open XRootD SE", file=sys.stderr)
+    site_config, root = start_storage(demo, progress, want_xrootd=not args.no_xrootd)
+    return site_config, root, None
 
 
 class Api:
@@ -179,15 +248,22 @@ def define_production(api, release, jobs, events):
     return request
 
 
-def upload_release(release, site_config, root, api):
-    """Put the toy tarball on the SE through the wrapper's own transfer code, and register it."""
+def upload_release(release, site_config, root, api, env=None):
+    """Put the toy tarball on the SE through the wrapper's own transfer code, and register it;
+    with `env` (a secured SE's: the release manager's proxy) by the command-line tools in it."""
     from wrapper.siteconfig import load_site_config
-    from wrapper.transfer import make_transfer
+    from wrapper.transfer import CliTransfer, make_transfer
 
     site = load_site_config(site_config)
     base = site.se.urls[0] if site.se.urls else site.se.local_path
     surl = site.se.url(base, SOFTWARE_LFN)
-    transfer = make_transfer(surl)
+    if env is None:
+        transfer = make_transfer(surl)
+    else:
+        # gfal2 and XrdCl in this process read credentials from os.environ once; the tools in
+        # a subprocess take exactly this environment.
+        transfer = CliTransfer()
+        transfer.env = dict(env, XRD_CONNECTIONRETRY="1", XRD_CPUSEPGWRTRD="0")
     transfer.mkdir(surl.rsplit("/", 1)[0])
     transfer.copy_out(str(release.path), surl, timeout=60, adler32=release.adler32)
     api.call("POST", "/catalog/replicas", json={
@@ -203,7 +279,7 @@ def run_jobs(api, demo, job_ids, site_config, progress, timeout):
         desc = api.call("POST", f"/jobs/{job_id}/token")
         specs.append(JobSpec(job_id=job_id, runnum=desc["job"]["runnum"], description=desc))
     backend = LocalBackend(max_parallel=len(specs),
-                           env=dict(os.environ, SEVERUS_SITE_CONFIGS=str(site_config.parent)))
+                           env=dict(demo.job_env or os.environ, SEVERUS_SITE_CONFIGS=str(site_config.parent)))
     try:
         backend.submit(Bunch(site=SITE, jobs=tuple(specs), site_config=site_config.read_text(),
                              workdir=str(demo.base / "jobs")))
@@ -222,7 +298,9 @@ def run_jobs(api, demo, job_ids, site_config, progress, timeout):
         backend.close()
 
 
-def print_results(jobs, files):
+def print_results(jobs, files, storage=""):
+    if storage:
+        print(f"storage: {storage}\n")
     print(f"{'runnum':>10}  {'status':<14} {'step':<11} {'site':<8} {'wct (s)':>8}")
     for j in sorted(jobs, key=lambda j: j["runnum"]):
         status = j["status"] + ("" if j.get("error_code") in (None, 0) else f" {j['error_code']:03d}")
@@ -242,6 +320,7 @@ def main(argv=None):
     parser.add_argument("--events", type=int, default=1000, help="events per job (default 1000)")
     parser.add_argument("--workdir", help="keep everything in this directory (default: a temp dir, removed)")
     parser.add_argument("--keep", action="store_true", help="leave the server and SE running")
+    parser.add_argument("--open-se", action="store_true", help="use an open XRootD SE, no credentials")
     parser.add_argument("--no-xrootd", action="store_true", help="use a direct-access directory SE")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for the jobs")
     args = parser.parse_args(argv)
@@ -251,11 +330,11 @@ def main(argv=None):
     demo = Demo(base=base)
     started = time.monotonic()
     try:
-        site_config, root = start_storage(demo, progress, want_xrootd=not args.no_xrootd)
+        site_config, root, pki = choose_storage(demo, progress, args)
         start_server(demo, f"sqlite:///{base / 'sbk.db'}", progress)
         api = Api(demo.url, demo.token)
         release = build_toy_release(base)
-        upload_release(release, site_config, root, api)
+        upload_release(release, site_config, root, api, env=demo.upload_env)
         progress.step(f"toy FastSim release {release.adler32} on the SE and in the catalog")
         request = define_production(api, release, args.jobs, args.events)
         progress.step(f"production {PRODUCTION}, request {request['id']} valid")
@@ -265,10 +344,14 @@ def main(argv=None):
                                                  "log_to_db": True}]})
         jobs = run_jobs(api, demo, plan["job_ids"], site_config, progress, args.timeout)
         files = api.call("GET", "/catalog/files", params={"dir": OUTPUT_LFN})["files"]
-        print_results(jobs, files)
+        print_results(jobs, files, demo.storage)
         bad = [j for j in jobs if j["status"] != "done"]
         print(f"\n{len(jobs) - len(bad)}/{len(jobs)} jobs done in {time.monotonic() - started:.1f} s"
               + (f"; work in {base}" if args.keep or args.workdir else ""))
+        if pki is not None and (args.keep or args.workdir):
+            token = f" BEARER_TOKEN_FILE={pki.token}" if pki.token.exists() else ""
+            print(f"credentials: X509_USER_PROXY={demo.job_env['X509_USER_PROXY']} X509_CERT_DIR={pki.cert_dir}"
+                  f"{token}")
         if args.keep:
             print(f"server {demo.url} token {demo.token}; stop with: kill {demo.server.pid}"
                   + (f" {demo.se.pid}" if demo.se else ""))
