@@ -133,6 +133,30 @@ def test_without_the_secured_se_the_demo_says_why_in_one_line_and_uses_the_open_
     assert why == [f"sbk demo: the secured SE {expected}; using the open XRootD SE"], err
 
 
+@pytest.mark.timeout(300)
+def test_without_globus_and_voms_tools_the_demo_makes_its_proxy_in_python(tmp_path):
+    """A machine without globus-proxy-utils and voms-clients: the PATH given to `sbk demo` has
+    every other command of this one. The jobs then hold a plain proxy made by make_proxy."""
+    hidden = {"grid-proxy-init", "voms-proxy-fake", "voms-proxy-info"}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for d_name in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(d_name):
+            continue
+        for name in os.listdir(d_name):
+            link = bin_dir / name
+            if name not in hidden and not os.path.lexists(link):
+                link.symlink_to(os.path.join(d_name, name))
+    env = dict(os.environ, PATH=str(bin_dir))
+    run = subprocess.run([sys.executable, "-m", "server.cli", "demo", "--jobs", "1", "--events", "100", "--workdir",
+                          str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "storage: secured XRootD SE root://localhost:" in run.stdout and "1/1 jobs done" in run.stdout
+    assert f"jobs hold a proxy of {USER_DN}" in run.stdout
+    pki = tmp_path / "work" / "pki"
+    assert not (pki / "vproxy.pem").exists() and (pki / "proxy.pem").exists()
+
+
 def test_a_proxy_made_in_python_is_accepted_by_the_secured_se(grid_pki, secure_se, tmp_path):
     """make_proxy, the fallback without grid-proxy-init: GSI on root:// and the wrapper's reader take it."""
     from wrapper.credentials import read_proxy
