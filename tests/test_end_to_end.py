@@ -24,9 +24,10 @@ def adler32_of(path):
 
 
 def test_demo_runs_a_production_and_everything_lands(tmp_path):
-    """`sbk demo`: 4 jobs done, outputs on the SE with the catalog's adler32, history in order, logs stored."""
+    """`sbk demo --open-se`: 4 jobs done, outputs on the SE with the catalog's adler32, history in order, logs
+    stored (the demo on the secured SE, its default: tests/test_demo_secure.py)."""
     work = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "server.cli", "demo", "--workdir", str(work)],
+    proc = subprocess.run([sys.executable, "-m", "server.cli", "demo", "--open-se", "--workdir", str(work)],
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "4/4 jobs done" in proc.stdout
