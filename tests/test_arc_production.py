@@ -18,8 +18,7 @@ import pytest
 from server import demo as d
 from server.backends.resources import STAGING_MARGIN_S
 from server.toy_release import build_toy_release
-from tests.infra.arc_ce import arc_ce_slurm  # noqa: F401 (session fixture)
-from tests.infra.slurm import slurm_cluster  # noqa: F401 (session fixture)
+from tests.infra.arc_ce import arc_ce_slurm, arc_slurm_cluster  # noqa: F401 (session fixtures)
 from tests.test_slurm_production import FINAL, slow_production, submit, wait_jobs
 from tests.waiting import poll
 
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory, arc_ce_slurm, slurm_cluster):  # noqa: F811
+def live(tmp_path_factory, arc_ce_slurm, arc_slurm_cluster):  # noqa: F811
     """sbk serve (polling every 0.5 s) with the arc backend's credential + SE + toy release + a production."""
     base = tmp_path_factory.mktemp("arcprod")
     ce = arc_ce_slurm
@@ -50,7 +49,7 @@ def live(tmp_path_factory, arc_ce_slurm, slurm_cluster):  # noqa: F811
             d.upload_release(release, site_config, root, api)
             request = d.define_production(api, release, jobs=2, events=100)
             yield {"demo": demo, "api": api, "release": release, "request": request, "base": base,
-                   "ce": ce, "slurm": slurm_cluster}
+                   "ce": ce, "slurm": arc_slurm_cluster}
         finally:
             demo.stop()
 

@@ -50,10 +50,12 @@ AREX_STATES = {
     "SUBMITTING": PENDING, "INLRMS": RUNNING, "CANCELING": RUNNING, "FINISHING": RUNNING,
 }
 _EXIT = re.compile(r"^exitcode=(-?\d+)\s*$", re.M)
-_ENDED_BY = [   # the `failed` text of a FINISHED job -> why it ended, first match wins
+_LRMS_CODE = re.compile(r"LRMS error: \((-?\d+)\)")
+_ENDED_BY = [   # the `failed` text of a FINISHED job -> why it ended, first match wins (a limit's
+    # kill says "killed" too: the limits come first)
+    (re.compile(r"memory|\bv?mem\b", re.I), OUT_OF_MEMORY),
+    (re.compile(r"\bwall\b|wall ?time|time limit|cpu ?time", re.I), TIMEOUT),
     (re.compile(r"cancel|kill|terminated by signal", re.I), CANCELLED),
-    (re.compile(r"wall ?time|time limit|cpu time", re.I), TIMEOUT),
-    (re.compile(r"memory", re.I), OUT_OF_MEMORY),
 ]
 
 
@@ -67,6 +69,25 @@ def resources(description: dict) -> dict:
     if res.memory_mb:
         request["memory"] = math.ceil(res.memory_mb / res.cores)
     return request
+
+
+def finished_state(failed: str, diag: str) -> BatchState:
+    """A FINISHED job's state from its `failed` file (empty: success) and its `diag` (`exitcode=N`)."""
+    why = failed.strip().splitlines()[0] if failed.strip() else ""
+    codes = _EXIT.findall(diag)
+    exit_code = int(codes[-1]) if codes and int(codes[-1]) >= 0 else None
+    if not why:
+        return BatchState(COMPLETED, "ARC FINISHED", exit_code)
+    state = next((s for pattern, s in _ENDED_BY if pattern.search(why)), FAILED)
+    if state != FAILED:
+        # cancelled, or stopped for a limit: there is no exit code of the job's own to report
+        return BatchState(state, f"ARC FINISHED: {why}")
+    if exit_code is None:
+        # "LRMS error: (13) Job failed": the diag's exitcode line is missing when the job script
+        # did not reach its end, the failed text still carries the code
+        match = _LRMS_CODE.search(why)
+        exit_code = int(match.group(1)) if match and int(match.group(1)) > 0 else None
+    return BatchState(FAILED, f"ARC FINISHED: {why}", exit_code)
 
 
 def _quote(value) -> str:
@@ -222,15 +243,9 @@ class ArcBackend(Backend):
         if arex_state != "FINISHED":
             return BatchState(AREX_STATES.get(arex_state, PENDING), f"ARC {arex_state}")
         failed = self._call("GET", endpoint, f"/jobs/{arex_id}/diagnose/failed", ok=(200, 404))
-        why = failed.text.strip().splitlines()[0] if failed.status_code == 200 and failed.text.strip() else ""
         diag = self._call("GET", endpoint, f"/jobs/{arex_id}/diagnose/diag", ok=(200, 404))
-        codes = _EXIT.findall(diag.text) if diag.status_code == 200 else []
-        exit_code = int(codes[-1]) if codes and int(codes[-1]) >= 0 else None
-        if not why:
-            return BatchState(COMPLETED, "ARC FINISHED", exit_code)
-        state = next((s for pattern, s in _ENDED_BY if pattern.search(why)), FAILED)
-        # A job cancelled or killed for a limit has no exit code of its own to report.
-        return BatchState(state, f"ARC FINISHED: {why}", exit_code if state == FAILED else None)
+        return finished_state(failed.text if failed.status_code == 200 else "",
+                              diag.text if diag.status_code == 200 else "")
 
     def _sweep(self):
         """Clean the jobs the CEs have held FINISHED for clean_after_s (looked at every SWEEP_INTERVAL_S)."""

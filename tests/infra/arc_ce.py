@@ -5,7 +5,7 @@ certificates from `arcctl test-ca`, a `gridjob` account to map to (A-REX refuses
 to run jobs as root), arc.conf, and the two `arched` daemons (job manager and web
 service) started directly; ready once the REST endpoint answers the test user
 (~2 s). LRMS `fork` runs jobs on this machine (fast tests); `slurm` puts them on
-the tests' private Slurm cluster (its SLURM_CONF in the daemons' environment).
+a private Slurm cluster of tests/infra/slurm.py (its SLURM_CONF in the daemons' environment).
 
 Everything lives under one directory outside pytest's tmp tree: the `gridjob`
 account must reach the session directory, and pytest makes its dirs mode 0700.
@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from server.xrootd_se import free_port
+from tests.infra.slurm import slurm_available, start_slurm
 
 GRID_USER = "gridjob"
 USER_CN = "Severus Test User"
@@ -141,16 +142,6 @@ def _processes_naming(base):
         except OSError:
             continue
     return found
-
-
-def open_to_grid_user(path):
-    """Let `gridjob` reach `path` (x on it and every parent): A-REX runs sbatch as the mapped user,
-    which must read the cluster's slurm.conf and reach its munge socket, here under pytest's 0700 dirs."""
-    path = Path(path).resolve()
-    for directory in [path] + list(path.parents):
-        mode = directory.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(directory, (mode & 0o7777) | 0o001)
 
 
 def _alive(pid):
@@ -329,9 +320,13 @@ def start_ce(base=None, lrms="fork", queue=None, slurm_conf=None, pki_from=None,
         raise ArcStartError(f"arcconfig-parser refused arc.conf: {parse.stderr.strip()}")
     (base / "run" / "arex-gm.xml").write_text(_GM_XML.format(base=base, port=ce.port))
     (base / "run" / "arex-ws.xml").write_text(_WS_XML.format(base=base, port=ce.port))
-    env = dict(os.environ, X509_USER_CERT=str(base / "certs" / "host-localhost-cert.pem"),
-               X509_USER_KEY=str(base / "certs" / "host-localhost-key.pem"), X509_CERT_DIR=str(ce.ca_dir),
-               HOSTNAME="localhost", TMPDIR=str(base / "tmp"))
+    # A clean environment: the daemons pass theirs on to every job (sbatch exports it), and the
+    # test process's (HOME, X509_*, BEARER_TOKEN* of other fixtures, in dirs `gridjob` cannot
+    # enter) would make the jobs' world differ from a real CE's.
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+           "X509_USER_CERT": str(base / "certs" / "host-localhost-cert.pem"),
+           "X509_USER_KEY": str(base / "certs" / "host-localhost-key.pem"), "X509_CERT_DIR": str(ce.ca_dir),
+           "HOSTNAME": "localhost", "TMPDIR": str(base / "tmp")}
     if slurm_conf:
         env["SLURM_CONF"] = str(slurm_conf)
     deadline = time.monotonic() + timeout
@@ -390,9 +385,25 @@ def arc_ce_fork(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def arc_ce_slurm(slurm_cluster, tmp_path_factory):
-    """A CE with LRMS slurm in front of the tests' private Slurm (import slurm_cluster beside it)."""
-    open_to_grid_user(slurm_cluster.conf.parent)
-    ce = ce_fixture("slurm", slurm_conf=str(slurm_cluster.conf))
+def arc_slurm_cluster():
+    """The tests' private Slurm (tests/infra/slurm.py), started outside pytest's tmp tree.
+
+    Jobs through a CE run as `gridjob`, and slurmd execs their script from its spool dir: under
+    /tmp/pytest-of-<user>, which pytest resets to 0700 whenever any session starts, they could not.
+    A-REX also runs sbatch, squeue and scancel as that user: slurm.conf and the munge socket too."""
+    if not slurm_available():
+        pytest.fail("Slurm is not installed: run `make test` (it installs slurmd slurmctld slurm-client munge)")
+    base = Path(tempfile.mkdtemp(prefix="severus-arc-slurm-"))
+    os.chmod(base, 0o755)
+    cluster = start_slurm(base)
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def arc_ce_slurm(arc_slurm_cluster, tmp_path_factory):
+    """A CE with LRMS slurm in front of arc_slurm_cluster (import both into the test module)."""
+    ce = ce_fixture("slurm", slurm_conf=str(arc_slurm_cluster.conf))
     yield ce
     finish(ce, tmp_path_factory.mktemp("arc-ce-slurm-logs"))

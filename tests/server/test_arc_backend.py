@@ -6,6 +6,8 @@ states, kill and clean, not the wrapper (tests/test_arc_production.py runs the
 real one through the CE into Slurm).
 """
 import json
+import os
+import subprocess
 import time
 import zipapp
 
@@ -148,3 +150,38 @@ def test_kill_ends_the_job_cancelled(tmp_path, arc_ce_fork, fake_pyz):  # noqa: 
     assert state.state == "cancelled" and "cancel" in state.reason.lower() and state.exit_code is None, state
     backend.cancel(gjids)   # a job already ended: left alone, no error
     backend.clean(gjids)
+
+
+def test_finished_state_reads_the_failed_and_diag_files():
+    from server.backends.arc import finished_state
+    ok = finished_state("", "walltime=3\nexitcode=0\n")
+    assert (ok.state, ok.reason, ok.exit_code) == ("completed", "ARC FINISHED", 0)
+    wrong = finished_state("LRMS error: (3) Job finished with wrong exit code - 3 != 0\n", "exitcode=3\n")
+    assert (wrong.state, wrong.exit_code) == ("failed", 3)
+    # no exitcode line (the job script was cut short): the code in the failed text
+    assert finished_state("LRMS error: (13) Job failed\n", "nodename=vm\n").exit_code == 13
+    cancelled = finished_state("Job is canceled by external request\n", "exitcode=0\n")
+    assert (cancelled.state, cancelled.exit_code) == ("cancelled", None)
+    assert finished_state("LRMS error: (-1) Job exceeded time limit", "").state == "timeout"
+    assert finished_state("LRMS error: (-1) Job was killed: memory limit exceeded", "").state == "out_of_memory"
+
+
+def test_a_proxy_is_a_credential_and_a_stranger_is_refused(tmp_path, arc_ce_fork):  # noqa: F811
+    """The server may hold a proxy (cert = key = the proxy file); a certificate the CE does not map gets nothing."""
+    ce = arc_ce_fork
+    proxy = tmp_path / "proxy.pem"
+    made = subprocess.run(["grid-proxy-init", "-rfc", "-cert", str(ce.cert), "-key", str(ce.key),
+                           "-certdir", str(ce.ca_dir), "-out", str(proxy)], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, RANDFILE=str(tmp_path / ".rnd")))
+    assert made.returncode == 0, made.stderr
+    backend = ArcBackend(cert=str(proxy), ca=str(ce.ca_dir))
+    assert backend.status([f"{ce.url}#abcdef123"])[f"{ce.url}#abcdef123"].state == "unknown"   # a 404, authenticated
+    # the CE's host certificate is signed by the same CA but is no mapped user
+    host = ArcBackend(cert=str(ce.base / "certs" / "host-localhost-cert.pem"),
+                      key=str(ce.base / "certs" / "host-localhost-key.pem"), ca=str(ce.ca_dir))
+    with pytest.raises(BackendError, match="HTTP 403|TLS"):
+        host.status([f"{ce.url}#abcdef123"])
+    # a CA that did not sign the CE: refused before anything is sent
+    other = ArcBackend(cert=str(proxy), ca="/usr/share/ca-certificates")
+    with pytest.raises(BackendUnavailable, match="TLS with the CE"):
+        other.status([f"{ce.url}#abcdef123"])
