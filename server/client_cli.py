@@ -37,7 +37,7 @@ STATUSES = ("prepared", "submitted", "running", "done", "failed", "sys-failed", 
 # The job monitor's status shortcuts (seed: "Select all | none | pending | notdone").
 STATUS_GROUPS = {"all": STATUSES, "pending": ("prepared", "submitted", "running"),
                  "notdone": tuple(s for s in STATUSES if s != "done")}
-BACKENDS = ("local", "slurm", "htcondor")
+BACKENDS = ("local", "slurm", "htcondor", "arc")   # server/backends registry names (no server import here)
 
 
 class ClientError(Exception):

@@ -116,6 +116,26 @@ def test_production_through_the_ce_into_slurm_ends_done_with_outputs_on_the_se(l
     assert f"TimeLimit={minutes // 60:02d}:{minutes % 60:02d}:00" in record, record
 
 
+def test_cores_and_memory_reach_slurm_through_the_ce(live):
+    """A request for 2 cores and 600 MB: xRSL count=2, memory=300 (per core), Slurm gets both."""
+    api, ce = live["api"], live["ce"]
+    request = api.call("POST", "/requests", json={
+        "production": d.PRODUCTION, "min_runnum": 40000000, "events_per_job": 100,
+        "parameters": dict(d.PARAMETERS, Geometry="DG_cores"), "input_mode": "NONE",
+        "output_lfn": f"lfn:{d.LFN_PREFIX}/production/FastSim/{d.PRODUCTION}/cores/output",
+        "output_sites": [d.SITE], "max_wct_s": 300, "cores": 2, "memory_mb": 600})
+    api.call("PATCH", f"/requests/{request['id']}", json={"status": "valid"})
+    plan = submit(api, request["id"], 1, "arc")
+    (job_id,) = plan["job_ids"]
+    slurm_job = slurm_id(ce, plan["submitted"][str(job_id)])
+    record = live["slurm"].run("scontrol", "show", "job", "-o", slurm_job).stdout
+    assert "NumCPUs=2 " in record and "MinMemoryCPU=300M" in record, record
+    minutes = math.ceil((300 + STAGING_MARGIN_S) / 60)
+    assert f"TimeLimit={minutes // 60:02d}:{minutes % 60:02d}:00" in record, record
+    job = wait_jobs(api, [job_id], lambda j: j["status"] in FINAL, timeout=180)[job_id]
+    assert job["status"] == "done", (job["message"], job_out(ce, job["gjid"]))
+
+
 def test_kill_cancels_the_slurm_job_and_scancel_is_found_through_the_ce(live, slow):
     api, ce, slurm = live["api"], live["ce"], live["slurm"]
     plan = submit(api, slow["id"], 2, "arc", production="2026_Slow")
