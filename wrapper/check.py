@@ -220,7 +220,8 @@ CRED_WARN_S, CRED_CRIT_S = 86400.0, 3600.0   # a proxy or token under a day left
 def _check_credentials(options, node):
     """Who the node is on the grid (proxy DN, VO, FQANs; token issuer, subject, scopes) and how
     long each credential lives; the access checks after it use them as a job would."""
-    from .credentials import apply_environment, discover, summary
+    from .credentials import apply_environment, discover, summary, use_site_cert_dir
+    use_site_cert_dir(node.site)
     creds = discover()
     apply_environment(creds)
     reason, lifetimes = summary(creds)

@@ -332,9 +332,16 @@ def _duration(seconds):
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 120 else f"{seconds}s"
 
 
+def use_site_cert_dir(site):
+    """X509_CERT_DIR from the site's `[credentials] cert_dir` when the environment names none."""
+    if site is not None and site.credentials.cert_dir and not os.environ.get("X509_CERT_DIR"):
+        os.environ["X509_CERT_DIR"] = site.credentials.cert_dir
+
+
 def prepare_stage(ctx, what, before_payload):
     """Before a transfer stage: discover the credentials again, put them in this process's
     environment, and check their lifetime against what the stage needs (site `[credentials]`)."""
+    use_site_cert_dir(ctx.site)
     creds = discover()
     apply_environment(creds, ctx.workdir)
     conf = ctx.site.credentials
@@ -344,6 +351,7 @@ def prepare_stage(ctx, what, before_payload):
 
 def refresh_environment(ctx):
     """Discover again and put the credentials in this process's environment, without a check."""
+    use_site_cert_dir(ctx.site)
     creds = discover()
     apply_environment(creds, ctx.workdir)
     return creds

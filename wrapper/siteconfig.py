@@ -98,6 +98,9 @@ class CredentialsConfig:
     # At most this many seconds of remaining life are asked for (default: the payload's
     # max_wct_s plus a stage-out's base transfer time), for sites whose agent renews proxies.
     min_lifetime_s: Optional[float] = None
+    # Where the node keeps the CA certificates, for nodes whose environment names none (X509_CERT_DIR
+    # wins): a CE's job environment is often bare.
+    cert_dir: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,11 @@ def parse_site_config(data, source="<site config>"):
     if min_life is not None and (isinstance(min_life, bool) or not isinstance(min_life, (int, float))
                                  or not 0 <= min_life <= 30 * 86400):
         fail("'credentials.min_lifetime_s' must be a number of seconds between 0 and 2592000")
-    credentials = CredentialsConfig(require=require, min_lifetime_s=None if min_life is None else float(min_life))
+    cert_dir = cred.get("cert_dir")
+    if cert_dir is not None and (not isinstance(cert_dir, str) or not cert_dir.startswith("/")):
+        fail("'credentials.cert_dir' must be an absolute path, like /etc/grid-security/certificates")
+    credentials = CredentialsConfig(require=require, min_lifetime_s=None if min_life is None else float(min_life),
+                                    cert_dir=cert_dir)
     ce = None
     if "ce" in data:
         ce_table = table(data, "ce")

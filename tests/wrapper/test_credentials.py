@@ -416,10 +416,25 @@ def test_what_the_tools_say_when_the_se_refuses_us_is_auth(message, code):
 
 @pytest.mark.parametrize("table, fragment", [({"require": "x509"}, "'credentials.require' must be one of"),
                                              ({"min_lifetime_s": -1}, "'credentials.min_lifetime_s' must be"),
-                                             ({"lifetime": 1}, "unknown key 'credentials.lifetime'")])
+                                             ({"lifetime": 1}, "unknown key 'credentials.lifetime'"),
+                                             ({"cert_dir": "certs"}, "'credentials.cert_dir' must be")])
 def test_a_bad_credentials_table_is_002_in_one_line(table, fragment):
     from shared.errors import SiteConfigError
     with pytest.raises(SiteConfigError, match=fragment) as exc:
         parse_site_config({"name": "S", "se": {"lfn_prefix": "/grid/x", "urls": ["root://h//x"]},
                            "credentials": table})
     assert exc.value.code == 2 and "\n" not in exc.value.one_line()
+
+
+def test_the_sites_cert_dir_fills_a_bare_environment_and_the_nodes_own_wins(monkeypatch, tmp_path):
+    """A CE's job environment is often bare: the site names where its nodes keep the CA certificates."""
+    from wrapper.credentials import use_site_cert_dir
+    site = parse_site_config({"name": "S", "se": {"lfn_prefix": "/grid/x", "urls": ["root://h//x"]},
+                              "credentials": {"require": "proxy", "cert_dir": str(tmp_path)}})
+    monkeypatch.setenv("X509_CERT_DIR", "")      # recorded first: the undo then removes what the code sets
+    monkeypatch.delenv("X509_CERT_DIR")
+    use_site_cert_dir(site)
+    assert os.environ["X509_CERT_DIR"] == str(tmp_path)
+    monkeypatch.setenv("X509_CERT_DIR", "/etc/grid-security/certificates")
+    use_site_cert_dir(site)
+    assert os.environ["X509_CERT_DIR"] == "/etc/grid-security/certificates"
