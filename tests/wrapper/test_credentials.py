@@ -1,6 +1,7 @@
 """Grid credentials (wrapper/credentials.py) and every transfer stage on the secured SE
 (tests/infra/secure_se.py: real XRootD with GSI, tokens, TLS), checked with xrdadler32/xrdfs."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -212,6 +213,12 @@ def test_every_stage_moves_files_with_the_credential(secure_se, grid_pki, use_cr
                    input={"mode": "FILE", "paths": [lfn("in/f0.root")]},
                    output={"sites": [site.name], "patterns": ["*.root"]})
     cr.refresh_environment(ctx)
+    if tool == "gfal2":
+        # A worker node runs one job a process, its credentials in the environment before its first
+        # gfal2 context; this test process kept contexts that earlier tests made under other
+        # environments (davix reads the CA directory when a context is made): start from none.
+        from wrapper import transfer
+        transfer._FREE_CONTEXTS.clear()
 
     assert stage_software(ctx, catalog=catalog).exe.read_bytes() == EXE
     (path,) = stage_inputs(ctx, catalog=catalog)
@@ -367,7 +374,7 @@ def test_a_proxy_too_short_for_the_job_is_005_before_any_transfer(tmp_path, even
     report = event_server.finals()[0]["report"]
     assert report["failed_step"] == "RUNNING-02" and report["blame"] == "site"
     assert outcome.message.startswith("E005 ") and "\n" not in outcome.message
-    assert "the proxy has 0h59m left" in outcome.message
+    assert re.search(r"the proxy has 0h[0-5]\dm left", outcome.message), outcome.message   # made at session start
     assert "software needs 2h05m" in outcome.message
 
 
