@@ -187,8 +187,8 @@ def test_a_newcomers_whole_production_by_clicking(world, browser, shots):  # noq
     me.type("Output directory LFN", f"{OUTPUT}/first")
     me.tick(SITE)
     me.press("Create request")
-    me.sees("Request")
-    assert api.call("GET", "/requests", params={"production": PRODUCTION})["requests"][0]["parameters"] == first
+    made = wait_for(lambda: api.call("GET", "/requests", params={"production": PRODUCTION})["requests"])
+    assert made[0]["parameters"] == first
 
     me.open(f"/requests?production={PRODUCTION}")
     me.choose("Import from production", PRODUCTION)
@@ -202,12 +202,13 @@ def test_a_newcomers_whole_production_by_clicking(world, browser, shots):  # noq
     wait_for(lambda: warning not in me.text())           # a new choice: the warning goes
     me.type("Output directory LFN", f"{OUTPUT}/second")
     me.press("Create request")
-    requests = api.call("GET", "/requests", params={"production": PRODUCTION})["requests"]
-    second = [r for r in requests if r["parameters"]["Generator"] == "BpBm_generic"][0]
+    # the click returns before the form's POST is answered: wait for the request, as a person would
+    second = wait_for(lambda: [r for r in api.call("GET", "/requests", params={"production": PRODUCTION})["requests"]
+                               if r["parameters"]["Generator"] == "BpBm_generic"])[0]
     assert second["events_per_job"] == 50 and second["min_runnum"] == 40000000   # imported, then changed
     me.open(f"/requests/{second['id']}")
     me.press("Set valid")
-    me.sees("valid")
+    wait_for(lambda: api.call("GET", f"/requests/{second['id']}")["status"] == "valid")
     me.shot("request")
 
     # --- expert init: a main bulk on the second request and a test bulk by parameter values
@@ -272,7 +273,7 @@ def test_a_newcomers_whole_production_by_clicking(world, browser, shots):  # noq
     # --- the site is disabled for the session; a new submission to it is refused with the reason
     me.open(f"/sites/{SITE}")
     me.press("disable")
-    me.sees("enable")
+    wait_for(lambda: not api.call("GET", f"/sites/{SITE}")["sessions"][0]["enabled"])
     me.shot("site")
     main_bulk(me, runs=1)
     marks = me.text("#bulk-1")
