@@ -23,6 +23,8 @@ setup(
         "gunicorn>=20",
         "psycopg2-binary>=2.9",
         "prometheus-client>=0.14",
+        # The arc backend signs the proxies it delegates to a CE (and sbk demo makes its test PKI).
+        "cryptography>=3.1",
         # The wrapper's adler32 uses zlib-ng's SIMD code when importable (stdlib zlib otherwise).
         "zlib-ng>=0.4",
     ],

@@ -188,24 +188,15 @@ def make_proxy(cert, key, out, valid_s, start_offset_s=-300):
     """An RFC 3820 impersonation proxy of `cert` signed by `key`, written to `out` (0600) with
     python3-cryptography: what grid-proxy-init -rfc makes, for machines without Globus."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID, ObjectIdentifier
+    from server.backends.delegation import proxy_certificate
     user_cert = x509.load_pem_x509_certificate(Path(cert).read_bytes())
     user_key = serialization.load_pem_private_key(Path(key).read_bytes(), None)
     proxy_key = rsa.generate_private_key(65537, 2048)
-    serial = int.from_bytes(os.urandom(4), "big") >> 1 or 1
-    # RFC 3820: the proxy's subject is the issuer's plus one CN (its serial number).
-    subject = x509.Name(list(user_cert.subject) + [x509.NameAttribute(NameOID.COMMON_NAME, str(serial))])
     start = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=start_offset_s)
-    # ProxyCertInfo, critical: SEQUENCE { SEQUENCE { id-ppl-inheritAll 1.3.6.1.5.5.7.21.1 } }
-    pci = bytes.fromhex("300c300a06082b06010505071501")
-    proxy = (x509.CertificateBuilder().subject_name(subject).issuer_name(user_cert.subject)
-             .public_key(proxy_key.public_key()).serial_number(serial)
-             .not_valid_before(start).not_valid_after(start + datetime.timedelta(seconds=valid_s))
-             .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
-             .add_extension(x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.5.5.7.1.14"), pci), critical=True)
-             .sign(user_key, hashes.SHA256()))
+    proxy = proxy_certificate(user_cert, user_key, proxy_key.public_key(),
+                              start + datetime.timedelta(seconds=valid_s), not_before=start)
     fd = os.open(str(out), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(proxy.public_bytes(serialization.Encoding.PEM))

@@ -15,6 +15,10 @@ SCHEMA_VERSION = 1
 INPUT_MODES = ("DIR", "FILE", "LIST", "NONE")
 ADLER32_RE = r"[0-9a-f]{8}"
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
+# Beside the description, one word in the job's environment: a backend whose CE hands the job a
+# delegated proxy of the submitter sets it to "delegated" (that proxy is then the manager's to keep
+# alive: 006, not the site's 005).
+CREDENTIAL_ENV, CREDENTIAL_DELEGATED = "SEVERUS_CREDENTIAL", "delegated"
 
 
 @dataclass(frozen=True)

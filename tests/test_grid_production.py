@@ -1,14 +1,18 @@
-"""The grid, whole: a production through a real ARC CE into the tests' Slurm, each job on the worker node
-holding the node's own credential (a proxy, then a token: found where a grid node keeps them), staging
-from and to the secured XRootD SE, its payload in the site's bubblewrap container.
+"""The grid, whole: a production through a real ARC CE into the tests' Slurm, staging from and to the
+secured XRootD SE, each payload in the site's bubblewrap container. The jobs hold, in turn: the node's
+own credential (a proxy, then a token: found where a grid node keeps them), and the CE's delegation of
+the submitter's VOMS proxy (the server's credential, davs:// first); a delegated proxy too short for
+the job ends it with 006, the manager's to mend.
 
-Real parts throughout: `sbk serve` with the `arc` backend, A-REX 6 (LRMS slurm) mapping to the grid
-user, Slurm, the secured XRootD (GSI + tokens on root://), `severus.pyz` run by Slurm as the grid user,
-bubblewrap on a busybox image. What landed on the SE is checked with xrdadler32 holding a proxy.
+Real parts throughout: `sbk serve` with the `arc` backend, A-REX 6 (LRMS slurm) trusting the SE's CA
+and mapping its user to the grid user, Slurm, the secured XRootD (GSI + tokens on root://, XrdHttp on
+davs://), `severus.pyz` run by Slurm as the grid user, bubblewrap on a busybox image. What landed on
+the SE is checked with xrdadler32 holding a proxy.
 """
 import json
 import os
 import pwd
+import re
 import shutil
 import zlib
 from pathlib import Path
@@ -16,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from server import demo as d
+from server.grid_pki import USER_DN, make_proxy
 from tests.infra import images
-from tests.infra.arc_ce import arc_ce_slurm, arc_slurm_cluster  # noqa: F401 (session fixtures)
+from tests.infra.arc_ce import arc_slurm_cluster, ce_fixture, finish  # noqa: F401 (session fixture)
 from tests.infra.secure_se import private_dir
 from tests.test_container_end_to_end import SOFTWARE_LFN, shell_release
 from tests.test_slurm_production import FINAL, wait_jobs
@@ -47,27 +52,28 @@ def give_node(kind, pki):
 
 
 @pytest.fixture(scope="module")
-def grid(arc_ce_slurm):  # noqa: F811
+def grid(arc_slurm_cluster, tmp_path_factory):  # noqa: F811
     base = private_dir("severus-grid-")
     base.chmod(0o755)                 # the grid user reads the image and the CA directory below it
     demo = d.Demo(base=base)
     progress = d.Progress()
-    ce = arc_ce_slurm
+    ce = None
     with pytest.MonkeyPatch.context() as mp:
         try:
             site_config, pki = d.start_secure_storage(demo, progress)
+            # The CE of this grid trusts the SE's CA and maps its user: the submitter's proxy is
+            # the server's credential, and what the CE delegates to the jobs.
+            ce = ce_fixture("slurm", slurm_conf=str(arc_slurm_cluster.conf), trust_cert_dirs=[pki.cert_dir],
+                            subjects=[USER_DN])
+            server_credential = base / "server-proxy.pem"
+            shutil.copy(pki.voms_proxy, server_credential)
             image = images.make_busybox_image(base / "images" / "busybox")
             for p in (base / "images", image):
                 p.chmod(0o755)
-            # The site's whole story in its config: its CE, the credential its SE demands and where its
-            # nodes keep the CA certificates (a CE's job environment is bare), its container.
-            with open(site_config, "a") as fh:
-                fh.write(f'cert_dir = "{pki.cert_dir}"\nmin_lifetime_s = 600\n\n'
-                         f'[ce]\nurl = "{ce.url}"\nqueue = "{ce.queue}"\n\n'
-                         f'[container]\nruntimes = ["bwrap"]\nimage = "{image}"\nrequired = true\n')
-            text = site_config.read_text().replace('require = "proxy"', 'require = "any"')
-            site_config.write_text(text)
-            for key, value in {"SBK_BACKEND_ARC_CERT": str(ce.cert), "SBK_BACKEND_ARC_KEY": str(ce.key),
+            site = {"base": site_config.read_text().replace('require = "proxy"', 'require = "any"'),
+                    "path": site_config, "ce": ce, "image": image, "pki": pki}
+            write_site(site, delegate=False)
+            for key, value in {"SBK_BACKEND_ARC_CERT": str(server_credential),
                                "SBK_BACKEND_ARC_CA": str(ce.ca_dir),
                                "SBK_BACKEND_SITE_CONFIGS": str(site_config.parent),
                                "SBK_BACKEND_SANDBOX_DIR": str(base / "sandboxes"),
@@ -76,12 +82,34 @@ def grid(arc_ce_slurm):  # noqa: F811
             d.start_server(demo, f"sqlite:///{base / 'sbk.db'}", progress)
             api = d.Api(demo.url, demo.token)
             request = define(api, demo, site_config)
-            yield {"demo": demo, "api": api, "pki": pki, "request": request, "ce": ce}
+            yield {"demo": demo, "api": api, "pki": pki, "request": request, "ce": ce, "site": site,
+                   "server_credential": server_credential}
         finally:
             for path in node_credential_paths()[:2]:
                 path.unlink(missing_ok=True)
             demo.stop()
+            if ce is not None:
+                finish(ce, tmp_path_factory.mktemp("grid-ce-logs"))
             shutil.rmtree(base, ignore_errors=True)
+
+
+def write_site(site, delegate, davs_first=False):
+    """The site's whole story in its config: its CE (and whether the server delegates to it), the
+    credential its SE demands and where its nodes keep the CA certificates (a CE's job environment
+    is bare), its container. The server reads it at each submission."""
+    text = site["base"]
+    if davs_first:
+        (line,) = [line for line in text.splitlines() if line.startswith("urls = ")]
+        urls = line[len("urls = "):].strip("[]").split(", ")
+        text = text.replace(line, f"urls = [{', '.join(reversed(urls))}]")
+    ce, pki = site["ce"], site["pki"]
+    site["path"].write_text(
+        text + f'cert_dir = "{pki.cert_dir}"\nmin_lifetime_s = 600\n\n'
+        f'[ce]\nurl = "{ce.url}"\nqueue = "{ce.queue}"\ndelegate = {str(delegate).lower()}\n'
+        # ENV/PROXY copies the job's proxy beside it: without a delegation, A-REX's proxy file
+        # holds only the submitter's certificates, no key (the wrapper then says so: 005)
+        + ('runtime_environments = ["ENV/PROXY"]\n\n' if delegate else '\n') +
+        f'[container]\nruntimes = ["bwrap"]\nimage = "{site["image"]}"\nrequired = true\n')
 
 
 def define(api, demo, site_config):
@@ -116,16 +144,27 @@ def define(api, demo, site_config):
     return request
 
 
-@pytest.mark.parametrize("credential", ["proxy", "token"])
-def test_a_production_through_the_ce_with_the_nodes_credential_and_a_container(grid, credential):
-    give_node(credential, grid["pki"])    # the site's min_lifetime_s (600 s) lets a 1 h token run a job
-    api = grid["api"]
-    plan = api.call("POST", "/submissions", json={
+def submit(grid, runs=2):
+    plan = grid["api"].call("POST", "/submissions", json={
         "production": "2026_Grid", "backend": "arc",
-        "bulks": [{"request": grid["request"]["id"], "sites": [d.SITE], "runs": 2, "events": 40,
+        "bulks": [{"request": grid["request"]["id"], "sites": [d.SITE], "runs": runs, "events": 40,
                    "log_to_db": True}]})
     assert not plan.get("errors"), plan
-    jobs = wait_jobs(api, plan["job_ids"], lambda j: j["status"] in FINAL, 300)
+    return wait_jobs(grid["api"], plan["job_ids"], lambda j: j["status"] in FINAL, 300)
+
+
+@pytest.mark.parametrize("credential", ["proxy", "token", "delegated"])
+def test_a_production_through_the_ce_with_the_nodes_credential_and_a_container(grid, credential):
+    if credential == "delegated":
+        # nothing on the node: the job holds the CE's delegation of the server's VOMS proxy, and
+        # reads and writes davs:// first (gfal2 over HTTPS, beside A-REX's X509_USER_CERT=fake)
+        for path in node_credential_paths()[:2]:
+            path.unlink(missing_ok=True)
+        write_site(grid["site"], delegate=True, davs_first=True)
+    else:
+        give_node(credential, grid["pki"])    # the site's min_lifetime_s (600 s) lets a 1 h token run a job
+        write_site(grid["site"], delegate=False)
+    jobs = submit(grid)
     for job in jobs.values():
         assert (job["status"], job["error_code"]) == ("done", 0), json.dumps(job)[:3000]
         assert job["gjid"].startswith(grid["ce"].url)                      # it went through the CE
@@ -134,3 +173,22 @@ def test_a_production_through_the_ce_with_the_nodes_credential_and_a_container(g
         (output,) = [o for o in job["outputs"] if o["lfn"].endswith(".root")]
         on_se = output["lfn"][len(f"lfn:{d.LFN_PREFIX}/"):] + ".1"             # under the SE's /store
         assert grid["demo"].se.adler32(on_se) == output["adler32"]
+        if credential == "delegated":
+            assert output["surl"].startswith("davs://"), output           # the site's first SE door
+
+
+def test_a_delegated_proxy_too_short_for_the_job_is_the_managers_to_renew(grid):
+    """The submitter's proxy has 5 minutes left, the site asks for 10: the server renews the CE's
+    delegation from it, and each job stops before any transfer with 006 (blame manager), not 005."""
+    for path in node_credential_paths()[:2]:
+        path.unlink(missing_ok=True)
+    write_site(grid["site"], delegate=True)
+    pki = grid["pki"]
+    make_proxy(pki.usercert, pki.userkey, grid["server_credential"], 330, start_offset_s=-30)
+    jobs = submit(grid, runs=1)
+    for job in jobs.values():
+        assert (job["status"], job["error_code"]) == ("sys-failed", 6), json.dumps(job)[:3000]
+        assert job["error"]["blame"] == "manager" and job["report"]["failed_step"] == "RUNNING-02"
+        assert re.search(r"the delegated proxy has 0h0[1-5]m left, software needs 0h10m", job["message"]), job["message"]
+        assert [o["lfn"] for o in job["outputs"]] == [f"lfn:{d.LFN_PREFIX}/production/FastSim/2026_Grid/output/log/"
+                                                      f"{job['runnum']}.1.log.tgz"]   # the log still went up

@@ -15,9 +15,10 @@ the environment each transfer tool needs to use them.
                                       and raise CredentialError (005) when the site requires a
                                       credential that is missing or too short for the stage
 
-The job description never names a credential (the server hands out no long-lived secret), so
-every credential is the node's (or the CE's delegation, which the node's variables point at):
-005, blame site. 006 is kept for a job-supplied credential should descriptions ever carry one.
+The job description never names a credential (the server hands out no long-lived secret): a
+credential is the node's, or the CE's delegation of the submitter's proxy (X509_USER_PROXY names
+it). One missing or too short is the site's to mend (005), unless the backend said the proxy came
+with the job (SEVERUS_CREDENTIAL=delegated): then the proxy is the manager's to renew (006).
 """
 import base64
 import json
@@ -30,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from shared.errors import CredentialError
+from shared.errors import CredentialError, JobCredentialError
+from shared.jobdesc import CREDENTIAL_DELEGATED, CREDENTIAL_ENV
 
 # Set by tool_environment when it put a token read from a file into BEARER_TOKEN: the next
 # discovery reads that file again instead of trusting the copy (a site agent refreshes it).
@@ -195,8 +197,13 @@ def read_proxy(path, cert_dir=None):
     """ProxyInfo of a proxy file; ValueError with the reason when it cannot be read."""
     try:
         subject, not_after = _decode_first_cert(path)
+        has_key = b"PRIVATE KEY-----" in Path(path).read_bytes()
     except (OSError, ssl.SSLError, KeyError) as exc:
         raise ValueError(f"cannot read the proxy {path}: {exc}") from None
+    if not has_key:
+        # what an ARC CE leaves in its job proxy file when nothing was delegated: the submitter's
+        # certificates alone. Handed on, it would fail every transfer as a bare TLS error.
+        raise ValueError(f"the proxy {path} holds certificates but no private key (nothing was delegated?)")
     voms = read_voms(path, cert_dir)
     if voms is None:
         return ProxyInfo(path, subject, _identity(subject), not_after)
@@ -248,17 +255,23 @@ def discover(env=None):
 def tool_environment(creds, env, workdir=None):
     """A copy of `env` set up for xrdcp, xrdfs, gfal2 and gfal-*:
     - X509_USER_PROXY names the proxy found, or is unset: a variable naming a missing file
-      makes XrdCl fail TLS altogether (exit 51) even for a token; so is an expired proxy's;
+      makes XrdCl fail TLS altogether (exit 51) even for a token; so is an expired or unreadable
+      proxy's;
     - BEARER_TOKEN carries the token (gfal2 reads only the variable over root:// and davs://);
     - BEARER_TOKEN_FILE names a file of mode 0600 (xrdcp ignores any other mode): the token's
       own file when it is 0600, else a 0600 copy in `workdir`."""
     out = dict(env)
     out.pop("X509_USER_PROXY", None)
+    # A-REX sets X509_USER_CERT and X509_USER_KEY to "fake" beside the delegated proxy; gfal2's
+    # HTTP plugin takes a certificate variable before the proxy's, and then has no credential.
+    for var in ("X509_USER_CERT", "X509_USER_KEY"):
+        if var in out and not os.path.isfile(out[var]):
+            del out[var]
     # An expired proxy is not handed on: over davs its TLS handshake ends in a certificate alert
     # or a bare connection reset (GError 112, which looks like a network fault); without it the SE
     # answers 403 (or xrdcp 52), which says what it is. A token then still works.
-    expired = creds.proxy is not None and creds.proxy.not_after <= time.time()
-    if creds.proxy_path and not expired:
+    # So is one we could not read (no key: an ARC CE's job proxy when nothing was delegated).
+    if creds.proxy is not None and creds.proxy.not_after > time.time():
         out["X509_USER_PROXY"] = creds.proxy_path
     for var in ("BEARER_TOKEN", "BEARER_TOKEN_FILE", TOKEN_SOURCE_VAR):
         out.pop(var, None)
@@ -290,7 +303,8 @@ def apply_environment(creds, workdir=None):
     """Put tool_environment into this process's environment: gfal2 and XrdCl read it in-process,
     and CliTransfer copies it when made."""
     new = tool_environment(creds, os.environ, workdir)
-    for var in ("X509_USER_PROXY", "BEARER_TOKEN", "BEARER_TOKEN_FILE", TOKEN_SOURCE_VAR):
+    for var in ("X509_USER_PROXY", "X509_USER_CERT", "X509_USER_KEY", "BEARER_TOKEN", "BEARER_TOKEN_FILE",
+                TOKEN_SOURCE_VAR):
         if var in new:
             os.environ[var] = new[var]
         else:
@@ -307,9 +321,11 @@ def needed_lifetime(desc, site, before_payload):
     return min([need, *floors])
 
 
-def check_lifetime(creds, require, needed_s, what, now=None):
+def check_lifetime(creds, require, needed_s, what, now=None, delegated=False):
     """Raise CredentialError (005) unless the credential `require` names (proxy | token | any)
-    is present and lives `needed_s` more; one clear line saying which and by how much."""
+    is present and lives `needed_s` more; one clear line saying which and by how much.
+    `delegated`: the proxy came with the job (the submitter's), so its failing is
+    JobCredentialError (006, blame manager)."""
     if require == "none":
         return
     kinds = ("proxy", "token") if require == "any" else (require,)
@@ -324,6 +340,9 @@ def check_lifetime(creds, require, needed_s, what, now=None):
                             f"{' (expired)' if left <= 0 else ''}, {what} needs {_duration(needed_s)}")
         else:
             return
+    if delegated and "proxy" in kinds:
+        raise JobCredentialError("; ".join(problems).replace("the proxy", "the delegated proxy", 1),
+                                 credential=require, needed_s=round(needed_s))
     raise CredentialError("; ".join(problems), credential=require, needed_s=round(needed_s))
 
 
@@ -345,7 +364,8 @@ def prepare_stage(ctx, what, before_payload):
     creds = discover()
     apply_environment(creds, ctx.workdir)
     conf = ctx.site.credentials
-    check_lifetime(creds, conf.require, needed_lifetime(ctx.desc, ctx.site, before_payload), what)
+    check_lifetime(creds, conf.require, needed_lifetime(ctx.desc, ctx.site, before_payload), what,
+                   delegated=os.environ.get(CREDENTIAL_ENV) == CREDENTIAL_DELEGATED)
     return creds
 
 

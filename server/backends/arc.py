@@ -19,6 +19,12 @@ finished for `clean_after_s`, by a sweep over the CE's job list (at most every
 SWEEP_INTERVAL_S, one real-time state read per listed job); each job also
 asks the CE to drop its session by itself after the same time (xRSL `lifetime`).
 
+Unless the site config says `[ce] delegate = false`, the server delegates its credential to
+each CE (delegation.py: one delegation per CE, renewed when the credential file changes or would
+end within a bunch's walltime) and every job names it (`delegationid`): the job runs with a proxy
+of the submitter, found through X509_USER_PROXY, and is told so (SEVERUS_CREDENTIAL=delegated)
+so that a proxy too short for it is the manager's to renew (006), not the site's (005).
+
 Every request goes through one `requests.Session` with `trust_env=False`: the
 environment's REQUESTS_CA_BUNDLE would otherwise replace the CE's CA.
 """
@@ -36,6 +42,8 @@ import requests
 from .base import (CANCELLED, COMPLETED, FAILED, OUT_OF_MEMORY, PENDING, PYZ_NAME, RUNNING, SITE_CONFIG_NAME,
                    TIMEOUT, UNKNOWN, Backend, BackendError, BackendUnavailable, BatchState, Wrapper, make_sandbox,
                    run_args)
+from shared.jobdesc import CREDENTIAL_DELEGATED, CREDENTIAL_ENV
+from .delegation import Delegations
 from .resources import job_resources
 
 log = logging.getLogger("sbk.backends.arc")
@@ -99,8 +107,9 @@ def _quote(value) -> str:
 
 
 def job_xrsl(index: int, site: str, job_id: int, description: dict, queue: Optional[str], python: str,
-             lifetime_s: int) -> str:
-    """One job's xRSL: `/usr/bin/env <python> severus.pyz run job-<i>.json ...` with its sandbox as inputs."""
+             lifetime_s: int, delegation_id: Optional[str] = None, runtime_environments=()) -> str:
+    """One job's xRSL: `/usr/bin/env <python> severus.pyz run job-<i>.json ...` with its sandbox as
+    inputs; naming the delegation its proxy comes from, and the runtime environments it asks for."""
     argv = [python, PYZ_NAME] + run_args(index)
     inputs = [PYZ_NAME, f"job-{index}.json", SITE_CONFIG_NAME]
     req = resources(description)
@@ -120,6 +129,11 @@ def job_xrsl(index: int, site: str, job_id: int, description: dict, queue: Optio
     parts.append(f'(walltime="{req["walltime"]} seconds")')
     if queue:
         parts.append(f"(queue={_quote(queue)})")
+    if delegation_id:
+        parts.append(f"(delegationid={_quote(delegation_id)})")
+        # tells the wrapper its proxy came with the job: a too-short one is the manager's (006)
+        parts.append(f"(environment=({_quote(CREDENTIAL_ENV)} {_quote(CREDENTIAL_DELEGATED)}))")
+    parts.extend(f"(runtimeenvironment={_quote(rte)})" for rte in runtime_environments)
     return "(&" + "".join(parts) + ")"
 
 
@@ -159,6 +173,7 @@ class ArcBackend(Backend):
         self._finished_seen = {}  # (endpoint, gjid) -> when the sweep first saw it FINISHED
         self._last_sweep = 0.0
         self._packed = None
+        self._delegations = Delegations(cert, key, self._call)
 
     # gjid: `<endpoint>#<A-REX id>`: the poller hands status() bare gjids, and a gjid must say which CE.
     @staticmethod
@@ -174,10 +189,17 @@ class ArcBackend(Backend):
 
     def submit(self, bunch):
         """One POST for the bunch's jobs, then each job's sandbox uploaded; returns job_id -> gjid."""
-        endpoint, queue = _site_ce(bunch)
+        ce = _site_ce(bunch)
+        endpoint = ce.url
         sandbox = make_sandbox(bunch, self._wrapper_file(bunch))
         lifetime = max(3600, int(self.clean_after_s) + 3600)
-        xrsl = "+" + "".join(job_xrsl(i, bunch.site, job.job_id, job.description, queue, self.python, lifetime)
+        delegation_id = None
+        if ce.delegate:
+            # the proxy must outlive the longest job of the bunch, queueing aside
+            needed = max(resources(job.description)["walltime"] for job in bunch.jobs)
+            delegation_id = self._delegations.for_jobs(endpoint, needed)
+        xrsl = "+" + "".join(job_xrsl(i, bunch.site, job.job_id, job.description, ce.queue, self.python, lifetime,
+                                      delegation_id, ce.runtime_environments)
                              for i, job in enumerate(bunch.jobs))
         (sandbox / "bunch.xrsl").write_text(xrsl + "\n")
         reply = self._call("POST", endpoint, "/jobs", params={"action": "new"}, data=xrsl.encode(),
@@ -341,7 +363,7 @@ class ArcBackend(Backend):
 
 
 def _site_ce(bunch):
-    """(endpoint, queue) from the bunch's site config `[ce]`, read as the wrapper reads the file."""
+    """The bunch's site config `[ce]` (CeConfig), read as the wrapper reads the file."""
     from wrapper.siteconfig import parse_site_config, tomllib
     from shared.errors import SiteConfigError
     try:
@@ -352,7 +374,7 @@ def _site_ce(bunch):
         raise BackendError(str(exc)) from None
     if config.ce is None:
         raise BackendError(f"site {bunch.site} names no CE: its site config needs [ce] url = \"https://.../arex\"")
-    return config.ce.url, config.ce.queue
+    return config.ce
 
 
 def _short(exc):

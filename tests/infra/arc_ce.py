@@ -177,12 +177,13 @@ def make_pki(base):
             raise ArcStartError(f"arcctl test-ca {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
 
-def _arc_conf(base, port, lrms, queue, slurm_bin):
+def _arc_conf(base, port, lrms, queue, slurm_bin, subjects):
     if lrms == "slurm":
         # sacct needs accounting storage, which the tests' cluster does not run
         lrms_conf = f"lrms = slurm\nslurm_bin_path = {slurm_bin}\nslurm_use_sacct = no"
     else:
         lrms_conf = "lrms = fork"
+    subject_lines = "\n".join(f"subject = {dn}" for dn in (USER_DN, *subjects))
     return f"""[common]
 hostname = localhost
 x509_host_key = {base}/certs/host-localhost-key.pem
@@ -190,7 +191,7 @@ x509_host_cert = {base}/certs/host-localhost-cert.pem
 x509_cert_dir = {base}/ca
 
 [authgroup:severus]
-subject = {USER_DN}
+{subject_lines}
 
 [mapping]
 map_to_user = severus {GRID_USER}:{GRID_USER}
@@ -281,10 +282,14 @@ _WS_XML = """<?xml version="1.0"?>
 """
 
 
-def start_ce(base=None, lrms="fork", queue=None, slurm_conf=None, pki_from=None, timeout=30.0):
+def start_ce(base=None, lrms="fork", queue=None, slurm_conf=None, pki_from=None, timeout=30.0,
+             trust_cert_dirs=(), subjects=()):
     """Configure and start an A-REX under `base` (a fresh dir in /tmp when None); returns a ready ArcCE.
 
     `pki_from`: the base of an earlier CE whose CA and certificates to reuse (arcctl is ~1 s a call).
+    `trust_cert_dirs`: grid CA directories (hashed, with signing policies) the CE trusts besides its
+    own test CA; `subjects`: DNs it maps to the grid user besides its test user's. The CE's runtime
+    environment ENV/PROXY (the delegated proxy copied beside the job on request) is enabled.
     """
     if not arc_available():
         raise ArcStartError(INSTALL_HINT)
@@ -305,6 +310,10 @@ def start_ce(base=None, lrms="fork", queue=None, slurm_conf=None, pki_from=None,
             shutil.copytree(Path(pki_from) / sub, base / sub, dirs_exist_ok=True)
     elif not ce.cert.exists():
         make_pki(base)
+    for cert_dir in trust_cert_dirs:
+        for entry in Path(cert_dir).iterdir():
+            if entry.is_file() and not (ce.ca_dir / entry.name).exists():
+                shutil.copy(entry, ce.ca_dir / entry.name)     # a hash link becomes its CA's file
     dhparam = ce.control_dir / "dhparam.pem"
     if not dhparam.exists():
         # Pre-made from a named group: otherwise the start would run `openssl dhparam 4096` for minutes.
@@ -312,12 +321,16 @@ def start_ce(base=None, lrms="fork", queue=None, slurm_conf=None, pki_from=None,
                         "-out", str(dhparam)], check=True, capture_output=True, timeout=60)
         os.chmod(dhparam, 0o600)
     slurm_bin = os.path.dirname(shutil.which("sbatch") or "/usr/bin/sbatch")
-    (base / "arc.conf").write_text(_arc_conf(base, ce.port, lrms, ce.queue, slurm_bin))
+    (base / "arc.conf").write_text(_arc_conf(base, ce.port, lrms, ce.queue, slurm_bin, subjects))
     parse = subprocess.run(["/usr/lib/arc/arcconfig-parser", "--config", str(base / "arc.conf"),
                             "--runconfig", str(base / "run" / "arex.cfg"), "--save"],
                            capture_output=True, text=True, timeout=60)
     if parse.returncode != 0:
         raise ArcStartError(f"arcconfig-parser refused arc.conf: {parse.stderr.strip()}")
+    rte = subprocess.run(["arcctl", "-c", str(base / "arc.conf"), "rte", "enable", "ENV/PROXY"],
+                         capture_output=True, text=True, timeout=60)
+    if rte.returncode != 0:
+        raise ArcStartError(f"arcctl rte enable ENV/PROXY failed: {rte.stderr.strip() or rte.stdout.strip()}")
     (base / "run" / "arex-gm.xml").write_text(_GM_XML.format(base=base, port=ce.port))
     (base / "run" / "arex-ws.xml").write_text(_WS_XML.format(base=base, port=ce.port))
     # A clean environment: the daemons pass theirs on to every job (sbatch exports it), and the
@@ -362,11 +375,11 @@ def _wait_ready(ce, deadline):
     raise ArcStartError(f"ARC CE not ready on {ce.url} in time (last: {last})\n{ce.log_tail()}")
 
 
-def ce_fixture(lrms, slurm_conf: Optional[str] = None):
-    """Start a CE or fail the test with the install hint (never skip)."""
+def ce_fixture(lrms, slurm_conf: Optional[str] = None, **kw):
+    """Start a CE (start_ce's keywords) or fail the test with the install hint (never skip)."""
     if not arc_available():
         pytest.fail(INSTALL_HINT)
-    return start_ce(lrms=lrms, slurm_conf=slurm_conf)
+    return start_ce(lrms=lrms, slurm_conf=slurm_conf, **kw)
 
 
 def finish(ce, keep_logs):

@@ -7,25 +7,34 @@ real one through the CE into Slurm).
 """
 import json
 import os
+import re
 import subprocess
 import time
 import zipapp
+from pathlib import Path
 
 import pytest
 
 from server.backends import ArcBackend, BackendError, BackendUnavailable, Bunch, JobSpec, create_backend
 from server.backends.arc import job_xrsl, resources
-from tests.infra.arc_ce import arc_ce_fork  # noqa: F401 (session fixture)
+from server.backends.delegation import Credential, load_credential, sign_request
+from tests.infra.arc_ce import USER_DN, arc_ce_fork  # noqa: F401 (session fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
 FAKE_MAIN = '''
-import json, os, sys, time
+import json, os, ssl, sys, time
 args = sys.argv[1:]
 desc = json.load(open(args[1]))
 test = desc["test"]
+proxy = os.environ.get("X509_USER_PROXY")
+cert = ssl._ssl._test_decode_cert(proxy) if proxy and os.path.isfile(proxy) else None
+dn = lambda rdns: "".join("/" + {"domainComponent": "DC", "organizationName": "O", "commonName": "CN"}.get(k, k)
+                          + "=" + v for rdn in rdns for k, v in rdn)
 print(json.dumps({"args": args, "uid": os.getuid(), "cwd": os.getcwd(), "job": desc["job"]["id"],
-                  "site_config": open(args[args.index("--site-config") + 1]).read()}), flush=True)
+                  "site_config": open(args[args.index("--site-config") + 1]).read(),
+                  "credential": os.environ.get("SEVERUS_CREDENTIAL"),
+                  "proxy": cert and {"subject": dn(cert["subject"]), "issuer": dn(cert["issuer"])}}), flush=True)
 time.sleep(test.get("sleep", 0))
 sys.exit(test.get("exit", 0))
 '''
@@ -41,17 +50,18 @@ def fake_pyz(tmp_path_factory):
     return out
 
 
-def site_toml(ce, queue="fork"):
+def site_toml(ce, queue="fork", extra=""):
     return (f'name = "ARC-SITE"\n[se]\nlfn_prefix = "/grid/test"\nurls = ["root://localhost:1094//data"]\n'
-            f'[ce]\nurl = "{ce.url}"\nqueue = "{queue}"\n')
+            f'[ce]\nurl = "{ce.url}"\nqueue = "{queue}"\n{extra}')
 
 
-def make_bunch(tmp_path, ce, specs, first_id=1, limits=None):
+def make_bunch(tmp_path, ce, specs, first_id=1, limits=None, site_extra=""):
     jobs = tuple(JobSpec(job_id=first_id + i, runnum=100 + first_id + i,
                          description={"schema": 1, "job": {"id": first_id + i}, "test": spec,
                                       "limits": dict(limits or {"max_wct_s": 60})})
                  for i, spec in enumerate(specs))
-    return Bunch(site="ARC-SITE", jobs=jobs, site_config=site_toml(ce), workdir=str(tmp_path / "sandboxes"))
+    return Bunch(site="ARC-SITE", jobs=jobs, site_config=site_toml(ce, extra=site_extra),
+                 workdir=str(tmp_path / "sandboxes"))
 
 
 def backend_for(ce, wrapper, **kw):
@@ -72,6 +82,20 @@ def wait_states(backend, gjids, done, timeout=90.0):
 def session_file(ce, gjid, name):
     reply = ce.session().get(f"{ce.url}/rest/1.0/jobs/{gjid.split('#')[1]}/session/{name}", timeout=10)
     return reply.status_code, reply.text
+
+
+def make_proxy_file(ce, path):
+    made = subprocess.run(["grid-proxy-init", "-rfc", "-cert", str(ce.cert), "-key", str(ce.key),
+                           "-certdir", str(ce.ca_dir), "-out", str(path)], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, RANDFILE=str(path.parent / ".rnd")))
+    assert made.returncode == 0, made.stderr
+    return path
+
+
+def bunch_xrsl(bunch):
+    """What the backend POSTed for a bunch (kept in its sandbox); one bunch per workdir."""
+    (path,) = Path(bunch.workdir).glob("*/bunch.xrsl")
+    return path.read_text()
 
 
 def test_resources_and_xrsl_follow_the_job_description():
@@ -118,6 +142,10 @@ def test_bunch_runs_each_job_with_its_sandbox_then_is_cleaned(tmp_path, arc_ce_f
     assert code == 200, text
     seen = json.loads(text.splitlines()[0])
     assert seen["job"] == 2 and seen["args"][:2] == ["run", "job-1.json"] and seen["uid"] != 0
+    # by default the job holds the CE's delegation of the server's credential (here a robot
+    # certificate: the proxy is signed by it), and is told so
+    assert seen["credential"] == "delegated" and seen["proxy"]["issuer"] == USER_DN, seen
+    assert seen["proxy"]["subject"].startswith(USER_DN + "/CN="), seen
     assert f'url = "{ce.url}"' in seen["site_config"]
     # only the declared output is kept: the uploaded sandbox is gone from the session
     listing = ce.session().get(f"{ce.url}/rest/1.0/jobs/{gjids[2].split('#')[1]}/session/", timeout=10).text
@@ -185,3 +213,61 @@ def test_a_proxy_is_a_credential_and_a_stranger_is_refused(tmp_path, arc_ce_fork
     other = ArcBackend(cert=str(proxy), ca="/usr/share/ca-certificates")
     with pytest.raises(BackendUnavailable, match="TLS with the CE"):
         other.status([f"{ce.url}#abcdef123"])
+
+
+def test_jobs_hold_a_delegation_renewed_when_the_servers_proxy_is(tmp_path, arc_ce_fork, fake_pyz):  # noqa: F811
+    """The server holds a proxy; each CE gets one delegation of it, which jobs name. A renewed proxy
+    file (grid-proxy-init again) renews that delegation: later jobs hold a proxy signed by the new one."""
+    ce = arc_ce_fork
+    proxy = make_proxy_file(ce, tmp_path / "proxy.pem")
+    backend = ArcBackend(wrapper=str(fake_pyz), cert=str(proxy), ca=str(ce.ca_dir))
+    rte = 'runtime_environments = ["ENV/PROXY"]\n'
+    first = make_bunch(tmp_path / "one", ce, [{}], first_id=30, site_extra=rte)
+    gjid_one = backend.submit(first)[30]
+    make_proxy_file(ce, proxy)                                   # the manager's proxy, renewed
+    renewed_subject = load_credential(str(proxy)).cert.subject.rfc4514_string()
+    second = make_bunch(tmp_path / "two", ce, [{}], first_id=31, site_extra=rte)
+    gjid_two = backend.submit(second)[31]
+    (one_id,) = re.findall(r'\(delegationid="(\w+)"\)', bunch_xrsl(first))
+    assert re.findall(r'\(delegationid="(\w+)"\)', bunch_xrsl(second)) == [one_id]     # renewed, not new
+    for text in (bunch_xrsl(first), bunch_xrsl(second)):
+        assert '(runtimeenvironment="ENV/PROXY")' in text and '("SEVERUS_CREDENTIAL" "delegated")' in text
+
+    wait_states(backend, [gjid_one, gjid_two], lambda s: s.final)
+    seen = json.loads(session_file(ce, gjid_two, "job.out")[1].splitlines()[0])
+    assert seen["credential"] == "delegated" and seen["proxy"]["subject"].startswith(USER_DN + "/CN="), seen
+    # the job's proxy is signed by the renewed one: its issuer is that proxy's subject
+    issuer_cn = seen["proxy"]["issuer"].rsplit("/CN=", 1)[1]
+    assert renewed_subject.startswith(f"CN={issuer_cn},"), (renewed_subject, seen["proxy"])
+
+
+def test_no_delegation_when_the_site_says_so(tmp_path, arc_ce_fork, fake_pyz):  # noqa: F811
+    ce = arc_ce_fork
+    backend = backend_for(ce, fake_pyz)
+    bunch = make_bunch(tmp_path, ce, [{}], first_id=40, site_extra="delegate = false\n")
+    gjid = backend.submit(bunch)[40]
+    assert "delegationid" not in bunch_xrsl(bunch) and "SEVERUS_CREDENTIAL" not in bunch_xrsl(bunch)
+    wait_states(backend, [gjid], lambda s: s.final)
+    seen = json.loads(session_file(ce, gjid, "job.out")[1].splitlines()[0])
+    assert seen["credential"] is None, seen
+
+
+def test_signing_a_request_refuses_what_is_not_one(tmp_path, arc_ce_fork):  # noqa: F811
+    """A garbled request is one clear BackendError; a good one becomes our proxy + our chain, for
+    the request's key, never outliving our credential."""
+    ce = arc_ce_fork
+    robot = load_credential(str(ce.cert), str(ce.key))
+    with pytest.raises(BackendError, match="not a valid self-signed request"):
+        sign_request("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", robot)
+    subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=x",
+                    "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "r.pem")],
+                   check=True, capture_output=True, timeout=60)
+    short = Credential(robot.cert, robot.key, robot.chain, time.time() + 600, robot.fingerprint)
+    pem = sign_request((tmp_path / "r.pem").read_text(), short, lifetime_s=86400)
+    (tmp_path / "chain.pem").write_bytes(pem)
+    delegated = load_credential(str(tmp_path / "chain.pem"), str(tmp_path / "k.pem"))
+    assert delegated.chain[0].subject == robot.cert.subject and delegated.cert.issuer == robot.cert.subject
+    assert delegated.not_after <= short.not_after + 1
+    verify = subprocess.run(["openssl", "verify", "-allow_proxy_certs", "-CApath", str(ce.ca_dir), "-untrusted",
+                             str(ce.cert), str(tmp_path / "chain.pem")], capture_output=True, text=True, timeout=30)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

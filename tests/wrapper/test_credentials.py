@@ -155,6 +155,29 @@ def test_any_is_met_by_a_token_when_the_proxy_is_gone_and_the_site_may_lower_the
     cr.check_lifetime(cr.discover(), "token", cr.needed_lifetime(renewed.desc, renewed.site, True), "inputs")
 
 
+def test_a_delegated_proxy_too_short_is_006_the_managers(grid_pki, use_cred):
+    """The proxy came with the job (the CE's delegation of the submitter's): renewing it is the manager's."""
+    use_cred(proxy=grid_pki.short_proxy)
+    with pytest.raises(CredentialError) as exc:
+        cr.check_lifetime(cr.discover(), "proxy", 2 * 3600, "software", delegated=True)
+    assert exc.value.code == 6 and exc.value.entry.blame == "manager"
+    assert exc.value.one_line().startswith("E006 ") and "the delegated proxy has" in exc.value.one_line()
+    use_cred(token=grid_pki.token)          # a token is never delegated: still the site's
+    with pytest.raises(CredentialError) as exc:
+        cr.check_lifetime(cr.discover(), "token", 2 * 3600, "software", delegated=True)
+    assert exc.value.code == 5
+
+
+def test_a_ces_fake_certificate_variables_are_not_handed_to_the_tools(grid_pki, use_cred, monkeypatch, tmp_path):
+    """A-REX sets X509_USER_CERT=fake and X509_USER_KEY=fake beside the delegated proxy; gfal2 would
+    take them before the proxy. Variables naming real files stay."""
+    use_cred(proxy=grid_pki.proxy)
+    env = cr.tool_environment(cr.discover(), {"X509_USER_CERT": "fake", "X509_USER_KEY": "fake"}, tmp_path)
+    assert "X509_USER_CERT" not in env and "X509_USER_KEY" not in env and env["X509_USER_PROXY"] == str(grid_pki.proxy)
+    real = {"X509_USER_CERT": str(grid_pki.usercert), "X509_USER_KEY": str(grid_pki.userkey)}
+    assert cr.tool_environment(cr.discover(), real, tmp_path)["X509_USER_CERT"] == str(grid_pki.usercert)
+
+
 def test_an_expired_token_is_005(grid_pki, use_cred):
     use_cred(token=grid_pki.token_expired)
     with pytest.raises(CredentialError, match=r"\(expired\)"):
@@ -445,3 +468,32 @@ def test_the_sites_cert_dir_fills_a_bare_environment_and_the_nodes_own_wins(monk
     monkeypatch.setenv("X509_CERT_DIR", "/etc/grid-security/certificates")
     use_site_cert_dir(site)
     assert os.environ["X509_CERT_DIR"] == "/etc/grid-security/certificates"
+
+
+@pytest.mark.parametrize("table, fragment", [({"delegate": "yes"}, "'ce.delegate' must be true or false"),
+                                             ({"runtime_environments": "ENV/PROXY"}, "'ce.runtime_environments'"),
+                                             ({"runtime_environments": ["ENV PROXY"]}, "'ce.runtime_environments'")])
+def test_a_bad_ce_table_is_002_and_delegation_is_the_default(table, fragment):
+    from shared.errors import SiteConfigError
+    base = {"name": "S", "se": {"lfn_prefix": "/grid/x", "urls": ["root://h//x"]}}
+    with pytest.raises(SiteConfigError, match=fragment) as exc:
+        parse_site_config(dict(base, ce=dict(url="https://ce.example.org/arex", **table)))
+    assert exc.value.code == 2 and "\n" not in exc.value.one_line()
+    ce = parse_site_config(dict(base, ce={"url": "https://ce.example.org/arex"})).ce
+    assert ce.delegate is True and ce.runtime_environments == ()
+
+
+def test_a_proxy_file_without_its_key_is_named_unusable(grid_pki, use_cred, tmp_path):
+    """An ARC CE's job proxy file when nothing was delegated: the submitter's certificates alone."""
+    chain = tmp_path / "job.proxy"
+    chain.write_text(_certs_only(grid_pki.proxy.read_text()))
+    use_cred(proxy=chain)
+    creds = cr.discover()
+    assert creds.proxy is None and "no private key" in creds.proxy_error
+    assert "X509_USER_PROXY" not in cr.tool_environment(creds, {}, tmp_path)
+    with pytest.raises(CredentialError, match="no private key"):
+        cr.check_lifetime(creds, "proxy", 60, "inputs")
+
+
+def _certs_only(pem):
+    return "".join(re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n", pem, re.S))
