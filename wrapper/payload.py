@@ -208,7 +208,10 @@ class WatchConfig:
 
     @classmethod
     def from_limits(cls, limits, **overrides):
-        values = dict(max_wct_s=limits.max_wct_s, max_rss_mb=limits.max_rss_mb,
+        # The job's memory is one limit, on the PSS of the payload's whole tree: max_rss_mb when
+        # the job sets it, else what the batch system was asked for (memory_mb), so the payload is
+        # stopped with 033 and a report before the batch system's OOM killer takes the wrapper too.
+        values = dict(max_wct_s=limits.max_wct_s, max_rss_mb=limits.max_rss_mb or limits.memory_mb,
                       stall_s=limits.stall_s, grace_s=limits.grace_s)
         values.update(overrides)
         return cls(**values)

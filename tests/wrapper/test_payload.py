@@ -110,6 +110,22 @@ def test_memory_limit_counts_the_whole_process_tree(tmp_path):
     assert took < 10
 
 
+def test_the_jobs_memory_request_is_its_limit_unless_it_sets_one(tmp_path):
+    """limits.memory_mb (what the batch system was asked for) stops the payload's tree at that PSS,
+    with 033 before the batch system's OOM killer; an explicit max_rss_mb wins."""
+    from shared.jobdesc import Limits
+    assert WatchConfig.from_limits(Limits(memory_mb=120)).max_rss_mb == 120
+    assert WatchConfig.from_limits(Limits(memory_mb=120, max_rss_mb=500)).max_rss_mb == 500
+    assert WatchConfig.from_limits(Limits()).max_rss_mb == 0          # no limit
+    script = "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(300)"
+    config = WatchConfig.from_limits(Limits(memory_mb=120, max_wct_s=120), sample_s=0.1, grace_s=1.0)
+    watch = PayloadWatch(spec_for(tmp_path, script), config, tmp_path, None)
+    with pytest.raises(PayloadMemory) as info:
+        watch.run()
+    assert info.value.code == 33 and info.value.data["pss_mb"] > 120
+    assert not [p for p in watch.pids if alive(p)]
+
+
 def test_a_payload_without_progress_is_stalled(tmp_path):
     script = "while True: pass"  # spins: CPU alone is not progress
     watch, _, exc, took = run(tmp_path, script, stall_s=1)
