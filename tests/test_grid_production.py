@@ -170,6 +170,13 @@ def test_a_production_through_the_ce_with_the_nodes_credential_and_a_container(g
         assert job["gjid"].startswith(grid["ce"].url)                      # it went through the CE
         facts = job["report"]["facts"]
         assert "bwrap" in facts["container"]                               # the site's container
+        # software, output and log, each by gfal2 in the wrapper's own fresh process (a worker node's
+        # one job), through the site's first door: root:// with the node's proxy or token (gfal2 reads
+        # the token from BEARER_TOKEN), davs:// with the delegated proxy
+        door = "davs" if credential == "delegated" else "root"
+        moved = {(t["tool"], t["direction"], next(u for u in (t["source"], t["destination"]) if "://" in u)
+                  .split("://")[0]) for t in job["report"]["transfers"]}
+        assert moved == {("gfal2", "in", door), ("gfal2", "out", door)}, job["report"]["transfers"]
         (output,) = [o for o in job["outputs"] if o["lfn"].endswith(".root")]
         on_se = output["lfn"][len(f"lfn:{d.LFN_PREFIX}/"):] + ".1"             # under the SE's /store
         assert grid["demo"].se.adler32(on_se) == output["adler32"]

@@ -215,8 +215,9 @@ def give(grid_pki, use_cred, cred):
     use_cred(**{k: getattr(grid_pki, v) for k, v in CREDS[cred].items()})
 
 
-# gfal2 in this process over root:// with a token is left to test_check_write_test_over_each_door,
-# which runs in a process of its own: XrdCl keeps an authenticated channel per host for minutes,
+# gfal2 in this process over root:// with a token is left to test_check_write_test_over_each_door
+# and to tests/test_grid_production.py (software, output and log of real jobs), each in a process
+# of its own: XrdCl keeps an authenticated channel per host for minutes,
 # so here a token test after a proxy test would ride the proxy's login and prove nothing.
 @pytest.mark.parametrize("scheme, cred, tool", [
     ("root", "proxy", "cli"), ("root", "token", "cli"), ("davs", "proxy", "cli"), ("davs", "token", "cli"),
