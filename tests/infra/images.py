@@ -82,3 +82,16 @@ def apptainer_path():
             pytest.fail("Apptainer is not installed and scripts/install-apptainer failed "
                         f"(it needs root and the apt mirror): {out.stderr.strip()[-300:]}")
     return str(APPTAINER)
+
+
+@pytest.fixture(scope="session")
+def busybox_sif(apptainer_path, busybox_image, tmp_path_factory):
+    """The busybox image as a SIF file (`apptainer build`, which needs mksquashfs; running one as
+    root without setuid needs squashfuse: both from scripts/install-deps)."""
+    out = tmp_path_factory.mktemp("sif") / "busybox.sif"
+    built = subprocess.run([apptainer_path, "build", str(out), str(busybox_image)], capture_output=True,
+                           text=True, timeout=300)
+    if built.returncode != 0:
+        pytest.fail(f"apptainer build of a SIF failed (squashfs-tools installed? {INSTALL_HINT}): "
+                    f"{built.stderr.strip()[-300:]}")
+    return out

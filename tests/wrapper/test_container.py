@@ -21,6 +21,7 @@ from ..waiting import poll
 RUNTIMES = ["bwrap", "apptainer"]
 # The fixtures of tests/infra/images.py, here by name.
 busybox_image, bwrap_path, apptainer_path = images.busybox_image, images.bwrap_path, images.apptainer_path
+busybox_sif = images.busybox_sif
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -149,6 +150,33 @@ def test_an_image_the_runtime_cannot_start_is_007_not_030(tmp_path, runtime):
     assert isinstance(error, ContainerError) and error.code == 7, error
     assert "\n" not in error.one_line() and error.one_line().startswith("E007 ")
     assert seconds < 5
+
+
+def test_a_sif_image_runs_with_apptainer_and_is_007_for_bubblewrap(tmp_path, busybox_sif, apptainer_path,
+                                                                    bwrap_path):
+    """A SIF file (as a VO ships its images) with Apptainer (squashfuse, no setuid); bubblewrap runs
+    directory images only, and says so before the payload starts."""
+    config = ContainerConfig(runtimes=("apptainer",), apptainer=apptainer_path)
+    watch, result, error, _ = run_in(tmp_path, busybox_sif, config,
+                                     "test -e /etc/debian_version && exit 90; echo in sif > out.root; exit 3")
+    assert isinstance(error, PayloadFailed) and error.data["exit_code"] == 3, (error, watch.stderr_tail())
+    assert (tmp_path / "run" / "out.root").read_text() == "in sif\n"
+    with pytest.raises(ContainerError, match="SIF image needs Apptainer") as exc:
+        plan_container(str(busybox_sif), ContainerConfig(runtimes=("bwrap",), bwrap=bwrap_path), tmp_path)
+    assert exc.value.code == 7
+
+
+def test_site_binds_are_seen_read_only_inside(tmp_path, busybox_image, runtime):
+    """The site's `binds` (its CVMFS, say): the payload reads them and cannot write them."""
+    area = tmp_path / "cvmfs" / "vo.example.org"
+    area.mkdir(parents=True)
+    (area / "setup.sh").write_text("echo vo setup\n")
+    config = ContainerConfig(runtimes=runtime.runtimes, bwrap=runtime.bwrap, apptainer=runtime.apptainer,
+                             binds=(str(tmp_path / "cvmfs"),))
+    script = f"sh {area}/setup.sh; touch {area}/x 2>/dev/null && exit 92; exit 0"
+    watch, _, error, _ = run_in(tmp_path, busybox_image, config, script)
+    assert error is None, (error, watch.stderr_tail())
+    assert watch.stdout_tail() == ["vo setup"] and not (area / "x").exists()
 
 
 def test_apptainer_command_line(tmp_path):
