@@ -20,8 +20,8 @@ SWEEP_INTERVAL_S, one real-time state read per listed job); each job also
 asks the CE to drop its session by itself after the same time (xRSL `lifetime`).
 
 Unless the site config says `[ce] delegate = false`, the server delegates its credential to
-each CE (delegation.py: one delegation per CE, renewed when the credential file changes or would
-end within a bunch's walltime) and every job names it (`delegationid`): the job runs with a proxy
+each CE (delegation.py: one delegation per CE, renewed when the credential file changes, at the
+next status read or submission, or would end within a bunch's walltime) and every job names it (`delegationid`): the job runs with a proxy
 of the submitter, found through X509_USER_PROXY, and is told so (SEVERUS_CREDENTIAL=delegated)
 so that a proxy too short for it is the manager's to renew (006), not the site's (005).
 
@@ -235,6 +235,7 @@ class ArcBackend(Backend):
                 self._endpoints.add(endpoint)
             states[gjid] = self._state(endpoint, arex_id)
         self._sweep()
+        self._delegations.refresh()
         return states
 
     def cancel(self, gjids):

@@ -8,6 +8,7 @@ GSI delegation, as A-REX's REST interface does it (and every grid CE in some for
                                                        our credential, followed by our chain
     POST <ce>/rest/1.0/delegations/<id>?action=renew -> 201, a new request for the same id: signing
                                                        it replaces the proxy of every job naming it
+    POST <ce>/rest/1.0/delegations/<id>?action=get   -> 200 with the proxy's certificates, 404 unknown
 
 A job names the delegation in its description (xRSL `delegationid`) and finds the proxy through
 X509_USER_PROXY. The private key never leaves the CE, and ours never leaves the server.
@@ -20,6 +21,7 @@ request's own signature and gives us its public key instead.
 `proxy_certificate` is also what server/grid_pki.make_proxy signs its proxies with.
 """
 import datetime
+import logging
 import os
 import re
 import subprocess
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 from .base import BackendError
+
+log = logging.getLogger("sbk.backends.arc")
 
 PROXY_CERT_INFO = "1.3.6.1.5.5.7.1.14"
 # ProxyCertInfo, critical: SEQUENCE { SEQUENCE { id-ppl-inheritAll 1.3.6.1.5.5.7.21.1 } }
@@ -140,6 +144,8 @@ class Delegations:
         with self._lock:
             credential = load_credential(self.cert, self.key)
             current = self._by_endpoint.get(endpoint)
+            if current is not None and not self._known(endpoint, current.id):
+                current = None      # the CE lost it (reinstalled, its delegation DB wiped): start again
             if current is not None and current.fingerprint == credential.fingerprint \
                     and current.not_after - time.time() >= needed_s + RENEW_MARGIN_S:
                 return current.id
@@ -150,6 +156,35 @@ class Delegations:
                     return renewed.id
             self._by_endpoint[endpoint] = made = self._new(endpoint, credential)
             return made.id
+
+    def refresh(self):
+        """Renew every CE's delegation whose credential file changed since (the manager renewed the
+        proxy): the CE hands the new proxy to the jobs naming it, queued and running. Called by the
+        poller's status reads; a failure is logged, the next call tries again."""
+        with self._lock:
+            if not self._by_endpoint:
+                return
+            try:
+                credential = load_credential(self.cert, self.key)
+            except BackendError as exc:
+                log.warning("%s", exc)
+                return
+            for endpoint, current in list(self._by_endpoint.items()):
+                if current.fingerprint == credential.fingerprint:
+                    continue
+                try:
+                    renewed = self._renew(endpoint, current.id, credential)
+                except BackendError as exc:
+                    log.warning("cannot renew the delegation %s on %s: %s", current.id, endpoint, exc)
+                    continue
+                if renewed is not None:
+                    self._by_endpoint[endpoint] = renewed
+
+    def _known(self, endpoint, delegation_id):
+        """Whether the CE still holds the delegation. Asked before each reuse: A-REX accepts a job
+        naming a delegation it does not know, and runs it without a proxy."""
+        reply = self._call("POST", endpoint, f"/delegations/{delegation_id}", params={"action": "get"}, ok=(200, 404))
+        return reply.status_code == 200
 
     def _new(self, endpoint, credential):
         reply = self._call("POST", endpoint, "/delegations", params={"action": "new"}, ok=(201,))

@@ -240,6 +240,26 @@ def test_jobs_hold_a_delegation_renewed_when_the_servers_proxy_is(tmp_path, arc_
     issuer_cn = seen["proxy"]["issuer"].rsplit("/CN=", 1)[1]
     assert renewed_subject.startswith(f"CN={issuer_cn},"), (renewed_subject, seen["proxy"])
 
+    # The manager renews the proxy again while jobs wait: the poller's next status read renews the
+    # delegation (the CE gives the new proxy to the jobs naming it), with no submission needed.
+    make_proxy_file(ce, proxy)
+    backend.status([gjid_two])
+    held = ce.session().post(f"{ce.url}/rest/1.0/delegations/{one_id}", params={"action": "get"}, timeout=10)
+    assert held.status_code == 200, held.text
+    assert load_credential(str(proxy)).cert.subject in _chain_subjects(held.text)   # signed by the newest
+
+    # A CE that lost the delegation (its store wiped) would run a job naming it without a proxy:
+    # the backend asks before each reuse, and delegates anew.
+    backend.clean([gjid_one, gjid_two])
+    wait_states(backend, [gjid_one, gjid_two], lambda s: s.state == "unknown", timeout=30)
+    gone = ce.session().post(f"{ce.url}/rest/1.0/delegations/{one_id}", params={"action": "delete"}, timeout=10)
+    assert gone.status_code in (200, 202), (gone.status_code, gone.text)
+    third = make_bunch(tmp_path / "three", ce, [{}], first_id=32, site_extra=rte)
+    backend.submit(third)
+    (three_id,) = re.findall(r'\(delegationid="(\w+)"\)', bunch_xrsl(third))
+    known = ce.session().post(f"{ce.url}/rest/1.0/delegations/{three_id}", params={"action": "get"}, timeout=10)
+    assert three_id != one_id and known.status_code == 200 and "BEGIN CERTIFICATE" in known.text
+
 
 def test_no_delegation_when_the_site_says_so(tmp_path, arc_ce_fork, fake_pyz):  # noqa: F811
     ce = arc_ce_fork
@@ -271,3 +291,10 @@ def test_signing_a_request_refuses_what_is_not_one(tmp_path, arc_ce_fork):  # no
     verify = subprocess.run(["openssl", "verify", "-allow_proxy_certs", "-CApath", str(ce.ca_dir), "-untrusted",
                              str(ce.cert), str(tmp_path / "chain.pem")], capture_output=True, text=True, timeout=30)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+
+def _chain_subjects(pem):
+    from cryptography import x509
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.S)
+    return [x509.load_pem_x509_certificate(b.encode()).subject for b in blocks]
