@@ -302,7 +302,7 @@ def parse_bulk(spec):
             bulk.update(input_mode=mode, input_paths=[x for x in paths.split("+") if x])
         else:
             raise BadInput(f"bad bulk item {part!r} in {spec!r} ({BULK_SYNTAX})")
-    missing = [k for k in ("sites", "runs", "events") if not bulk.get(k)]
+    missing = [k for k in ("sites", "events") if not bulk.get(k)]   # no runs: a split request's, a job a slice
     if "request" not in bulk and "parameters" not in bulk:
         missing.insert(0, "request (or params for a test bulk)")
     if missing:
@@ -337,6 +337,12 @@ def cmd_session(client, out, args):
         session = client.post("/sessions", body)
     elif args.action == "param":
         session = client.post(f"/sessions/{args.name}/parameters", _parameter(args.param))
+    elif args.action == "step":
+        session = client.post(f"/sessions/{args.name}/steps", {
+            "name": args.step, "module": args.module, "parameters": _pairs(args.param or (), "--param"),
+            "args": args.arg or []})
+    elif args.action == "step-delete":
+        session = client.delete(f"/sessions/{args.name}/steps/{args.step}")
     else:
         session = client.get(f"/sessions/{args.name}")
     if out.as_json:
@@ -347,7 +353,26 @@ def cmd_session(client, out, args):
     out.table([("parameter", "name"), ("allowed values", lambda p: p["allowed"] or "(any)")],
               session["parameters"], empty="no job parameters")
     out.line()
+    out.table([("step", "name"), ("module", "module"), ("parameters", "parameters"), ("args", "args")],
+              session.get("steps", []), empty="no step templates")
+    out.line()
     _software_table(out, session["software"])
+
+
+def _stage_text(stage):
+    """A request's follow-up stage and where it stands, in one line."""
+    if not stage:
+        return "none"
+    when = "all jobs done" if stage["condition"] == "all" else f"{stage['fraction']:g} of the jobs done, the rest final"
+    state = stage["state"] + (f" ({stage['waiting_for']})" if stage.get("waiting_for") else "")
+    jobs = f", jobs {_counts(stage['jobs'])}" if stage.get("jobs") else ""
+    return f"{stage['template']} when {when}: {state}{jobs}"
+
+
+def _steps_text(steps):
+    """A request's steps in one line: sim, dq(min_events=10)."""
+    return ", ".join(step["template"] + (f"({', '.join(f'{k}={v}' for k, v in step['parameters'].items())})"
+                                         if step["parameters"] else "") for step in steps or []) or "(the session's module)"
 
 
 def _parameter(text):
@@ -425,11 +450,12 @@ REQUEST_SETTINGS = (  # (flag, API field, type)
     ("required-events", "required_events", int), ("events-per-job", "events_per_job", int),
     ("num-jobs", "num_jobs", int), ("event-time", "event_time_s", float), ("max-wct", "max_wct_s", float),
     ("max-rss-mb", "max_rss_mb", float), ("stall", "stall_s", float), ("input-mode", "input_mode", str),
-    ("cores", "cores", int), ("memory-mb", "memory_mb", float),
+    ("cores", "cores", int), ("memory-mb", "memory_mb", float), ("files-per-job", "files_per_job", int),
+    ("max-attempts", "max_attempts", int), ("retry-backoff-s", "retry_backoff_s", float),   # the retry policy
     ("output-lfn", "output_lfn", str), ("output-abs", "output_abs", str), ("note", "note", str),
     ("test-output-lfn", "test_output_lfn", str), ("test-output-abs", "test_output_abs", str))
 REQUEST_LISTS = (("input-path", "input_paths"), ("output-site", "output_sites"),
-                 ("output-pattern", "output_patterns"))
+                 ("output-pattern", "output_patterns"), ("step", "steps"))
 
 
 def _request_columns():
@@ -460,6 +486,10 @@ def cmd_request(client, out, args):
                 body[field] = [x for v in value for x in _csv(v)]
         if args.same_output_dirs:
             body["same_output_dirs"] = True
+        if args.followup:
+            body["followup"] = {"template": args.followup, "files_per_job": args.followup_files_per_job or 0,
+                                **({"condition": "fraction", "fraction": args.followup_fraction}
+                                   if args.followup_fraction is not None else {"condition": "all"})}
         if "parameters" not in body and "from" not in body:
             raise BadInput("a request needs --param NAME=VALUE for each job parameter, or --from REQUEST")
         req = client.post("/requests", body)
@@ -486,8 +516,10 @@ def cmd_request(client, out, args):
                ("test request", req["test_request"]),
                *[(k, v) for k, v in req["parameters"].items()],
                *[(field, req.get(field)) for _, field, _ in REQUEST_SETTINGS if field in req],
-               *[(field, req.get(field)) for _, field in REQUEST_LISTS],
+               *[(field, _steps_text(req[field]) if field == "steps" else req.get(field))
+                 for _, field in REQUEST_LISTS],
                ("same output dirs", req.get("same_output_dirs")),
+               ("follow-up stage", _stage_text(req.get("stage"))),
                ("jobs", _counts(req["jobs"]) or "0"), ("created", f"{req['created_at']} by {req['created_by']}")])
 
 
@@ -564,12 +596,17 @@ def _site_settings(args):
 def cmd_submit(client, out, args):
     bulks = [parse_bulk(b) for b in args.bulk or ()]
     if args.request is not None or args.param or args.sites or args.runs or args.events:
+        # (--runs may be left out for a split request: one job per slice not yet given to a job)
         missing = [f for f, v in (("--request", args.request or args.param), ("--sites", args.sites),
-                                  ("--runs", args.runs), ("--events", args.events)) if not v]
+                                  ("--events", args.events)) if not v]
         if missing:
             raise BadInput(f"a bulk given by flags needs {missing[0]} as well")
-        bulk = {"sites": _csv(args.sites), "runs": args.runs, "events": args.events, "test": args.test,
-                "log_to_db": args.log_in_db}
+        bulk = {"sites": _csv(args.sites), "events": args.events, "test": args.test,
+                "log_to_db": args.log_in_db, **({"runs": args.runs} if args.runs else {})}
+        if args.split_list:
+            bulk["split"] = _split_list(args.split_list)
+        if args.repeat_slices:
+            bulk["repeat_slices"] = True
         if args.param:
             bulk["parameters"] = _pairs(args.param, "--param")
         if args.request is not None:
@@ -582,7 +619,9 @@ def cmd_submit(client, out, args):
         body["override_thresholds"] = True
     if args.backend:
         body["backend"] = args.backend
-    total = sum(b["runs"] * len(b["sites"]) for b in bulks)
+    total = sum(b["runs"] * len(b["sites"]) for b in bulks if b.get("runs"))
+    if any(not b.get("runs") for b in bulks):
+        total = f"{total} + one a slice"
     started = time.monotonic()
     out.progress(f"{'planning' if args.dry_run else 'preparing'} {len(bulks)} bulk(s), {total} job(s) "
                  f"on {args.production}" + (f" for the {args.backend} backend" if args.backend else ""))
@@ -593,6 +632,37 @@ def cmd_submit(client, out, args):
     if out.as_json:
         return out.json(plan)
     print_plan(out, plan, parameter_order(client))
+
+
+def _split_list(path):
+    """The JSON list of LFN lists in `path` (the server checks the LFNs)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--split-list {path}: {exc}") from None
+    if not isinstance(data, list):
+        raise BadInput(f"--split-list {path}: not a JSON list of LFN lists")
+    return data
+
+
+def _split_line(split):
+    """A set's split in the summary: how it was cut, what was made, what was left out or left over."""
+    how = (f"{split['files_per_job']} files per job" if split["by"] == "files_per_job" else "by the given list")
+    first = " | ".join(", ".join(piece) for piece in split["first_slices"])
+    return (f"  Split: {split['slices']} slice(s), {how}, of {split['input_files']} input file(s); "
+            f"{split['files_already_given']} already in jobs' slices, {split['left']} slice(s) left for later"
+            + (" (repeating slices)" if split.get("repeat_slices") else "") + f"\n  First slice(s): {first}")
+
+
+def _job_inputs(job):
+    """A job's inputs in one line: its slice, or its request's input."""
+    given = job.get("input") or {}
+    if given.get("split"):
+        return f"slice of {len(given['paths'])} file(s) (LIST)"
+    if not given or given.get("mode") == "NONE":
+        return "-"
+    paths = given.get("paths") or []
+    return f"{given['mode']} {paths[0]}" + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
 
 
 def _wait_submitted(client, out, job_ids, timeout):
@@ -639,6 +709,8 @@ def print_plan(out, plan, order=()):
         out.line({"exists": "  ✓ Production Request exists!", "created": "  Production Request created",
                   "would be created": "  Production Request would be created"}.get(st.get("request_state"), ""))
         out.line(f"  Input mode: {st['input_mode']}  Input path: {', '.join(st['input_paths']) or '-'}")
+        if st.get("split"):
+            out.line(_split_line(st["split"]))
         out.line(f"  output directory's lfn: {st['output_lfn']}")
     for refusal in plan.get("refusals", []):
         out.line(f"WARNING {refusal}")
@@ -670,6 +742,7 @@ def _add_job_filters(p):
     for flag, _, kind, text in JOB_FILTERS:
         group.add_argument(f"--{flag}", type=kind, help=text)
     group.add_argument("-q", "--search", help="text search (runnum, gjid, parameters, site, user)")
+    group.add_argument("--retried", action="store_true", help="only jobs the server retried automatically")
 
 
 def job_query(args):
@@ -677,6 +750,7 @@ def job_query(args):
     params = {api: getattr(args, flag.replace("-", "_")) for flag, api, _, _ in JOB_FILTERS}
     params["status"] = _statuses(params["status"])
     params["q"] = args.search
+    params["retried"] = "true" if getattr(args, "retried", False) else None
     return {k: v for k, v in params.items() if v is not None}
 
 
@@ -694,7 +768,8 @@ def _pages(client, params, per_page=1000):
 
 def _status_with_code(job):
     code = job.get("error_code")
-    return job["status"] + ("" if code in (None, 0) else f" {code:03d}")
+    return (job["status"] + ("" if code in (None, 0) else f" {code:03d}")
+            + (f", retry at {job['retry_at']}" if job.get("retry_at") else ""))   # server/retries.py
 
 
 def parameter_order(client):
@@ -748,10 +823,15 @@ def cmd_job(client, out, args):
                ("parameters", job["parameters"]), ("user", job["user"]),
                ("status", _status_with_code(job) + (f" ({error['message']}, blame {error['blame']})" if error else "")),
                ("step", f"{job['step'] or '-'} {job['message'] or ''}".strip()), ("site", job["site"]),
-               ("gjid", job["gjid"]), ("backend", job["backend"]), ("attempt", job["attempt"]),
+               ("gjid", job["gjid"]), ("backend", job["backend"]), ("attempt", _attempt_text(job)),
                ("wct (s)", job["wct"]), ("prepared", job["prepared_at"]), ("submitted", job["submitted_at"]),
                ("started", job["started_at"]), ("finished", job["finished_at"]),
-               ("last heartbeat", job["last_heartbeat"]), ("log", job["log"])])
+               ("queue time", _duration(job.get("queue_s"))), ("run time", _duration(job.get("run_s"))),
+               ("last heartbeat", job["last_heartbeat"]), ("log", job["log"]), ("inputs", _job_inputs(job))])
+    if (job.get("input") or {}).get("split"):   # a split request's job: the slice it was given
+        out.line("\nINPUT SLICE")
+        for lfn in job["input"]["paths"]:
+            out.line(f"  {lfn}")
     out.line("\nHISTORY")
     out.table([("attempt", "attempt"), ("seq", "seq"), ("time", "time"), ("status", "status"),
                ("kind", "kind"), ("step", "step"), ("code", "code"), ("message", "message")],
@@ -772,6 +852,25 @@ def cmd_job(client, out, args):
     if log_text is not None:
         out.line("\nLOG")
         out.line(log_text.rstrip())
+
+
+def _duration(seconds):
+    """Seconds and their human form, '3723.0 s (1h 2m 3s)'; None (not queued or not started) stays None."""
+    if seconds is None:
+        return None
+    whole = int(round(seconds))
+    units = ((whole // 86400, "d"), (whole // 3600 % 24, "h"), (whole // 60 % 60, "m"), (whole % 60, "s"))
+    return f"{seconds:.1f} s ({' '.join(f'{n}{u}' for n, u in units if n) or '0s'})"
+
+
+def _attempt_text(job):
+    """`2 of 3 (1 automatic retry: 2)`: the attempt, the request's max_attempts, the automatic attempts."""
+    text = str(job["attempt"]) + (f" of {job['max_attempts']}" if job.get("max_attempts") else "")
+    automatic = [a["number"] for a in job.get("attempts", []) if a.get("automatic")]
+    if automatic:
+        text += f" ({len(automatic)} automatic {'retry' if len(automatic) == 1 else 'retries'}: " \
+                f"{', '.join(map(str, automatic))})"
+    return text
 
 
 def _log_text(data):
@@ -797,7 +896,8 @@ def cmd_kill(client, out, args):
         return out.json(results)
     for r in results:
         out.line(f"job {r['id']}: {r['status']}" + (" (kill sent with its next replies until the wrapper acts on it)"
-                                                   if r.get("command") else ""))
+                                                   if r.get("command") else "")
+                 + (" (its automatic retry cancelled)" if r.get("retry_cancelled") else ""))
 
 
 def cmd_resubmit(client, out, args):
@@ -941,6 +1041,16 @@ def add_commands(sub):
     c = s.add_parser("param", parents=[common], help="define a job parameter or replace its allowed values")
     c.add_argument("name", help="the session")
     c.add_argument("param", metavar="NAME[=V1,V2]")
+    c = s.add_parser("step", parents=[common], help="define a step template (a module instance a request may "
+                                                    "choose with --step), or replace one no request uses")
+    c.add_argument("name", help="the session")
+    c.add_argument("step", help="the step's name")
+    c.add_argument("--module", required=True, help="its payload module (generic, fastsim, dq, a site's, ...)")
+    c.add_argument("--param", action="append", metavar="NAME=VALUE", help="a default parameter (repeat)")
+    c.add_argument("--arg", action="append", metavar="ARG", help="a command-line argument (repeat, in order)")
+    c = s.add_parser("step-delete", parents=[common], help="remove a step template no request uses")
+    c.add_argument("name", help="the session")
+    c.add_argument("step")
 
     s = actions(command("software", "software releases of the sessions", with_actions=True))
     s.add_parser("list", parents=[common], help="releases").add_argument("session", nargs="?")
@@ -986,6 +1096,11 @@ def add_commands(sub):
         c.add_argument(f"--{flag}", type=kind)
     for flag, _ in REQUEST_LISTS:
         c.add_argument(f"--{flag}", action="append", metavar="A[,B]")
+    c.add_argument("--followup", metavar="STEP", help="a follow-up stage: the session's step template (a merge, "
+                                                     "say) run on the outputs once every job is done")
+    c.add_argument("--followup-fraction", type=float, metavar="F",
+                   help="start the follow-up stage when this fraction of the jobs is done and the rest final")
+    c.add_argument("--followup-files-per-job", type=int, metavar="N", help="outputs per follow-up job (0: all)")
     c.add_argument("--same-output-dirs", action="store_true",
                    help="the test request writes into the request's output directories (default: its own, "
                         "the production's name in them renamed to the _test twin's)")
@@ -1031,6 +1146,11 @@ def add_commands(sub):
     c.add_argument("--override-thresholds", action="store_true", help="expert: ignore site thresholds")
     c.add_argument("--wait", type=float, default=0, metavar="S",
                    help="with --backend: wait up to S seconds until the backend took every job")
+    c.add_argument("--split-list", metavar="FILE.json",
+                   help="a LIST request split by hand: a JSON list of LFN lists, each one job's inputs "
+                        "(without --runs: a job for each element not yet given to a job)")
+    c.add_argument("--repeat-slices", action="store_true",
+                   help="a split request: make jobs for slices already given to jobs, again")
 
     c = command("jobs", "the job monitor")
     _add_job_filters(c)

@@ -17,7 +17,7 @@ from shared.jobdesc import JobDescriptionError, parse_job_description
 from shared.lifecycle import FINAL, Trigger
 from shared.states import STEP_LABELS, Status, Step
 
-from . import auth, db, removals
+from . import auth, db, removals, retries, sessions, splitting, stages
 from . import models as m
 from .errors import ApiError, conflict, not_found
 
@@ -48,7 +48,7 @@ SUMMARY_COLUMNS = (
     m.Job.id, m.Job.runnum, m.Job.events, m.Job.status, m.Job.step, m.Job.message, m.Job.error_code,
     m.Site.name, m.User.name, m.Production.name, m.Job.request, m.Session.name, m.Request.parameters,
     m.Job.test, m.Job.log_to_db, m.Job.gjid, m.Job.backend, m.Job.attempt, m.Job.wct, m.Job.prepared_at,
-    m.Job.submitted_at, m.Job.started_at, m.Job.finished_at, m.Job.heartbeat_at)
+    m.Job.submitted_at, m.Job.started_at, m.Job.finished_at, m.Job.heartbeat_at, m.Job.retry_at, m.Job.retries)
 _PARAMETERS = next(i for i, c in enumerate(SUMMARY_COLUMNS) if c is m.Request.parameters)   # (`==` builds SQL)
 
 
@@ -93,7 +93,7 @@ def job_summary(row, parameters):
     and its request's parameters."""
     (job_id, runnum, events, status, step, message, error_code, site, user, production, request_id, session,
      _, test, log_to_db, gjid, backend, attempt, wct, prepared_at, submitted_at, started_at, finished_at,
-     heartbeat_at) = row
+     heartbeat_at, retry_at, retried) = row
     return {
         "id": job_id, "runnum": runnum, "events": events, "status": status, "step": step, "message": message,
         "error_code": error_code, "site": site, "user": user, "production": production, "request": request_id,
@@ -102,6 +102,8 @@ def job_summary(row, parameters):
         "prepared_at": _when(prepared_at), "submitted_at": _when(submitted_at),
         "started_at": _when(started_at), "finished_at": _when(finished_at),
         "last_heartbeat": _when(heartbeat_at),
+        # server/retries.py: when the server retries this final job (None: it will not); its automatic retries
+        "retry_at": _when(retry_at), "retries": retried,
     }
 
 
@@ -125,10 +127,33 @@ def job_details(job):
                   "url": f"/api/v1/jobs/{job.id}/log?attempt={lg.attempt}"} for lg in logs]
     d["log"] = d["logs"][-1]["url"] if d["logs"] else None
     d["report"] = job.report
+    # the inputs the job was given: its own slice of a split request, or the request's input
+    d["input"] = dict(splitting.job_input(job, job.request), split=job.input_paths is not None)
     d["removals"] = removals.job_removals(job.id)
+    d.update(job_times(job))
+    d.update(retries.job_retry(job))
     if job.error_code is not None:
         d["error"] = lookup(job.error_code).to_dict()
     return d
+
+
+def job_times(job, now=None):
+    """The current attempt's queue time (submitted -> started) and run time (started -> finished), in
+    seconds; while it waits or runs, up to now. A job that ended without starting has only a queue time
+    (up to its end); None before it was submitted or started.
+
+    started_at is the first sign of the attempt running: the batch poller seeing its batch job start
+    (batch-start; then up to one poll interval late) or the time of its wrapper's first report, whichever
+    the server had first. A wrapper's first report may beat the backend's submitted mark (a fast job):
+    the queue time is then 0, never negative.
+    """
+    now = m.utcnow() if now is None else now
+    submitted, started, finished = job.submitted_at, job.started_at, job.finished_at
+
+    def span(start, end):
+        return None if start is None else round(max((end or now) - start, datetime.timedelta()).total_seconds(), 3)
+
+    return {"queue_s": span(submitted, started or finished), "run_s": span(started, finished)}
 
 
 def job_description(job, base_url, token=REDACTED):
@@ -149,13 +174,18 @@ def job_description(job, base_url, token=REDACTED):
                      "exe": sw.exe, **({"path": sw.path} if sw.path else {"lfn": sw.lfn, "adler32": sw.adler32})},
         "payload": {"module": session.payload_module, "parameters": dict(req.parameters),
                     "env": dict(sw.env)},
-        "input": {"mode": req.input_mode, "paths": list(req.input_paths)},
+        "input": splitting.job_input(job, req),     # a split job's own slice (server/splitting.py)
         "output": {"lfn_dir": req.output_lfn, "sites": list(req.output_sites),
                    "patterns": list(req.output_patterns)},
         "log": {"to_db": job.log_to_db},
         "limits": {"max_wct_s": req.max_wct_s, "max_rss_mb": req.max_rss_mb, "stall_s": req.stall_s,
                    "cores": req.cores, "memory_mb": req.memory_mb},
     }
+    if req.steps:                    # the request's chosen step templates, resolved (issue 15)
+        del description["payload"]["module"]          # each step names its own
+        description["payload"]["steps"] = sessions.resolved_steps(session, req.steps)
+    if job.stage:                    # a follow-up stage's job: the stage's step and output (server/stages.py)
+        stages.stage_payload(job, req, description)
     if session.container_image:      # else the site decides (its [container] required and image)
         description["container"] = {"image": session.container_image}
     try:
@@ -238,6 +268,8 @@ def record_events(job_id, attempt, events):
         if job.status in FINAL and not was_final:
             note_site_activity(job.site_id, job.session_id)
         command = _pending_command(job, new)
+    if job.status in FINAL and not was_final and not job.stage:
+        stages.job_ended(job.request_id)
     return {"accepted": len(new), "duplicates": len(events) - len(new),
             "status": job.status, "command": command}
 
@@ -400,6 +432,7 @@ def _finish(job, status, code, message, step=None, report=None, wct=None):
     if wct is None and job.started_at is not None:
         wct = (job.finished_at - job.started_at).total_seconds()
     job.wct = float(wct) if isinstance(wct, (int, float)) else None
+    job.retry_at = retries.due_at(job, code)   # every end of an attempt passes here: the automatic retry
 
 
 def _pending_command(job, new_events):
@@ -431,6 +464,10 @@ def kill_job(job_id):
     repeated in replies until the wrapper acknowledges it; a final one is refused (409)."""
     with db.write_transaction():
         job = _locked_job(job_id)
+        if job.status in FINAL and job.retry_at is not None:   # ended, waiting for its automatic retry
+            job.retry_at = None
+            job.save(only=[m.Job.retry_at])
+            return {"id": job.id, "status": job.status, "command": None, "retry_cancelled": True}
         try:
             status = lifecycle.move(job.status, Trigger.KILL)
         except lifecycle.IllegalTransition as exc:
@@ -443,20 +480,21 @@ def kill_job(job_id):
     return {"id": job.id, "status": job.status, "command": "kill", "attempt": job.attempt}
 
 
-def resubmit_job(job_id):
+def resubmit_job(job_id, trigger=Trigger.RESUBMIT):
     """Start a new attempt of a failed, sys-failed or timed-out job (409 otherwise): the job is
     prepared again, with no token until it is handed to a backend, and the old attempt's token
-    gets 409 on every report, fence and registration."""
+    gets 409 on every report, fence and registration. A manager's resubmit cancels a scheduled
+    automatic retry; `trigger` RETRY is that retry (server/retries.py)."""
     with db.write_transaction():
         job = _locked_job(job_id)
         try:
-            job.status = lifecycle.move(job.status, Trigger.RESUBMIT)
+            job.status = lifecycle.move(job.status, trigger)
         except lifecycle.IllegalTransition as exc:
             raise conflict("not-resubmittable", f"job {job_id} cannot be resubmitted: {exc}") from None
         job.attempt += 1
-        m.Attempt.create(job=job.id, number=job.attempt)
+        m.Attempt.create(job=job.id, number=job.attempt, automatic=trigger == Trigger.RETRY)
         for field in ("step", "error_code", "gjid", "heartbeat_at", "wct", "report",
-                      "submitted_at", "started_at", "finished_at"):
+                      "submitted_at", "started_at", "finished_at", "retry_at"):
             setattr(job, field, None)
         job.message, job.last_seq = "", 0
         job.prepared_at = m.utcnow()
@@ -491,6 +529,31 @@ def end_batch_job(job_id, attempt, gjid, code, message):
     return True
 
 
+BATCH_STARTED = "the batch job started; no report from its wrapper yet"
+
+
+def start_batch_job(job_id, attempt, gjid, now=None):
+    """The batch system started the batch job `gjid` of this attempt before its wrapper reported
+    (the poller saw it): submitted -> running (batch-start), started now.
+
+    Its heartbeat clock starts now too: the reaper gives the wrapper heartbeat_multiple x heartbeat_s
+    from the batch start for its first report, as it gives every running job between two reports.
+    One conditional UPDATE (still submitted, same attempt and gjid), so a wrapper's report or final
+    event, a kill or a resubmit that got there first keeps the job as it made it, and nothing moves
+    back. True when the job was moved.
+    """
+    now = time.time() if now is None else now
+    started = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(tzinfo=None)
+    moved = 0
+    with db.write_transaction():
+        for status in lifecycle.allowed_from(Trigger.BATCH_START):
+            moved += m.Job.update(status=lifecycle.move(status, Trigger.BATCH_START), started_at=started,
+                                  heartbeat_at=now, message=BATCH_STARTED).where(
+                (m.Job.id == job_id) & (m.Job.attempt == attempt) & (m.Job.gjid == gjid)
+                & (m.Job.status == status)).execute()
+    return moved > 0
+
+
 def reap(multiple, now=None):
     """Mark running jobs silent for more than `multiple` x heartbeat_s as timeout 100; return their ids."""
     now = time.time() if now is None else now
@@ -503,6 +566,7 @@ def reap(multiple, now=None):
             if job is None:   # a report arrived meanwhile
                 continue
             _server_final(job, lifecycle.move(job.status, Trigger.REAP), 100,
-                          f"no report for {now - job.heartbeat_at:.0f} s (heartbeat every {job.heartbeat_s:g} s)")
+                          f"no report for {now - job.heartbeat_at:.0f} s (heartbeat every {job.heartbeat_s:g} s)"
+                          + ("; its wrapper never reported after the batch job started" if job.last_seq == 0 else ""))
             reaped.append(job_id)
     return reaped

@@ -227,6 +227,33 @@ def _shared_areas_and_images():
     _add_missing_columns(m.Session, ["container_image"])
 
 
+def _retries():
+    """Requests' retry policy, a job's scheduled retry and automatic retries, an attempt's origin (issue 15)."""
+    _add_missing_columns(m.Request, ["max_attempts", "retry_backoff_s"])
+    _add_missing_columns(m.Job, ["retry_at", "retries"])
+    _add_missing_columns(m.Attempt, ["automatic"])
+    table = m.Job._meta.table_name
+    m.database.execute_sql(f"CREATE INDEX IF NOT EXISTS {table}_retry_at ON {table} (retry_at)")
+
+
+def _splitting():
+    """A request's split (files per job) and each job's own input slice (issue 15)."""
+    _add_missing_columns(m.Request, ["files_per_job"])
+    _add_missing_columns(m.Job, ["input_paths"])
+
+
+def _step_templates():
+    """Sessions' step templates and the steps a request chooses (issue 15)."""
+    m.database.create_tables([m.StepTemplate], safe=True)
+    _add_missing_columns(m.Request, ["steps"])
+
+
+def _followup_stages():
+    """Requests' follow-up stages and the stage a job runs for (issue 15)."""
+    _add_missing_columns(m.Request, ["followup"])
+    _add_missing_columns(m.Job, ["stage"])
+
+
 MIGRATIONS = (
     (1, _create_v1),
     (2, _seed_groups),
@@ -239,6 +266,10 @@ MIGRATIONS = (
     (9, _job_counts),
     (10, _request_resources),
     (11, _shared_areas_and_images),
+    (12, _retries),
+    (13, _splitting),
+    (14, _step_templates),
+    (15, _followup_stages),
 )
 LATEST = MIGRATIONS[-1][0]
 

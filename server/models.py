@@ -126,6 +126,21 @@ class JobParameter(BaseModel):
         indexes = ((("session", "name"), True),)
 
 
+class StepTemplate(BaseModel):
+    """A session's named step (seed 001: a module instance): a request chooses a sequence of them and
+    each job's description carries them resolved (`payload.steps`). Migration 14."""
+    session = pw.ForeignKeyField(Session, backref="step_templates", on_delete="CASCADE")
+    name = pw.CharField(max_length=64)
+    module = pw.CharField(max_length=64)
+    parameters = JSONField(default=dict)     # the module's default parameters; a request may override them
+    args = JSONField(default=list)
+    position = pw.IntegerField(default=0)
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("session", "name"), True),)
+
+
 class Software(BaseModel):
     session = pw.ForeignKeyField(Session, backref="software", on_delete="CASCADE")
     name = pw.CharField(max_length=128)
@@ -171,12 +186,25 @@ class Request(BaseModel):
     stall_s = pw.DoubleField(default=0.0)
     cores = pw.IntegerField(default=1)                  # per job, asked of the batch system (migration 10)
     memory_mb = pw.DoubleField(default=0.0)             # per job; 0: the batch system's default (migration 10)
+    # the retry policy (server/retries.py, migration 12): attempts at most, including the first (1: no
+    # automatic retry), and the wait before the first automatic retry, doubled for each one after
+    max_attempts = pw.IntegerField(default=3)
+    retry_backoff_s = pw.DoubleField(default=600.0)
     input_mode = pw.CharField(max_length=8, default="NONE")
     input_paths = JSONField(default=list)
+    # seed 001's job splitting: each job gets the next N input files (0: not split; server/splitting.py,
+    # migration 13)
+    files_per_job = pw.IntegerField(default=0)
     output_lfn = pw.CharField(max_length=1024)
     output_abs = pw.CharField(max_length=1024, default="")
     output_sites = JSONField(default=list)
     output_patterns = JSONField(default=lambda: ["*.root"])
+    # [{"template": name, "parameters": {...}}]: the session's step templates its jobs run, in order;
+    # empty: the session's payload module alone (migration 14)
+    steps = JSONField(default=list)
+    # {"template", "condition", "fraction", "files_per_job", "patterns"}: the follow-up stage that runs
+    # on the request's outputs once its condition holds (server/stages.py); {}: none (migration 15)
+    followup = JSONField(default=dict)
     note = pw.CharField(max_length=255, default="")
     status = pw.CharField(max_length=16, default="open")
     test_request = pw.ForeignKeyField("self", null=True, on_delete="SET NULL")
@@ -259,12 +287,21 @@ class Job(BaseModel):
     heartbeat_at = pw.DoubleField(null=True)       # Unix seconds of the last report
     wct = pw.DoubleField(null=True)
     report = JSONField(null=True)
+    # the job's own input slice, a list of LFNs (server/splitting.py, migration 13); None: its request's input
+    input_paths = JSONField(null=True)
+    # the follow-up stage (a step template's name) this job runs for its request; "": one of the
+    # request's own jobs (migration 15, server/stages.py)
+    stage = pw.CharField(max_length=64, default="")
     # lower-case text for `q`; migration 3 indexes it for substring search (pg_trgm GIN, SQLite FTS5 trigram)
     search = pw.CharField(max_length=1024, default="")
     prepared_at = pw.DateTimeField(default=utcnow)
     submitted_at = pw.DateTimeField(null=True)
     started_at = pw.DateTimeField(null=True)
     finished_at = pw.DateTimeField(null=True)
+    # server/retries.py (migration 12): when the server retries this final job (Unix seconds; None: it
+    # will not), and how many of its attempts the server started on its own (the monitor's "retried")
+    retry_at = pw.DoubleField(null=True)
+    retries = pw.IntegerField(default=0)
 
     class Meta:
         # The job monitor filters by one of these and pages by runnum: an index
@@ -287,6 +324,7 @@ class Job(BaseModel):
             (("request", "status"), False),
             (("site", "production", "events"), False),
             (("status", "finished_at", "events"), False),
+            (("retry_at",), False),                      # migration 12: the due retries
         )
 
 
@@ -325,6 +363,7 @@ class Attempt(BaseModel):
     command = pw.CharField(max_length=16, null=True)     # a manager's command for the wrapper: kill
     # when an event of the attempt acknowledged the command (`ack`); until then every reply repeats it
     command_delivered_at = pw.DateTimeField(null=True)
+    automatic = pw.BooleanField(default=False)           # started by the server's retry (migration 12)
     created_at = pw.DateTimeField(default=utcnow)
 
     class Meta:
@@ -410,6 +449,6 @@ class Activity(BaseModel):
     time = pw.DateTimeField(default=utcnow, index=True)
 
 
-ALL_MODELS = (SchemaVersion, User, Group, GroupPrivilege, UserGroup, ApiToken, Session,
+ALL_MODELS = (SchemaVersion, User, Group, GroupPrivilege, UserGroup, ApiToken, Session, StepTemplate,
               JobParameter, Software, Production, Request, Site, SiteSession, SiteProduction,
               Job, JobCount, Attempt, Event, CatalogFile, Replica, Removal, JobLog, Activity)

@@ -28,7 +28,21 @@ REQUEST_SETTINGS = {
     "cores": {"type": "integer", "minimum": 1, "maximum": 1024}, "memory_mb": {"type": "number", "minimum": 0},
     "input_mode": {"type": "string", "enum": ["DIR", "FILE", "LIST", "NONE"]}, "input_paths": STRS,
     "output_lfn": STR, "output_abs": STR, "output_sites": STRS, "output_patterns": STRS,
-    "note": {"type": "string", "maxLength": 255}}
+    # each job gets the next N input files of a LIST or DIR request, the last the rest (0: not split)
+    "files_per_job": {"type": "integer", "minimum": 0, "maximum": 10000},
+    "note": {"type": "string", "maxLength": 255},
+    # the retry policy (server/retries.py): attempts at most (1: no automatic retry), first back-off (doubling)
+    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
+    "retry_backoff_s": {"type": "number", "minimum": 0, "maximum": 21600},
+    # the session's step templates the jobs run, in order: names, or a name with parameter overrides
+    "steps": {"type": "array", "maxItems": 20, "items": {"oneOf": [STR, {
+        "type": "object", "additionalProperties": False, "required": ["template"],
+        "properties": {"template": STR, "parameters": {"type": "object", "additionalProperties": STR}}}]}},
+    # the follow-up stage run on the request's outputs once its condition holds ({}: none)
+    "followup": {"type": "object", "additionalProperties": False, "properties": {
+        "template": STR, "condition": {"type": "string", "enum": ["all", "fraction"]},
+        "fraction": {"type": "number", "minimum": 0, "maximum": 1}, "files_per_job": {"type": "integer", "minimum": 0},
+        "patterns": STRS}}}
 REQUEST_TEST_DIRS = {"test_output_lfn": STR, "test_output_abs": STR, "same_output_dirs": BOOL}
 
 SCHEMAS = {
@@ -78,6 +92,9 @@ SCHEMAS = {
     # has a value left out (an empty list allows any value)
     "ParameterIn": _obj({"name": STR, "allowed": STRS}, ("name",)),
     "SessionPatch": _obj({"description": STR, "payload_module": STR, "container_image": STR}),
+    # a step template: a module instance with default parameters and arguments (seed 001)
+    "StepTemplateIn": _obj({"name": STR, "module": STR, "parameters": {"type": "object", "additionalProperties": STR},
+                            "args": STRS}, ("name", "module")),
     # a release is a tarball (lfn + adler32) or a read-only shared area (path, as on CVMFS): 400 for both
     "SoftwarePatch": _obj({"name": STR, "version": STR, "revision": INT, "lfn": STR, "adler32": STR, "path": STR,
                            "workdir": STR, "exe": STR, "env": {"type": "object", "additionalProperties": STR},
@@ -130,7 +147,14 @@ SCHEMAS = {
         {"request": INT, "parameters": {"type": "object", "additionalProperties": STR},
          "test": BOOL, "sites": STRS, "runs": INT, "events": INT, "log_to_db": BOOL,
          "input_mode": {"type": "string", "enum": ["DIR", "FILE", "LIST", "NONE"]}, "input_paths": STRS,
-         "output_sites": STRS}, ("sites", "runs", "events")),
+         "output_sites": STRS,
+         # a LIST request split by hand: each element (LFNs of the request's input) one job's inputs
+         "split": {"type": "array", "minItems": 1, "maxItems": 10000,
+                   "items": {"type": "array", "minItems": 1, "items": STR}},
+         # a split request: make jobs for slices already given to jobs again (default: only the others)
+         "repeat_slices": BOOL},
+        # `runs` may be left out on a split request's bulk: one job per pending slice
+        ("sites", "events")),
         oneOf=[{"required": ["request"]}, {"required": ["parameters", "test"]}]),
     # People (server/people.py): a token is shown once, when made; lists never show its hash.
     # expires_in_days (1-3650) or expires_at (ISO 8601, future); neither: never expires.
@@ -152,6 +176,8 @@ SCHEMAS = {
 JOB_FILTERS = [("user", STR), ("production", STR), ("request", STR), ("runnum_from", INT),
                ("runnum_to", INT), ("status", STR), ("error_code", INT), ("site", STR), ("last", INT),
                ("older_than_hours", NUM), ("prepared_from", STR), ("prepared_to", STR), ("q", STR),
+               ("retried", {"type": "boolean", "description": "true: the jobs the server retried automatically at "
+                                                              "least once; false: the others"}),
                ("sort", STR), ("page", INT), ("per_page", INT),
                # job-parameter filters (server/monitor.py): one name per parameter, e.g. param.Analysis
                ("param.<Name>", {"type": "array", "items": STR, "description": (
@@ -184,7 +210,8 @@ ROUTES = [
     ("post", "/jobs/{job_id}/events", "A wrapper's events (job token)", "job", [],
      {"oneOf": [{"$ref": "#/components/schemas/Event"},
                 {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]}, 200, "EventsReply"),
-    ("post", "/jobs/{job_id}/kill", "Kill a prepared, submitted or running job (409 otherwise)", "user", [], None,
+    ("post", "/jobs/{job_id}/kill", "Kill a prepared, submitted or running job, or cancel a final job's scheduled "
+     "automatic retry (`retry_cancelled`; 409 otherwise)", "user", [], None,
      200, ANY_OBJ),
     ("post", "/jobs/{job_id}/resubmit", "New attempt for a failed, sys-failed or timeout job (409 otherwise); "
      "with `backend`, submitted again", "user", [], "Resubmit", 200, ANY_OBJ),
@@ -205,6 +232,10 @@ ROUTES = [
     ("get", "/sessions/{name}", "A session with parameters and software", "user", [], None, 200, ANY_OBJ),
     ("post", "/sessions/{name}/parameters", "Define a job parameter", "user", [], "ParameterIn", 201, ANY_OBJ),
     ("post", "/sessions/{name}/software", "Register a software release", "user", [], "SoftwareIn", 201, ANY_OBJ),
+    ("post", "/sessions/{name}/steps", "Define a step template, or replace one no request chooses (409 "
+     "step-in-use); create-productions", "user", [], "StepTemplateIn", 201, ANY_OBJ),
+    ("delete", "/sessions/{name}/steps/{step}", "Remove a step template no request chooses (409 step-in-use)",
+     "user", [], None, 200, ANY_OBJ),
     ("patch", "/sessions/{name}", "A session's description and payload module (create-productions)", "user", [],
      "SessionPatch", 200, ANY_OBJ),
     ("patch", "/sessions/{name}/software/{software_id}", "Edit a release while no production uses it (409 "

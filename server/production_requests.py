@@ -2,12 +2,12 @@
 from shared import schema as s
 from shared.jobdesc import INPUT_MODES, NAME_RE
 
-from . import counts, db
+from . import counts, db, retries, splitting, stages
 from . import models as m
 from .errors import ApiError, bad_request, conflict, not_found
 from .productions import get_production
-from .request_rules import (CREATE_LOCK_KEY, check_input, check_output_sites, check_parameters,
-                            insert_test_request, params_key, under_twin)
+from .request_rules import (CREATE_LOCK_KEY, check_input, check_output_sites, check_parameters, check_steps,
+                            insert_test_request, params_key, read_steps, under_twin)
 from .submissions import SUBMIT_LOCK_KEY
 
 
@@ -27,11 +27,19 @@ SETTINGS = {
     "input_mode": lambda d, k: s.text(d, k, pattern="|".join(INPUT_MODES)),
     "input_paths": lambda d, k: [s.check_lfn(p, f"{k}[{n}]") for n, p in
                                  enumerate(s.text_list(d, k, max_items=10000, max_len=1024))],
+    # each job gets the next N input files of a LIST or DIR request (0: not split; server/splitting.py)
+    "files_per_job": splitting.read_files_per_job,
     "output_lfn": lambda d, k: s.lfn(d, k),
     "output_abs": lambda d, k: s.text(d, k, max_len=1024, empty=True),
     "output_sites": lambda d, k: list(s.text_list(d, k, max_items=100, pattern=NAME_RE, max_len=64)),
     "output_patterns": lambda d, k: list(s.text_list(d, k, max_items=100, pattern=r"[^/\x00]+", max_len=256)),
     "note": lambda d, k: s.text(d, k, max_len=255, empty=True),
+    # The session's step templates the jobs run, in order (issue 15); empty: its payload module alone.
+    "steps": read_steps,
+    # The follow-up stage (a merge, say) run on the request's outputs once its condition holds (server/stages.py).
+    "followup": stages.read_followup,
+    # The retry policy (server/retries.py): max_attempts (1: none) and retry_backoff_s.
+    **retries.POLICY,
 }
 # The test request's output directories, chosen on its main request: a test request's own setting of the
 # same name, or `same_output_dirs: true` to share the main request's (seed: "Same output directories for
@@ -55,6 +63,7 @@ def request_dict(req, twin=None):
     d.update({field: getattr(twin, name) if twin else None for name, field in TEST_DIRS.items()})
     d["same_output_dirs"] = shares_dirs(req, twin) if twin else None
     d["jobs"] = counts.request_jobs(req.id)
+    d["stage"] = stages.stage_state(req)
     return d
 
 
@@ -69,7 +78,7 @@ def shares_dirs(req, twin):
 # The one legal successor of each status (seed: open -> valid -> running -> closed).
 NEXT_STATUS = {"open": "valid", "valid": "running", "running": "closed"}
 # Settings that may change once a request has left `open` (the others shape its jobs).
-ALWAYS_CHANGEABLE = ("note", "priority")
+ALWAYS_CHANGEABLE = ("note", "priority", *retries.POLICY)   # the retry policy is the server's, not the jobs'
 
 
 def _read_settings(body):
@@ -90,6 +99,7 @@ def _read_test_dirs(body):
 def _check_settings(settings):
     """The rules of a request's settings as they will be stored: one place for create and modify."""
     check_input(settings)
+    splitting.check_split_setting(settings)
     if "output_sites" in settings:
         check_output_sites(settings["output_sites"])
 
@@ -173,6 +183,8 @@ def create_request(user, body):
             raise conflict("production-closed", f"production {main.name} is closed")
         check_parameters(main.session, parameters)
         _check_settings(settings)
+        check_steps(main.session, settings.get("steps", []))
+        stages.check_followup(main.session, settings.get("followup"))
         test_settings = dict(settings)
         test_settings.update(_test_dirs(main, {name: settings.get(name, "") for name in TEST_DIRS}, given,
                                         bool(same)))
@@ -217,7 +229,12 @@ def update_request(request_id, body):
         shared = twin is not None and shares_dirs(req, twin)      # before the changes
         for name, value in changes.items():
             setattr(req, name, value)
-        _check_settings({"input_mode": req.input_mode, "input_paths": req.input_paths, **changes})
+        _check_settings({"input_mode": req.input_mode, "input_paths": req.input_paths,
+                         "files_per_job": req.files_per_job, **changes})
+        if "steps" in changes:
+            check_steps(req.production.session, changes["steps"])
+        if "followup" in changes:
+            stages.check_followup(req.production.session, changes["followup"])
         if twin is not None:
             # What the body touches is decided again as on create; sharing, once chosen, holds until
             # the body says otherwise (`same_output_dirs`, or an explicit test directory).

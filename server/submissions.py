@@ -61,6 +61,12 @@ as they were; resubmitting them is a separate decision), the other thresholds
 are not affected, and the reset is recorded as an Activity of kind
 'site-reset'.
 
+Splitting (server/splitting.py has the rules). A bulk on a request split by files per job, or
+giving an explicit `split` list, makes one job per pending slice, each job holding its slice
+(Job.input_paths); `runs`, optional there, caps the jobs per site; `repeat_slices` makes slices
+already given to jobs again. The plan's set says `split` (null: not split): slices made, left,
+files already given, the first slices.
+
 `submit` is the one path from a request body to prepared (and, with a
 backend, submitted) jobs: the API's POST /submissions and the web desk's
 expert and shift pages call it with the same body.
@@ -73,7 +79,7 @@ from shared import schema as s
 from shared.jobdesc import INPUT_MODES, NAME_RE
 from shared.states import Status
 
-from . import batch, counts, db, search_text
+from . import batch, counts, db, search_text, splitting
 from . import models as m
 from .errors import ApiError, bad_request, conflict, not_found
 from .request_rules import (check_input, check_output_sites, check_parameters, insert_test_request, params_key,
@@ -86,7 +92,7 @@ SUBMIT_LOCK_KEY = 0x5B5
 MAX_HOPS = 20
 MAX_JOBS_PER_SUBMISSION = 100_000
 FAILED_WINDOW = datetime.timedelta(hours=24)
-BULK_FIELDS = ("request", "test", "sites", "runs", "events", "log_to_db")
+BULK_FIELDS = ("request", "test", "sites", "runs", "events", "log_to_db", "split", "repeat_slices")
 # Only with `parameters`: settings of the test request that may have to be created.
 NEW_REQUEST_FIELDS = ("parameters", "input_mode", "input_paths", "output_sites")
 # A created test request keeps these of its template (see the module doc).
@@ -99,13 +105,15 @@ class Bulk:
     request_id: int
     test: bool
     sites: tuple
-    runs: int
+    runs: int                    # None: a split request's bulk, one job per pending slice
     events: int
     log_to_db: bool
     parameters: dict = None      # a test bulk's job parameters, instead of request_id
     input_mode: str = "NONE"
     input_paths: tuple = ()
     output_sites: tuple = ()
+    split: tuple = None          # an explicit split: one tuple of LFNs per job
+    repeat_slices: bool = False  # make slices already given to jobs again
 
 
 def parse_submission(body):
@@ -125,9 +133,11 @@ def parse_submission(body):
             request_id=s.integer(b, "request", where, default=None, lo=1),
             test=s.boolean(b, "test", where, default=False),
             sites=s.text_list(b, "sites", where, max_items=200, max_len=64),
-            runs=s.integer(b, "runs", where, lo=1, hi=MAX_JOBS_PER_SUBMISSION),
+            runs=s.integer(b, "runs", where, default=None, lo=1, hi=MAX_JOBS_PER_SUBMISSION),
             events=s.integer(b, "events", where, lo=1, hi=10 ** 12),
             log_to_db=s.boolean(b, "log_to_db", where, default=False),
+            split=splitting.read_split(b, "split", where) if "split" in b else None,
+            repeat_slices=s.boolean(b, "repeat_slices", where, default=False),
             **_new_request_fields(b, where),
         ))
     dry_run = s.boolean(body, "dry_run", default=False)
@@ -200,6 +210,7 @@ def prepare_jobs(user, production, bulks, dry_run=False, override_thresholds=Fal
         del st["_req"]
         for row in st["rows"]:
             del row["site_id"]
+            row.pop("_slices", None)
     return plan
 
 
@@ -209,11 +220,13 @@ def _plan(main, bulks):
     sw = main.software
     sets, refusals, runnums = [], [], _Runnums()
     planned_at_site, to_create = {}, {}
+    given = {}   # per request: its input files already in a job's slice (splitting.given_files)
     for number, bulk in enumerate(bulks, start=1):
+        where = f"bulks[{number - 1}]."
         if bulk.parameters is None:
             req = _request_for(main, bulk)
         else:
-            req = _test_request_by_parameters(main, bulk, f"bulks[{number - 1}].", to_create)
+            req = _test_request_by_parameters(main, bulk, where, to_create)
         if not bulk.test and req.events_per_job and bulk.events > req.events_per_job:
             raise bad_request(f"'bulks[{number - 1}].events' is {bulk.events} events per job, more than "
                               f"request {req.id}'s events_per_job {req.events_per_job}: only a test bulk "
@@ -221,22 +234,46 @@ def _plan(main, bulks):
         prod = req.production
         if prod.status != "open":
             raise conflict("production-closed", f"production {prod.name} is closed")
-        rows = []
-        for site_name in bulk.sites:
+        split, key = None, req.id or req.params_key
+        if bulk.split is not None or req.files_per_job:
+            if key not in given:
+                given[key] = splitting.given_files(req)
+            split = splitting.plan_split(req, bulk.split, bulk.repeat_slices, where, given[key])
+        if split is None:
+            if bulk.runs is None:
+                raise s.SchemaError(f"missing field '{where}runs' (only a split request's bulk may leave it "
+                                    "out: one job per slice)")
+            shares = [bulk.runs] * len(bulk.sites)
+        else:
+            if bulk.runs is None and len(split.slices) > MAX_JOBS_PER_SUBMISSION:
+                raise bad_request(f"'{where}': {len(split.slices)} slices are more than {MAX_JOBS_PER_SUBMISSION} "
+                                  f"jobs in one submission: give '{where}runs' to take them in portions")
+            shares = splitting.deal(len(split.slices), len(bulk.sites), bulk.runs)
+        rows, dealt = [], 0
+        for site_name, jobs in zip(bulk.sites, shares):
             site = _eligible_site(site_name, prod, bulk.test)
-            first, last = runnums.block(req, bulk.runs)
-            planned_at_site[site.name] = planned_at_site.get(site.name, 0) + bulk.runs
+            if not jobs:   # a split with fewer slices than sites
+                continue
+            first, last = runnums.block(req, jobs)
+            planned_at_site[site.name] = planned_at_site.get(site.name, 0) + jobs
             refusals.extend(_threshold_refusals(site, planned_at_site[site.name]))
-            rows.append({"site": site.name, "site_id": site.id, "jobs": bulk.runs,
-                         "first_runnum": first, "last_runnum": last,
-                         "events": bulk.runs * bulk.events, "events_per_job": bulk.events,
-                         "bunches": math.ceil(bulk.runs / max(site.bunch_size, 1))})
+            row = {"site": site.name, "site_id": site.id, "jobs": jobs,
+                   "first_runnum": first, "last_runnum": last,
+                   "events": jobs * bulk.events, "events_per_job": bulk.events,
+                   "bunches": math.ceil(jobs / max(site.bunch_size, 1))}
+            if split is not None:
+                row["_slices"] = split.slices[dealt:dealt + jobs]
+                dealt += jobs
+            rows.append(row)
+        if split is not None:
+            splitting.note_given(given[key], split.slices[:dealt])
         sets.append({
             "set": number, "request": req.id, "production": prod.name, "test": bulk.test,
             "request_state": "exists" if req.id else "would be created",
             "parameters": req.parameters, "input_mode": req.input_mode, "input_paths": req.input_paths,
             "output_lfn": req.output_lfn, "output_abs": req.output_abs, "output_sites": req.output_sites,
             "log_to_db": bulk.log_to_db, "rows": rows,
+            "split": None if split is None else split.summary(dealt),
             "jobs": sum(r["jobs"] for r in rows), "events": sum(r["events"] for r in rows),
             "_req": req,
         })
@@ -291,9 +328,9 @@ def _test_request_by_parameters(main, bulk, where, to_create):
     if len(output_lfn) > 1024:
         raise bad_request(f"'{where}parameters' make an output directory longer than 1024 characters")
     settings = {name: getattr(template, name) for name in INHERITED}
+    num_jobs = bulk.runs * len(bulk.sites) if bulk.runs else len(bulk.split or ())   # (no runs: one a slice)
     settings.update(
-        events_per_job=bulk.events, num_jobs=bulk.runs * len(bulk.sites),
-        required_events=bulk.runs * len(bulk.sites) * bulk.events,
+        events_per_job=bulk.events, num_jobs=num_jobs, required_events=num_jobs * bulk.events,
         input_mode=bulk.input_mode, input_paths=list(bulk.input_paths), output_lfn=output_lfn,
         output_abs=(under_twin(template.output_abs, main, renamed) or "")[:1024],
         output_sites=list(bulk.output_sites or template.output_sites),
@@ -468,14 +505,16 @@ def _create_jobs(user, plan, heartbeat_s):
         for row in st["rows"]:
             site_id = row["site_id"]
             runnums = range(row["first_runnum"], row["last_runnum"] + 1)
+            slices = row.get("_slices") or [None] * len(runnums)   # a split's: each job's own inputs
             jobs = [{"runnum": r, "events": row["events_per_job"], "request": req.id,
                      "production": prod.id, "session": prod.session_id, "site": site_id,
                      "user": user.id if user else None, "test": st["test"],
                      "log_to_db": st["log_to_db"], "status": Status.PREPARED.value,
                      "heartbeat_s": heartbeat_s, "prepared_at": now,
                      "search": search_text.job_text(prod.name, user.name if user else None, req.parameters,
-                                                    row["site"], r)}
-                    for r in runnums]
+                                                    row["site"], r),
+                     "input_paths": None if piece is None else list(piece)}
+                    for r, piece in zip(runnums, slices)]
             for i in range(0, len(jobs), 200):
                 m.Job.insert_many(jobs[i:i + 200]).execute()
             created = [j for (j,) in m.Job.select(m.Job.id).where(

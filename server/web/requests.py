@@ -8,9 +8,11 @@ selects are htmx fragments; without JavaScript the same page re-renders from a G
 from flask import flash, g, redirect, render_template, request, url_for
 
 from shared.jobdesc import INPUT_MODES
+from shared.schema import SchemaError
 
 from .. import models as m
 from .. import production_requests as core
+from .. import stages
 from ..errors import bad_request
 from ..production_requests import NEXT_STATUS, SETTINGS, get_request, request_dict
 from ..productions import get_production
@@ -25,10 +27,15 @@ SETTING_FIELDS = (
     Field("priority", "int"), Field("min_runnum", "int"), Field("required_events", "int"),
     Field("events_per_job", "int"), Field("num_jobs", "int"), Field("event_time_s", "number"),
     Field("max_wct_s", "number"), Field("max_rss_mb", "number"), Field("stall_s", "number"),
-    Field("cores", "int"), Field("memory_mb", "number"),
+    Field("cores", "int"), Field("memory_mb", "number"), Field("files_per_job", "int"),
+    Field("max_attempts", "int"), Field("retry_backoff_s", "number"),
     Field("input_mode"), Field("input_paths", "lines", keep_empty=True), Field("output_lfn"),
     Field("output_abs", keep_empty=True), Field("output_sites", "list"),
-    Field("output_patterns", "lines"), Field("note", keep_empty=True))
+    Field("output_patterns", "lines"), Field("note", keep_empty=True),
+    Field("steps", "lines", keep_empty=True),
+    # the follow-up stage, one object in the API (nested_settings makes it): no template, no stage
+    Field("followup_template", keep_empty=True), Field("followup_fraction", keep_empty=True),
+    Field("followup_files_per_job", keep_empty=True), Field("followup_patterns", "lines", keep_empty=True))
 TEST_FIELDS = (Field("test_output_lfn"), Field("test_output_abs"), Field("same_output_dirs", "bool"))
 # Once a request has left `open` only these change (production_requests.ALWAYS_CHANGEABLE).
 LATE_FIELDS = tuple(f for f in SETTING_FIELDS if f.name in core.ALWAYS_CHANGEABLE)
@@ -52,6 +59,13 @@ def form_values(d):
     values = {name: d.get(name) for name in SETTINGS}
     values["input_paths"] = "\n".join(d.get("input_paths") or [])
     values["output_patterns"] = "\n".join(d.get("output_patterns") or [])
+    rule = d.get("followup") or {}
+    values.update(followup_template=rule.get("template", ""),
+                  followup_fraction=rule["fraction"] if rule.get("condition") == "fraction" else "",
+                  followup_files_per_job=rule.get("files_per_job", ""),
+                  followup_patterns="\n".join(rule.get("patterns", [])))
+    values["steps"] = "\n".join(" ".join([step["template"], *(f"{k}={v}" for k, v in step["parameters"].items())])
+                                for step in d.get("steps") or [])
     values.update({PARAM_PREFIX + k: v for k, v in d.get("parameters", {}).items()})
     for key in ("test_output_lfn", "test_output_abs", "same_output_dirs"):
         values[key] = d.get(key)
@@ -64,6 +78,49 @@ def box_wins(body):
         body.pop("test_output_lfn", None)
         body.pop("test_output_abs", None)
     return body
+
+
+def nested_settings(body):
+    """The settings the API takes as lists of objects or an object, from the form's flat fields: the
+    steps, one a line `template [NAME=VALUE ...]`, as [{"template", "parameters"}]; the follow-up
+    fields as `followup`, defaults filled as the server fills them (an unchanged form then sends
+    nothing new)."""
+    parts = {k: body.pop(f"followup_{k}") for k in ("template", "fraction", "files_per_job", "patterns")
+             if f"followup_{k}" in body}
+    if parts:
+        rule = {}
+        if parts.get("template"):
+            rule = {"template": parts["template"], "files_per_job": _form_int(parts.get("files_per_job"), "files a job")}
+            if parts.get("fraction"):
+                rule.update(condition="fraction", fraction=_form_number(parts["fraction"], "fraction"))
+            if parts.get("patterns"):
+                rule["patterns"] = parts["patterns"]
+        body["followup"] = stages.read_followup({"followup": rule}, "followup")
+    if "steps" in body:
+        steps = []
+        for n, line in enumerate(body["steps"], 1):
+            template, *pairs = line.split()
+            bad = [p for p in pairs if "=" not in p or p.startswith("=")]
+            if bad:
+                raise SchemaError(f"steps line {n}: {bad[0]!r} is not NAME=VALUE (a line is: template NAME=VALUE ...)")
+            steps.append({"template": template, "parameters": dict(p.split("=", 1) for p in pairs)})
+        body["steps"] = steps
+    return body
+
+
+def _form_number(text, what):
+    try:
+        return float(text)
+    except ValueError:
+        raise SchemaError(f"follow-up stage: {what} must be a number, not {text!r}") from None
+
+
+def _form_int(text, what):
+    if not text:
+        return 0
+    if not text.strip().isdigit():
+        raise SchemaError(f"follow-up stage: {what} must be a whole number, not {text!r}")
+    return int(text)
 
 
 def submitted_values(form):
@@ -173,7 +230,7 @@ def create_request():
     production = get_production(request.form.get("production", ""))
     body = {"production": production.name, "parameters": form_parameters(production.session, request.form),
             **box_wins(form_body(SETTING_FIELDS + TEST_FIELDS))}
-    created, error = attempt(core.create_request, g.principal.user, body)
+    created, error = attempt(lambda: core.create_request(g.principal.user, nested_settings(body)))
     if error:
         return _requests_page(values=submitted_values(request.form), error=error, status=error.status_code)
     req, test_req = created
@@ -211,12 +268,14 @@ def request_detail(request_id):
 def modify_request(request_id):
     """Send what the form changed (a PATCH of the whole form would touch settings frozen after `open`)."""
     current = request_dict(get_request(request_id))
-    body = box_wins({key: value for key, value in form_body(_modify_fields(current)).items()
-                     if value != current.get(key)})
-    if not body:
+    body, error = attempt(lambda: box_wins({key: value for key, value in
+                                            nested_settings(form_body(_modify_fields(current))).items()
+                                            if value != current.get(key)}))
+    if not error and not body:
         flash(f"Request {request_id}: nothing changed.")
         return redirect(url_for("web.request_detail", request_id=request_id))
-    _, error = attempt(core.update_request, request_id, body)
+    if not error:
+        _, error = attempt(core.update_request, request_id, body)
     if error:
         return _detail_page(request_id, error=error, status=error.status_code,
                             values=submitted_values(request.form))

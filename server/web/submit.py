@@ -181,8 +181,11 @@ def _bulk_body(desk, form, n):
               Field(p + "runs", "int", "runs")]
     if desk.expert:
         fields += [Field(p + "test", "bool", "test"), Field(p + "events", "int", "events"),
-                   Field(p + "log_to_db", "bool", "log_to_db")]
+                   Field(p + "log_to_db", "bool", "log_to_db"), Field(p + "split", "lines", "split"),
+                   Field(p + "repeat_slices", "bool", "repeat_slices")]
     bulk = form_body(fields, form)
+    if "split" in bulk:   # a LIST request split by hand: one job a line, its LFNs apart by spaces or commas
+        bulk["split"] = [line.replace(",", " ").split() for line in bulk["split"]]
     if not desk.expert:
         # The shifter runs the request as its manager set it: its own events per job.
         req = m.Request.get_or_none(m.Request.id == bulk["request"]) if "request" in bulk else None
@@ -234,12 +237,13 @@ def _typed_bulk(values, n):
     return {"n": n, "request": values.get(p + "request", ""), "test": p + "test" in values,
             "sites": values.getlist(p + "sites"), "runs": values.get(p + "runs", "1"),
             "events": values.get(p + "events", ""), "log_to_db": p + "log_to_db" in values,
-            "params": {k[len(p + "param."):]: v for k, v in values.items() if k.startswith(p + "param.")}}
+            "params": {k[len(p + "param."):]: v for k, v in values.items() if k.startswith(p + "param.")},
+            "split": values.get(p + "split", ""), "repeat_slices": p + "repeat_slices" in values}
 
 
 def _blank_bulk(n):
     return {"n": n, "request": "", "test": False, "sites": [], "runs": "1", "events": "", "log_to_db": False,
-            "params": {}}
+            "params": {}, "split": "", "repeat_slices": False}
 
 
 def _number(text):
