@@ -9,8 +9,12 @@
   (cancelled, node failure, out of memory, batch time limit, vanished) makes
   the job `sys-failed` with the batch system's reason. Jobs the wrapper itself
   ended with 060 (signalled by the batch system) get the batch reason added.
+  A submitted job whose batch job started becomes `running` (batch-start) before
+  its wrapper's first report.
 - `Poller`: a daemon thread doing poll_once, one per server process: the
   local backend's processes are known only to the process that started them.
+  After each pass it starts the automatic retries that are due (server/retries.py),
+  through the backend of each job's last attempt.
 
 Backends are built once per process from the `BACKEND_*` settings.
 """
@@ -22,13 +26,15 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from flask import has_request_context, request
+
 from shared.errors import CODES
 from shared.states import Status
 
-from . import db, jobs, reaper
+from . import db, jobs, reaper, retries, stages
 from . import models as m
 from .backends import BACKENDS, FINAL_BATCH_STATES, BackendError, Bunch, JobSpec, create_backend, split_bunches
-from .backends.base import COMPLETED, FAILED, LOST, UNKNOWN
+from .backends.base import COMPLETED, FAILED, LOST, RUNNING, UNKNOWN
 from .errors import ApiError, bad_request
 
 log = logging.getLogger("sbk.batch")
@@ -39,6 +45,9 @@ SIGNALLED, KILLED, UNEXPECTED = 60, 62, 99
 SIGNAL_CODES = (31, SIGNALLED)   # payload killed by a signal, wrapper stopped by one
 ENRICH_WINDOW_S = 3600.0   # how long after a wrapper's 060 the batch reason is still looked up
 STATUS_CHUNK = 500         # gjids per backend.status() call
+# Backends whose `running` means the batch job started on a node. ARC's is A-REX's INLRMS, which
+# covers waiting in the CE's own batch queue too: an ARC job becomes running by its wrapper's report.
+START_SEEN = frozenset({"local", "slurm", "htcondor"})
 
 _lock = threading.Lock()
 _backends = {}
@@ -93,7 +102,10 @@ def start_poller(settings):
     global _poller
     with _lock:
         if _poller is None and settings.batch_poll_interval_s > 0:
-            _poller = Poller(settings).start()
+            # the URL its automatic retries write into descriptions: SBK_PUBLIC_URL, else the one the
+            # first request came in on (as for a manager's resubmit)
+            url = settings.public_url or (request.host_url.rstrip("/") if has_request_context() else "")
+            _poller = Poller(settings, url).start()
     return _poller
 
 
@@ -228,7 +240,7 @@ def resubmit(job_ids, name, base_url, settings):
 
 def poll_once(settings, backends=None):
     """One pass over active batch jobs; returns the ids of the jobs marked sys-failed."""
-    ended = []
+    ended, begun = [], []
     now = time.time()
     with db.connection():
         active = list(m.Job.select(m.Job.id, m.Job.attempt, m.Job.gjid, m.Job.backend, m.Job.status).where(
@@ -246,12 +258,17 @@ def poll_once(settings, backends=None):
                 state = states.get(gjid)
                 if state is None or (state.state == LOST and job_id in started):
                     continue   # its wrapper reports for itself, and the reaper watches it
+                if state.state == RUNNING and job_id not in started and name in START_SEEN \
+                        and jobs.start_batch_job(job_id, attempt, gjid):
+                    begun.append(job_id)
                 if not _ended(name, gjid, state, now, settings.batch_grace_s):
                     continue
                 code, message = _verdict(job_id, attempt, state)
                 if jobs.end_batch_job(job_id, attempt, gjid, code, message):
                     ended.append(job_id)
         _add_batch_reasons(settings, backends)
+    if begun:
+        log.info("%d job(s) started in the batch system before their wrapper reported: %s", len(begun), begun[:20])
     if ended:
         log.info("%d job(s) ended in the batch system without a final report: %s", len(ended), ended[:20])
     return ended
@@ -331,12 +348,17 @@ class Poller(reaper.Reaper):
     """The reaper's thread, calling poll_once every BATCH_POLL_INTERVAL_S instead."""
     thread_name = "sbk-batch-poller"
 
-    def __init__(self, settings):
+    def __init__(self, settings, base_url=""):
         super().__init__(None, settings.batch_poll_interval_s)
         self.settings = settings
+        self.base_url = base_url or settings.public_url
 
     def run_once(self):
         poll_once(self.settings)
+        with db.connection():   # then the due automatic retries (server/retries.py), this process's backends
+            retries.run_due(self.settings, self.base_url)
+        # then the follow-up stages whose condition the server's own ends made true, and their submission
+        stages.run_due(self.settings, self.base_url)
 
 
 def cmd_poll(settings, backends=None):
@@ -344,4 +366,7 @@ def cmd_poll(settings, backends=None):
     db.bind(settings.db_url)
     ended = poll_once(settings, set(backends) if backends else None)
     print(f"sys-failed {len(ended)} job(s)" + (f": {' '.join(map(str, ended))}" if ended else ""))
+    print(retries.one_shot(settings, backends))
+    staged = stages.run_due(settings, settings.public_url)
+    print(f"submitted {len(staged)} follow-up stage job(s)" + (f": {' '.join(map(str, staged))}" if staged else ""))
     return 0

@@ -1,6 +1,10 @@
 """Liveness: time out running jobs whose heartbeats stopped (code 100); and the
 housekeeping thread that works off removal requests (`Cleaner`).
 
+A job the batch poller made running (batch-start) has no report yet: its silence is counted
+from the batch start (jobs.start_batch_job sets heartbeat_at), so its wrapper gets the same
+heartbeat_multiple x heartbeat_s for its first report as between any two.
+
 `sbk reap` and `sbk cleanup` run one pass (for a cron); `sbk serve` runs `Reaper`
 and `Cleaner` as daemon threads. Under gunicorn only the master's thread reaps, so workers never race
 each other (and a race would be harmless: each job is reaped in its own

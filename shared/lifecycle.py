@@ -10,10 +10,16 @@ status through `move()`; nothing else decides whether a change is legal.
        │  └──────resubmit────┴── from failed, sys-failed, timeout only
        └──kill──► sys-failed (062)      kill on submitted/running: the status stays,
                                         the attempt gets the `kill` command
+    submitted ──batch-start──► running   the batch system started it (the batch poller saw it)
+    failed | sys-failed | timeout ──retry──► prepared   the server's own resubmit: an automatic retry
+                                                     (server/retries.py says when)
+
+`batch-start` comes before the wrapper's first report, which then is a plain `report`
+(running -> running).
 
 A wrapper may report before its backend said "submitted" (a fast job), so
 `report` and `finish` start from prepared too. A final status never changes
-but by `resubmit`, which starts a new attempt.
+but by `resubmit` or `retry`, which start a new attempt.
 """
 from enum import Enum
 
@@ -31,6 +37,8 @@ class Trigger(str, Enum):
     RESUBMIT = "resubmit"      # a manager's resubmit: a new attempt
     REAP = "reap"              # heartbeats lost (code 100)
     BATCH_END = "batch-end"    # the batch job ended without a final report
+    BATCH_START = "batch-start"  # the batch system started the job's batch job (the poller saw it)
+    RETRY = "retry"            # the server's own resubmit of a retryable failure: a new attempt
 
     def __str__(self):
         return self.value
@@ -43,8 +51,10 @@ TRANSITIONS = {
     Trigger.FINISH: {P: FINAL_STATUSES, S: FINAL_STATUSES, R: FINAL_STATUSES},
     Trigger.KILL: {P: {SYS_FAILED}, S: {S}, R: {R}},
     Trigger.RESUBMIT: {FAILED: {P}, SYS_FAILED: {P}, TIMEOUT: {P}},
+    Trigger.RETRY: {FAILED: {P}, SYS_FAILED: {P}, TIMEOUT: {P}},
     Trigger.REAP: {R: {TIMEOUT}},
     Trigger.BATCH_END: {S: {SYS_FAILED}, R: {SYS_FAILED}},
+    Trigger.BATCH_START: {S: {R}},
 }
 
 # Commands a manager's action leaves for the attempt's wrapper; repeated in every reply

@@ -113,6 +113,85 @@ def test_load_refuses_malformed_json(tmp_path):
         jobdesc.load_job_description(tmp_path / "absent.json")
 
 
+def steps_dict(steps, **payload):
+    """The CONTRACT example with `payload.steps` in place of its single module."""
+    data = job_description_dict()
+    data["payload"] = dict({"parameters": data["payload"]["parameters"], "env": {"BFROOT": "/opt/superb"},
+                            "steps": steps}, **payload)
+    return data
+
+
+SIM_AND_DQ = [{"name": "sim", "module": "fastsim", "parameters": {"Geometry": "DG_5"}},
+              {"name": "dq", "module": "dq", "args": ["bin/check-root", "--min-events", "1"],
+               "env": {"DQ_LEVEL": "strict", "BFROOT": "/opt/dq"}}]
+
+
+def test_a_job_of_steps_parses_and_each_step_gets_the_payload_settings_under_its_own():
+    desc = jobdesc.parse_job_description(steps_dict(SIM_AND_DQ))
+    assert desc.payload.module is None and [st.name for st in desc.payload.steps] == ["sim", "dq"]
+    sim, dq = desc.payload.steps_to_run()
+    assert (sim.module, sim.parameters["Geometry"], sim.parameters["Analysis"]) == ("fastsim", "DG_5",
+                                                                                  "HadRecoilCocktail")
+    assert sim.env == {"BFROOT": "/opt/superb"} and sim.args == ()
+    assert dq.args == ("bin/check-root", "--min-events", "1")
+    assert dq.env == {"BFROOT": "/opt/dq", "DQ_LEVEL": "strict"}     # the step's own wins
+    again = jobdesc.parse_job_description(json.loads(json.dumps(desc.to_dict())))
+    assert again == desc and "module" not in desc.to_dict()["payload"]
+
+
+def test_a_single_module_job_is_one_step_named_after_its_module_and_keeps_its_shape():
+    data = job_description_dict()
+    desc = jobdesc.parse_job_description(data)
+    (step,) = desc.payload.steps_to_run()
+    assert (step.name, step.module, step.env) == ("fastsim", "fastsim", {"BFROOT": "/opt/superb"})
+    assert step.parameters == data["payload"]["parameters"] and desc.payload.steps == ()
+    assert desc.to_dict()["payload"] == dict(data["payload"], args=[])    # no `steps` key written
+
+
+@pytest.mark.parametrize("steps, payload, words", [
+    ([], {}, "'payload.steps' must hold 1 to 20 steps"),
+    ([{"name": f"s{n}", "module": "generic"} for n in range(21)], {}, "must hold 1 to 20 steps"),
+    ({"name": "sim"}, {}, "'payload.steps' must be a list of objects"),
+    (["sim"], {}, "'payload.steps[0]' must be an object"),
+    ([{"name": "sim", "module": "fastsim"}, {"name": "dq", "module": "no spaces"}], {},
+     "'payload.steps[1].module' has an invalid value 'no spaces'"),
+    ([{"name": "sim", "module": "fastsim"}, {"name": "dq"}], {}, "missing field 'payload.steps[1].module'"),
+    ([{"module": "fastsim"}], {}, "missing field 'payload.steps[0].name'"),
+    ([{"name": "x" * 65, "module": "fastsim"}], {}, "'payload.steps[0].name' is longer than 64"),
+    ([{"name": "sim", "module": "fastsim"}, {"name": "sim", "module": "dq", "args": ["x"]}], {},
+     "'payload.steps[1].name' 'sim' is an earlier step's name"),
+    ([{"name": "sim", "module": "fastsim", "retries": 2}], {}, "unknown field 'payload.steps[0].retries'"),
+    ([{"name": "sim", "module": "fastsim", "args": "-v"}], {}, "'payload.steps[0].args' must be a list"),
+    ([{"name": "sim", "module": "fastsim", "parameters": {"Geometry": 4}}], {},
+     "'payload.steps[0].parameters.Geometry' must be a string"),
+    ([{"name": "sim", "module": "fastsim", "env": {"1BAD": "x"}}], {},
+     "'payload.steps[0].env.1BAD' is not a valid environment variable name"),
+    (SIM_AND_DQ, {"module": "fastsim"}, "'payload.module' and 'payload.steps' exclude each other"),
+    (SIM_AND_DQ, {"args": ["-v"]}, "'payload.args' and 'payload.steps' exclude each other"),
+])
+def test_bad_steps_are_refused_with_one_line_naming_the_field(steps, payload, words):
+    with pytest.raises(errors.JobDescriptionError) as info:
+        jobdesc.parse_job_description(steps_dict(steps, **payload))
+    line = info.value.one_line()
+    assert line.startswith("E001 bad job description: ") and words in line, line
+    assert "\n" not in line
+
+
+def test_without_steps_the_module_is_still_required():
+    data = job_description_dict()
+    del data["payload"]["module"]
+    with pytest.raises(errors.JobDescriptionError, match="missing field 'payload.module'"):
+        jobdesc.parse_job_description(data)
+
+
+def test_a_data_quality_failure_is_the_payloads_and_final():
+    entry = errors.CODES[35]
+    assert (entry.status, entry.blame, entry.retryable) == ("failed", "payload", False)
+    err = errors.DataQualityFailed("step 2/2 dq (dq): exit code 1")
+    assert isinstance(err, errors.PayloadError) and err.code == 35
+    assert err.one_line() == "E035 data-quality check failed on the outputs: step 2/2 dq (dq): exit code 1"
+
+
 def _event(**kw):
     base = {"attempt": 1, "seq": 1, "time": 1.7e9, "status": "running", "step": "RUNNING-02"}
     base.update(kw)
@@ -166,6 +245,7 @@ EXPECTED_MOVES = {
     ("timeout", "resubmit"): {"prepared"},
     ("running", "reap"): {"timeout"},
     ("submitted", "batch-end"): {"sys-failed"}, ("running", "batch-end"): {"sys-failed"},
+    ("submitted", "batch-start"): {"running"},
 }
 
 
@@ -204,6 +284,7 @@ def test_a_code_that_cannot_succeed_on_a_retry_is_not_retryable():
               14: "release without its exe", 20: "every replica tried: none found",
               21: "every replica tried: all differ", 30: "payload's exit", 31: "payload's signal",
               32: "payload's wallclock", 33: "payload's memory", 34: "payload stalled",
+              35: "the outputs failed the job's own data-quality check",
               42: "payload wrote no outputs", 44: "the LFN is another job's", 61: "another attempt owns the job",
               62: "a manager killed it"}
     for code, why in cannot.items():

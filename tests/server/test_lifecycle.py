@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from server import db, jobs
+from server import db, jobs, retries
+from server import models as m
 from shared import lifecycle
 from shared.lifecycle import Trigger
 from shared.states import Status
@@ -35,7 +36,9 @@ def job_in(api, production, status):
 def apply(api, job_id, token, trigger):
     """Pull `trigger` on the job; True when the server took it."""
     if trigger == Trigger.KILL:
-        return api.post(f"/jobs/{job_id}/kill").status_code == 200
+        r = api.post(f"/jobs/{job_id}/kill")
+        # a final job's kill may cancel its scheduled automatic retry (server/retries.py): no move
+        return r.status_code == 200 and not r.json.get("retry_cancelled")
     if trigger == Trigger.RESUBMIT:
         return api.post(f"/jobs/{job_id}/resubmit").status_code == 200
     if trigger in (Trigger.REPORT, Trigger.FINISH):
@@ -58,6 +61,11 @@ def apply(api, job_id, token, trigger):
             return job_id in jobs.reap(1.0, now=time.time() + 10 ** 6)
         if trigger == Trigger.BATCH_END:
             return jobs.end_batch_job(job_id, 1, f"g{job_id}", 60, "batch job ended")
+        if trigger == Trigger.BATCH_START:
+            return jobs.start_batch_job(job_id, 1, f"g{job_id}")
+        if trigger == Trigger.RETRY:   # the server's own resubmit: the claim of a due retry (server/retries.py)
+            m.Job.update(retry_at=0).where(m.Job.id == job_id).execute()
+            return retries.claim(job_id, 1, time.time()) is not None
     raise AssertionError(trigger)
 
 
