@@ -35,6 +35,38 @@ def check_input(settings):
         raise bad_request(f"input mode {mode} takes {counts[0]} to {counts[1]} input paths, not {len(paths)}")
 
 
+MAX_STEPS = 20
+
+
+def read_steps(body, key):
+    """A request's `steps`: a list of step template names or {"template": name, "parameters": {...}}
+    (overrides of the template's defaults), stored as the latter."""
+    from shared import schema as s
+    from shared.jobdesc import NAME_RE
+    raw = body[key]
+    if not isinstance(raw, list) or len(raw) > MAX_STEPS:
+        raise s.SchemaError(f"'{key}' must be a list of at most {MAX_STEPS} step template names or objects")
+    steps = []
+    for n, item in enumerate(raw):
+        item = {"template": item} if isinstance(item, str) else item
+        if not isinstance(item, dict):
+            raise s.SchemaError(f"'{key}[{n}]' must be a step template name or an object")
+        s.refuse_unknown(item, ("template", "parameters"), f"{key}[{n}].")
+        steps.append({"template": s.text(item, "template", f"{key}[{n}].", pattern=NAME_RE, max_len=64),
+                      "parameters": dict(s.text_map(item, "parameters", f"{key}[{n}].", default={}))})
+    return steps
+
+
+def check_steps(session, steps):
+    """Every step names one of `session`'s step templates (400 naming the first that does not)."""
+    known = {name for (name,) in m.StepTemplate.select(m.StepTemplate.name)
+             .where(m.StepTemplate.session == session).tuples()}
+    for n, step in enumerate(steps):
+        if step["template"] not in known:
+            raise bad_request(f"'steps[{n}]': session {session.name} has no step template {step['template']!r}"
+                              f" ({', '.join(sorted(known)) or 'none defined: POST /sessions/<name>/steps'})")
+
+
 def check_output_sites(names):
     """Outputs are stored only at sites the server knows (a typo would send every output to nowhere)."""
     known = {name for (name,) in m.Site.select(m.Site.name).where(m.Site.name.in_(list(names))).tuples()}

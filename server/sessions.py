@@ -6,7 +6,10 @@ The rules of session management (the API and the sessions page both call these f
 - a release is edited only while no production uses it (409 release-used): a production's jobs keep
   the release they were defined with, so a change is a new revision;
 - a release is retired (no new production may use it) only while no open production uses it
-  (409 release-in-use); a retired release can be restored.
+  (409 release-in-use); a retired release can be restored;
+- a step template (seed 001's module instance: a name, a payload module, its default parameters
+  and arguments) is changed or removed only while no request chooses it (409 step-in-use): the
+  request's jobs are described from it, and a prepared job must run what was asked for.
 """
 from shared import schema as s
 from shared.jobdesc import ADLER32_RE, NAME_RE
@@ -18,6 +21,7 @@ from .errors import conflict, not_found
 # Changing sessions, parameters and releases is the production managers' (seed: FastProdMgr, FullProdMgr).
 MANAGER = "create-productions"
 MAX_PARAMETERS = 50
+MAX_STEP_TEMPLATES = 50
 # A release's fields and their readers; `revision` defaults to 0 on create only.
 SOFTWARE_FIELDS = {
     "name": lambda d, k: s.text(d, k, pattern=NAME_RE, max_len=128),
@@ -75,7 +79,14 @@ def session_dict(session, full=False):
                            session.parameters.order_by(m.JobParameter.position, m.JobParameter.id)]
         d["software"] = [software_dict(sw) for sw in
                          session.software.order_by(m.Software.version, m.Software.revision)]
+        d["steps"] = [step_dict(t) for t in
+                      session.step_templates.order_by(m.StepTemplate.position, m.StepTemplate.id)]
     return d
+
+
+def step_dict(template):
+    return {"name": template.name, "module": template.module, "parameters": template.parameters,
+            "args": template.args}
 
 
 def release_users(session):
@@ -239,3 +250,84 @@ def update_software(name, software_id, body):
             sw.retired = retired
         sw.save()
     return sw
+
+
+# ---------------------------------------------------------------------- step templates
+
+def read_step_template(body):
+    """(name, module, parameters, args) of a step template body."""
+    s.refuse_unknown(body, ("name", "module", "parameters", "args"))
+    return (s.text(body, "name", pattern=NAME_RE, max_len=64), s.text(body, "module", pattern=NAME_RE, max_len=64),
+            dict(s.text_map(body, "parameters", default={})),
+            list(s.text_list(body, "args", default=(), max_items=1000, empty=True)))
+
+
+def step_users(session, name):
+    """Ids of the requests of `session` whose steps or follow-up stage choose template `name` (main
+    before test)."""
+    rows = (m.Request.select(m.Request.id, m.Request.steps, m.Request.followup).join(m.Production)
+            .where(m.Production.session == session).order_by(m.Production.is_test, m.Request.id).tuples())
+    used = []
+    for req_id, steps, followup in rows:
+        steps = m.Request.steps.python_value(steps) if isinstance(steps, str) else steps
+        followup = m.Request.followup.python_value(followup) if isinstance(followup, str) else followup
+        if any(step["template"] == name for step in steps or []) or (followup or {}).get("template") == name:
+            used.append(req_id)
+    return used
+
+
+def define_step_template(name, body):
+    """Add step template to session `name`, or replace an unused one: (session, created)."""
+    tname, module, parameters, args = read_step_template(body)
+    with db.write_transaction():
+        session = get_session(name)
+        template = m.StepTemplate.get_or_none(session=session, name=tname)
+        if template is None:
+            count = session.step_templates.count()
+            if count >= MAX_STEP_TEMPLATES:
+                raise conflict("too-many-steps", f"session {name} has {MAX_STEP_TEMPLATES} step templates already")
+            m.StepTemplate.create(session=session, name=tname, module=module, parameters=parameters, args=args,
+                                  position=count)
+            return session, True
+        _refuse_used_step(session, tname, "changed")
+        template.module, template.parameters, template.args = module, parameters, args
+        template.save()
+    return session, False
+
+
+def delete_step_template(name, step):
+    with db.write_transaction():
+        session = get_session(name)
+        template = m.StepTemplate.get_or_none(session=session, name=step)
+        if template is None:
+            raise not_found(f"session {name} has no step template {step!r}")
+        _refuse_used_step(session, step, "removed")
+        template.delete_instance()
+    return session
+
+
+def resolved_steps(session, steps):
+    """A request's `steps` as the job description's `payload.steps`: each template's module and
+    arguments, its parameters = the template's defaults with the request's overrides over them (the
+    wrapper puts them over the payload's, the request's job parameters); a template chosen twice is
+    named <name>-2, <name>-3, ..."""
+    templates = {t.name: t for t in m.StepTemplate.select().where(m.StepTemplate.session == session)}
+    out, seen = [], {}
+    for step in steps:
+        template = templates.get(step["template"])
+        if template is None:    # check_steps refused this at the request; a template cannot go while used
+            raise conflict("step-missing", f"session {session.name} has no step template {step['template']!r}")
+        seen[template.name] = seen.get(template.name, 0) + 1
+        name = template.name if seen[template.name] == 1 else f"{template.name}-{seen[template.name]}"
+        out.append({"name": name, "module": template.module,
+                    "parameters": {**template.parameters, **step["parameters"]},
+                    "args": list(template.args)})
+    return out
+
+
+def _refuse_used_step(session, step, what):
+    users = step_users(session, step)
+    if users:
+        raise conflict("step-in-use", f"step {step} of session {session.name} is chosen by request {users[0]}: "
+                                      f"it cannot be {what} while a request's jobs are described from it; "
+                                      "define a new step instead")

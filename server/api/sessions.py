@@ -52,3 +52,17 @@ def create_software(name):
 @auth.require(MANAGER)
 def update_software(name, software_id):
     return jsonify(software_dict(sessions.update_software(name, software_id, json_body())))
+
+
+@bp.post("/sessions/<name>/steps")
+@auth.require(MANAGER)
+def define_step_template(name):
+    """Add a step template to a session, or replace one no request chooses."""
+    session, created = sessions.define_step_template(name, json_body())
+    return jsonify(session_dict(session, full=True)), 201 if created else 200
+
+
+@bp.delete("/sessions/<name>/steps/<step>")
+@auth.require(MANAGER)
+def delete_step_template(name, step):
+    return jsonify(session_dict(sessions.delete_step_template(name, step), full=True))

@@ -20,6 +20,7 @@ SESSION_FIELDS = (Field("description", keep_empty=True), Field("payload_module")
                   Field("container_image", keep_empty=True))
 CREATE_FIELDS = (Field("name"), Field("description"), Field("payload_module"), Field("container_image"))
 PARAMETER_FIELDS = (Field("name"), Field("allowed", "lines"))
+STEP_FIELDS = (Field("name"), Field("module"), Field("parameters", "pairs"), Field("args", "lines"))
 RELEASE_FIELDS = (Field("name"), Field("version"), Field("revision", "int"), Field("lfn"), Field("adler32"),
                   Field("path"), Field("workdir"), Field("exe"), Field("env", "pairs"))
 # editing sends every field: an emptied environment is an empty one, not "unchanged"
@@ -110,6 +111,26 @@ def session_parameter(name):
         return _detail_page(name, request.form, error, error.status_code, request.form.get("form", "parameter"))
     verb = "added" if result[1] else "saved"
     return _done(name, f"Parameter {body.get('name')} {verb}.")
+
+
+@bp.post("/sessions/<name>/steps")
+@action(MANAGER)
+def session_step(name):
+    """Add a step template, or replace one no request chooses."""
+    body = form_body(STEP_FIELDS)
+    result, error = attempt(core.define_step_template, name, body)
+    if error:
+        return _detail_page(name, request.form, error, error.status_code, "step")
+    return _done(name, f"Step {body.get('name')} {'added' if result[1] else 'saved'}.")
+
+
+@bp.post("/sessions/<name>/steps/<step>/delete")
+@action(MANAGER)
+def session_step_delete(name, step):
+    _, error = attempt(core.delete_step_template, name, step)
+    if error:
+        return _detail_page(name, error=error, status=error.status_code)
+    return _done(name, f"Step {step} removed.")
 
 
 @bp.post("/sessions/<name>/software")

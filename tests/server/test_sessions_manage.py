@@ -110,6 +110,12 @@ class _FlaskClient:
     def patch(self, path, body):
         return self._do("PATCH", path, body)
 
+    def post(self, path, body):
+        return self._do("POST", path, body)
+
+    def delete(self, path):
+        return self._do("DELETE", path)
+
     def get(self, path, **params):
         return self._do("GET", path)
 
