@@ -58,6 +58,8 @@ def cmd_reap(args):
     settings = _bound_settings()
     reaped = reaper.reap_once(settings.heartbeat_multiple)
     print(f"timed out {len(reaped)} job(s)" + (f": {' '.join(map(str, reaped))}" if reaped else ""))
+    from . import retries
+    print(retries.one_shot(settings))   # the automatic retries that are due, the reaper's 100s among them
 
 
 def _gunicorn_app(bind, workers, threads):

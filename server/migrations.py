@@ -238,8 +238,13 @@ def _retries():
 
 def _splitting():
     """A request's split (files per job) and each job's own input slice (issue 15)."""
-    _add_missing_columns(m.Request, ["files_per_job"])
-    _add_missing_columns(m.Job, ["input_paths"])
+    # NOT NULL with its default in the ALTER TABLE itself (both databases take it): playhouse adds a NOT NULL
+    # column on SQLite by rebuilding the table, and dropping the old `request` would cascade to its jobs
+    # (SQLite refuses, "database table is locked", when jobs are there).
+    table = m.Request._meta.table_name
+    if "files_per_job" not in {c.name for c in m.database.get_columns(table)}:
+        m.database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "files_per_job" INTEGER NOT NULL DEFAULT 0')
+    _add_missing_columns(m.Job, ["input_paths"])   # nullable: a plain ADD COLUMN
 
 
 def _step_templates():

@@ -45,6 +45,7 @@ TIES = {"status": m.Job.runnum, "site": m.Job.runnum, "prepared_at": m.Job.id, "
 # sorts whose column a job summary holds as stored (site: the name, not the id; times: cut to seconds)
 SUMMARY_SORTS = ("runnum", "id", "status", "events")
 PARAM_PREFIX = "param."
+RETRIED = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 MAX_PARAM_VALUE = 256
 
 
@@ -241,6 +242,11 @@ def job_filters(indexed_search=True):
     error_code = query_int("error_code", hi=999)
     if error_code is not None:
         cond.append(m.Job.error_code == error_code)
+    retried = query_text("retried", 8)   # server/retries.py: jobs the server retried on its own (or not)
+    if retried is not None:
+        if retried.lower() not in RETRIED:
+            raise bad_request("query parameter 'retried' must be true or false")
+        cond.append(m.Job.retries > 0 if RETRIED[retried.lower()] else m.Job.retries == 0)
     sites = query_list("site")
     if sites:
         cond.append(m.Job.site.in_(_ids_by_name(m.Site, sites)))

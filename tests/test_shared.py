@@ -243,6 +243,8 @@ EXPECTED_MOVES = {
     ("prepared", "kill"): {"sys-failed"}, ("submitted", "kill"): {"submitted"}, ("running", "kill"): {"running"},
     ("failed", "resubmit"): {"prepared"}, ("sys-failed", "resubmit"): {"prepared"},
     ("timeout", "resubmit"): {"prepared"},
+    # the server's own resubmit, an automatic retry (issue 15, server/retries.py)
+    ("failed", "retry"): {"prepared"}, ("sys-failed", "retry"): {"prepared"}, ("timeout", "retry"): {"prepared"},
     ("running", "reap"): {"timeout"},
     ("submitted", "batch-end"): {"sys-failed"}, ("running", "batch-end"): {"sys-failed"},
     ("submitted", "batch-start"): {"running"},
@@ -263,10 +265,10 @@ def test_the_life_cycle_table_allows_exactly_the_contract_moves_for_every_pair_o
         assert lifecycle.may(status, trigger) == ((status.value, trigger) in EXPECTED_MOVES)
 
 
-def test_no_trigger_leaves_a_final_status_but_resubmit_and_none_leaves_done():
+def test_no_trigger_leaves_a_final_status_but_resubmit_and_retry_and_none_leaves_done():
     for status in FINAL_STATUSES:
         movers = [t for t in lifecycle.Trigger if lifecycle.may(status, t)]
-        assert movers == ([] if status == Status.DONE else [lifecycle.Trigger.RESUBMIT])
+        assert movers == ([] if status == Status.DONE else [lifecycle.Trigger.RESUBMIT, lifecycle.Trigger.RETRY])
 
 
 def test_an_event_may_acknowledge_a_command_and_nothing_else():

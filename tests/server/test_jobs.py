@@ -136,6 +136,7 @@ def _summary_from_models(job, parameters):
         "prepared_at": m.iso(job.prepared_at), "submitted_at": m.iso(job.submitted_at),
         "started_at": m.iso(job.started_at), "finished_at": m.iso(job.finished_at),
         "last_heartbeat": m.iso(job.heartbeat_at),
+        "retry_at": m.iso(job.retry_at), "retries": job.retries,
     }
 
 

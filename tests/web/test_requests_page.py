@@ -208,11 +208,13 @@ def test_a_manager_modifies_a_request_and_only_note_and_priority_once_it_left_op
     assert api.get(path).json["input_mode"] == "NONE"
     assert api.patch(path, json={"status": "valid"}).status_code == 200
     f = form(client.get(path).get_data(as_text=True), "modify-request")
-    assert sorted(f.labels.values()) == ["Note", "Priority"]
-    r = submit(client, path, "Save changes", {"Priority": "9", "Note": ""})
+    # the retry policy is the server's rule, not the jobs' shape: it changes too (server/retries.py)
+    assert sorted(f.labels.values()) == ["Attempts at most (1: no automatic retry)", "Note", "Priority",
+                                         "Retry back-off (s)"]
+    r = submit(client, path, "Save changes", {"Priority": "9", "Note": "", "Attempts at most (1: no automatic retry)": "5"})
     assert r.status_code == 302
     after = api.get(path).json
-    assert (after["priority"], after["note"], after["events_per_job"]) == (9, "", 750)
+    assert (after["priority"], after["note"], after["events_per_job"], after["max_attempts"]) == (9, "", 750, 5)
     # a forged shaping field is not read from a request that left open
     sent = f.data({"Priority": "10"}, "Save changes")
     sent.add("events_per_job", "1")
