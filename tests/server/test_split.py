@@ -309,6 +309,7 @@ def _csrf(page):
 
 def test_the_submit_page_summary_shows_the_split_and_the_job_page_the_slice(api, production, client):
     from tests.web.conftest import sign_in
+    from tests.web.formparse import forms
     request_id = split_request(api, production, "Web")
     token = new_token("expert", ["Developer"])
     assert sign_in(client, token).status_code == 302
@@ -322,8 +323,34 @@ def test_the_submit_page_summary_shows_the_split_and_the_job_page_the_slice(api,
     form.update({"b1.split": f"{LFNS[0]} {LFNS[5]}\n{LFNS[2]}"})
     html = client.post("/submit/expert", data=form).get_data(as_text=True)
     assert "by the given list" in html and "<strong>2</strong> slice(s)" in html
-    job_id = bulk_submit(api, request_id)["job_ids"][3]
+    # Confirm (its hidden fields carry the typed list, lines and all): the jobs hold those slices
+    confirm = forms(html)["confirm-form"]
+    confirm.check("Automatic Submission", False)
+    assert client.post("/submit/expert", data=confirm.data("Confirm")).status_code == 201
+    made = api.get("/jobs", query_string={"request": str(request_id), "sort": "runnum"}).json["jobs"]
+    assert [d["paths"] for d in inputs_of(api, [j["id"] for j in made])] == [[LFNS[0], LFNS[5]], [LFNS[2]]]
+    job_id = bulk_submit(api, request_id)["job_ids"][2]   # the files no job has: 1 3 4, 6 7 8, 9
     html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert 'id="job-input"' in html and "1 file(s) of its request" in html and LFNS[9] in html
     html = client.get(f"/requests/{request_id}").get_data(as_text=True)
     assert "split: 3 file(s) per job" in html
+
+
+def test_migration_13_adds_the_split_to_a_database_that_has_requests_and_jobs(api, production, db_url):
+    """A database from before splitting (the two columns dropped, version 13 not recorded) gets them from
+    `sbk init-db`; its requests are not split and its jobs take their request's input, as before."""
+    from server import db
+    from server import models as m
+    from .test_migrations import sbk
+    old_job = bulk_submit(api, production["request"]["id"], runs=1, events=100)["job_ids"][0]
+    with db.connection():
+        for model, column in ((m.Request, "files_per_job"), (m.Job, "input_paths")):
+            m.database.execute_sql(f"ALTER TABLE {model._meta.table_name} DROP COLUMN {column}")
+        m.SchemaVersion.delete().where(m.SchemaVersion.version == 13).execute()
+    db.database.close()
+    upgraded = sbk("init-db", "--db", db_url)
+    assert upgraded.returncode == 0 and "13" in upgraded.stdout, upgraded.stdout + upgraded.stderr
+    assert api.get(f"/requests/{production['request']['id']}").json["files_per_job"] == 0
+    assert api.get(f"/jobs/{old_job}").json["input"] == {"mode": "NONE", "paths": [], "split": False}
+    request_id = split_request(api, production, "AfterUpgrade")
+    assert len(bulk_submit(api, request_id)["job_ids"]) == 4
