@@ -4,6 +4,7 @@ Jobs are marked as handed to the local backend without a process (their final ev
 test, as a wrapper's would); the retries themselves are submitted to the local backend running
 test_batch's stand-in wrapper. tests/test_retries_with_server.py runs it all on real parts.
 """
+import dataclasses
 import threading
 import time
 
@@ -224,3 +225,25 @@ def test_two_concurrent_claimers_retry_a_job_once(app, api, production):
     # a claim of an attempt that is no longer current, or not yet due, takes nothing
     with app.app_context(), db.connection():
         assert retries.claim(pairs[0][0], 1, now) is None
+
+
+def test_the_one_shot_commands_retry_other_backends_and_say_what_they_could_not(app, api, production):
+    """`sbk poll` / `sbk reap` (retries.one_shot): the local backend's retries are left to the serving
+    processes; without SBK_PUBLIC_URL nothing starts; a backend that cannot take the new attempt
+    leaves it prepared, saying why."""
+    (local_job, t1), (slurm_job, t2) = handed(app, api, production, runs=2)
+    with app.app_context(), db.connection():
+        m.Job.update(backend="slurm").where(m.Job.id == slurm_job).execute()
+    end(api, local_job, t1, 40)
+    end(api, slurm_job, t2, 40)
+    with app.app_context(), db.connection():
+        m.Job.update(retry_at=time.time() - 1).where(m.Job.id.in_([local_job, slurm_job])).execute()
+    settings = settings_of(app)
+    line = retries.one_shot(dataclasses.replace(settings, public_url=""))
+    assert line == "retried 0 job(s); 1 due, left waiting: set SBK_PUBLIC_URL, the URL their descriptions name"
+    line = retries.one_shot(dataclasses.replace(settings, backend_slurm_conf="/nonexistent/slurm.conf"))
+    assert line.startswith(f"retried 1 job(s): {slurm_job}") and f"left prepared: {slurm_job}" in line, line
+    job = api.get(f"/jobs/{slurm_job}").json
+    assert (job["status"], job["attempt"], job["retries"]) == ("prepared", 2, 1)
+    assert job["message"].startswith("automatic retry not submitted to slurm: "), job["message"]
+    assert api.get(f"/jobs/{local_job}").json["attempt"] == 1   # its serving process's poller retries it
