@@ -189,6 +189,7 @@ def _record(gjids, attempts, name):
                 same & (m.Job.status == Status.PREPARED.value)).execute()
             if not moved:   # a fast wrapper reported before this: keep its status
                 m.Job.update(gjid=gjid, backend=name, submitted_at=now).where(same).execute()
+                retries.judge_late_hand_off(job_id, attempts[job_id])   # it may even have ended
 
 
 def cancel(backend, gjids, settings):

@@ -81,6 +81,19 @@ def due_at(job, code, now=None):
     return (time.time() if now is None else now) + backoff(policy[1], job.attempt)
 
 
+def judge_late_hand_off(job_id, attempt):
+    """A wrapper whose attempt ended before its backend's hand-off was recorded (a fast failure) was
+    judged without a backend (due_at: nobody to run a retry); judge its end again now that it has one
+    (inside the hand-off's transaction)."""
+    job = m.Job.get_or_none((m.Job.id == job_id) & (m.Job.attempt == attempt))
+    if job is None or job.status not in RETRYABLE_FROM or job.retry_at is not None:
+        return
+    due = due_at(job, job.error_code)
+    if due is not None:
+        m.Job.update(retry_at=due).where((m.Job.id == job_id) & (m.Job.attempt == attempt)
+                                         & (m.Job.status == job.status) & m.Job.retry_at.is_null()).execute()
+
+
 def retry_site(job, settings=None):
     """Where the next attempt of `job` (locked, final) runs: another site allowed for its production
     and session when its failure was blamed on the site or its storage, else its own. Among the

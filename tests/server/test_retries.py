@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from server import db, jobs, retries
+from server import batch, db, jobs, retries
 from server import models as m
 from shared.errors import CODES
 
@@ -247,3 +247,15 @@ def test_the_one_shot_commands_retry_other_backends_and_say_what_they_could_not(
     assert (job["status"], job["attempt"], job["retries"]) == ("prepared", 2, 1)
     assert job["message"].startswith("automatic retry not submitted to slurm: "), job["message"]
     assert api.get(f"/jobs/{local_job}").json["attempt"] == 1   # its serving process's poller retries it
+
+
+def test_a_wrapper_that_ended_before_its_hand_off_was_recorded_is_judged_at_the_hand_off(app, api, production):
+    """A fast failure: the final event arrives while the job has no backend yet (no retry: nobody to run
+    it); the backend's hand-off, recorded after, schedules it."""
+    job_id = submit(api, production, runs=1).json["job_ids"][0]
+    token = api.post(f"/jobs/{job_id}/token").json["server"]["token"]
+    assert end(api, job_id, token, 40)["retry_at"] is None
+    with app.app_context(), db.connection():
+        batch._record({job_id: f"local:test:{job_id}"}, {job_id: 1}, "local")
+    job = api.get(f"/jobs/{job_id}").json
+    assert (job["status"], job["backend"]) == ("sys-failed", "local") and job["retry_at"], job
