@@ -279,7 +279,8 @@ def _positive(text):
     return value
 
 
-BULK_SYNTAX = ("request=ID,sites=A+B,runs=N,events=N[,test][,log], or for a test bulk "
+BULK_SYNTAX = ("request=ID,sites=A+B,runs=N,events=N[,test][,log][,repeat] (a split request: runs optional, "
+               "repeat makes slices given to jobs again), or for a test bulk "
                "test,params=NAME:VALUE+NAME:VALUE[,input=MODE[:LFN+LFN]][,output-sites=A+B] instead of request")
 
 
@@ -290,6 +291,9 @@ def parse_bulk(spec):
         key, sep, value = part.partition("=")
         if not sep and key in ("test", "log"):
             bulk["test" if key == "test" else "log_to_db"] = True
+            continue
+        if not sep and key == "repeat":   # a split request's slices already given to jobs, again
+            bulk["repeat_slices"] = True
             continue
         if key in ("sites", "output-sites"):
             bulk[key.replace("-", "_")] = [x for x in value.split("+") if x]

@@ -354,3 +354,18 @@ def test_migration_13_adds_the_split_to_a_database_that_has_requests_and_jobs(ap
     assert api.get(f"/jobs/{old_job}").json["input"] == {"mode": "NONE", "paths": [], "split": False}
     request_id = split_request(api, production, "AfterUpgrade")
     assert len(bulk_submit(api, request_id)["job_ids"]) == 4
+
+
+def test_sbk_bulks_may_leave_runs_out_and_ask_for_repeated_slices(tmp_path):
+    assert client_cli.parse_bulk("request=7,sites=A+B,events=5,repeat") == {
+        "test": False, "log_to_db": False, "request": 7, "sites": ["A", "B"], "events": 5, "repeat_slices": True}
+    good = tmp_path / "split.json"
+    good.write_text('[["lfn:/a/1"], ["lfn:/a/2", "lfn:/a/3"]]')
+    assert client_cli._split_list(str(good)) == [["lfn:/a/1"], ["lfn:/a/2", "lfn:/a/3"]]
+    for text in ("[[", '{"a": 1}'):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(client_cli.BadInput, match="--split-list"):
+            client_cli._split_list(str(bad))
+    with pytest.raises(client_cli.BadInput, match="--split-list"):
+        client_cli._split_list(str(tmp_path / "missing.json"))
