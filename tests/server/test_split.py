@@ -331,7 +331,7 @@ def test_the_submit_page_summary_shows_the_split_and_the_job_page_the_slice(api,
     assert [d["paths"] for d in inputs_of(api, [j["id"] for j in made])] == [[LFNS[0], LFNS[5]], [LFNS[2]]]
     job_id = bulk_submit(api, request_id)["job_ids"][2]   # the files no job has: 1 3 4, 6 7 8, 9
     html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
-    assert 'id="job-input"' in html and "1 file(s) of its request" in html and LFNS[9] in html
+    assert 'id="job-input"' in html and "1 file(s), the job" in html and LFNS[9] in html
     html = client.get(f"/requests/{request_id}").get_data(as_text=True)
     assert "split: 3 file(s) per job" in html
 
