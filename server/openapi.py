@@ -1,6 +1,7 @@
 """The OpenAPI 3 document of /api/v1, built from one compact route table."""
 import copy
 import functools
+import re
 
 from shared.errors import CODES
 from shared.lifecycle import COMMANDS
@@ -325,10 +326,9 @@ def _operation(method, path, summary, security, query, body, code, reply):
         op["responses"]["409"] = op["responses"].get("409") or _error("conflict")
         op["responses"]["413"] = _error("body too large")
     params = [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in query]
-    for name in ("job_id", "request_id", "token_id", "software_id", "name"):
-        if "{" + name + "}" in path:
-            params.append({"name": name, "in": "path", "required": True,
-                           "schema": INT if name.endswith("_id") else STR})
+    for name in re.findall(r"\{(\w+)\}", path):
+        params.append({"name": name, "in": "path", "required": True,
+                       "schema": INT if name.endswith("_id") else STR})
     if params:
         op["parameters"] = params
     if body is not None:
