@@ -71,6 +71,7 @@ _TABLE = [
     (32, "timeout", "payload", False, "payload passed its wallclock limit"),
     (33, "failed", "payload", False, "payload passed its memory limit"),
     (34, "failed", "payload", False, "payload stalled (no progress)"),
+    (35, "failed", "payload", False, "data-quality check failed on the outputs"),
     (40, "sys-failed", "storage", True, "stage-out failed on every storage element"),
     (41, "sys-failed", "storage", True, "output checksum mismatch on the storage element"),
     (42, "sys-failed", "payload", False, "no output files matched the output patterns"),
@@ -223,6 +224,11 @@ class PayloadMemory(PayloadError):
 
 class PayloadStalled(PayloadError):
     code = 34
+
+
+class DataQualityFailed(PayloadError):
+    """A data-quality step (the `dq` module) exited non-zero: the outputs are not good."""
+    code = 35
 
 
 class StageOutError(SeverusError):

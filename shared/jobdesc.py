@@ -13,6 +13,7 @@ from .errors import JobDescriptionError
 
 SCHEMA_VERSION = 1
 INPUT_MODES = ("DIR", "FILE", "LIST", "NONE")
+MAX_STEPS = 20
 ADLER32_RE = r"[0-9a-f]{8}"
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
 # Beside the description, one word in the job's environment: a backend whose CE hands the job a
@@ -54,11 +55,34 @@ class Software:
 
 
 @dataclass(frozen=True)
-class Payload:
+class PayloadStep:
+    """One step of a job's payload (seed 001's workflow): a module with its own parameters, args
+    and environment; the steps run in order in the job's work dir, each on the previous one's files."""
+    name: str
     module: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    args: Tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Payload:
+    module: Optional[str] = None    # None with `steps`: each step names its own
     parameters: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     args: Tuple[str, ...] = ()
+    steps: Tuple[PayloadStep, ...] = ()
+
+    def steps_to_run(self) -> Tuple[PayloadStep, ...]:
+        """The steps as they run: a job without `steps` is one step named after its module; a
+        step's parameters and env are the payload's with the step's own over them."""
+        if not self.steps:
+            return (PayloadStep(name=self.module, module=self.module, parameters=dict(self.parameters),
+                                args=tuple(self.args), env=dict(self.env)),)
+        return tuple(PayloadStep(name=st.name, module=st.module,
+                                 parameters={**self.parameters, **st.parameters}, args=tuple(st.args),
+                                 env={**self.env, **st.env})
+                     for st in self.steps)
 
 
 @dataclass(frozen=True)
@@ -112,7 +136,13 @@ class JobDescription:
     schema: int = SCHEMA_VERSION
 
     def to_dict(self):
-        return _plain(asdict(self))
+        d = _plain(asdict(self))
+        payload = d["payload"]
+        if payload["steps"]:
+            del payload["module"], payload["args"]   # a job of steps has neither (the parser says so)
+        else:
+            del payload["steps"]                     # a single-module job as the contract has it
+        return d
 
 
 def _plain(value):
@@ -194,16 +224,15 @@ def _parse(d):
     if software.lfn is not None and not software.lfn.endswith((".tjz", ".tgz", ".tar.gz")):
         raise s.SchemaError("'software.lfn' must name a .tjz, .tgz or .tar.gz tarball")
     p = s.section(d, "payload")
-    s.refuse_unknown(p, ("module", "parameters", "env", "args"), "payload.")
+    s.refuse_unknown(p, ("module", "parameters", "env", "args", "steps"), "payload.")
+    steps = _payload_steps(p)
     payload = Payload(
-        module=s.text(p, "module", "payload.", pattern=NAME_RE, max_len=64),
+        module=None if steps else s.text(p, "module", "payload.", pattern=NAME_RE, max_len=64),
         parameters=s.text_map(p, "parameters", "payload.", default={}),
-        env=s.text_map(p, "env", "payload.", default={}),
-        args=s.text_list(p, "args", "payload.", default=(), max_items=1000, empty=True),
+        env=_env(p, "payload."),
+        args=() if steps else s.text_list(p, "args", "payload.", default=(), max_items=1000, empty=True),
+        steps=steps,
     )
-    for name in payload.env:
-        if not _is_env_name(name):
-            raise s.SchemaError(f"'payload.env.{name}' is not a valid environment variable name")
     i = s.section(d, "input")
     s.refuse_unknown(i, ("mode", "paths"), "input.")
     mode = s.text(i, "mode", "input.")
@@ -270,6 +299,47 @@ def _software_path(sw):
         raise s.SchemaError(f"'software.path' and 'software.{both[0]}' exclude each other: "
                             "a shared area or a tarball")
     return path
+
+
+def _payload_steps(p):
+    """`payload.steps`: 1 to MAX_STEPS uniquely named steps, or () when absent (a single-module job)."""
+    raw = p.get("steps")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise s.SchemaError("'payload.steps' must be a list of objects")
+    if not 1 <= len(raw) <= MAX_STEPS:
+        raise s.SchemaError(f"'payload.steps' must hold 1 to {MAX_STEPS} steps")
+    both = [k for k in ("module", "args") if k in p]
+    if both:
+        raise s.SchemaError(f"'payload.{both[0]}' and 'payload.steps' exclude each other: "
+                            "each step names its module and args")
+    steps, names = [], set()
+    for n, item in enumerate(raw):
+        where = f"payload.steps[{n}]."
+        if not isinstance(item, dict):
+            raise s.SchemaError(f"'payload.steps[{n}]' must be an object")
+        s.refuse_unknown(item, ("name", "module", "parameters", "args", "env"), where)
+        name = s.text(item, "name", where, pattern=NAME_RE, max_len=64)
+        if name in names:
+            raise s.SchemaError(f"'{where}name' {name!r} is an earlier step's name: names are unique in a job")
+        names.add(name)
+        steps.append(PayloadStep(
+            name=name,
+            module=s.text(item, "module", where, pattern=NAME_RE, max_len=64),
+            parameters=s.text_map(item, "parameters", where, default={}),
+            args=s.text_list(item, "args", where, default=(), max_items=1000, empty=True),
+            env=_env(item, where),
+        ))
+    return tuple(steps)
+
+
+def _env(data, where):
+    env = s.text_map(data, "env", where, default={})
+    for name in env:
+        if not _is_env_name(name):
+            raise s.SchemaError(f"'{where}env.{name}' is not a valid environment variable name")
+    return env
 
 
 def _is_env_name(name):

@@ -1,15 +1,4 @@
-"""Payload modules and the watchdog that runs the payload.
-
-A payload module only turns the job into a command line, an environment and
-a progress source (seed: "the specific session module now only launches the
-executable with specific parameters"). Modules are found in the explicit
-MODULES registry, then in the `severus.payload_modules` entry point group so a
-site can add its own without touching this file:
-
-    class MyModule(PayloadModule):
-        name = "mysim"
-        def argv(self, job): ...
-    # setup.py: entry_points={"severus.payload_modules": ["mysim = mypkg:MyModule"]}
+"""The watchdog that runs a payload step's command (wrapper/modules.py builds it).
 
 `run_payload()` starts the command in its own process group, keeps the tails
 of stdout/stderr in size-capped files, enforces the wallclock, memory and
@@ -41,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
-from shared.errors import (ContainerError, JobDescriptionError, PayloadFailed, PayloadMemory,
-                           PayloadSignalled, PayloadStalled, PayloadWallclock)
+from shared.errors import (ContainerError, PayloadFailed, PayloadMemory, PayloadSignalled,
+                           PayloadStalled, PayloadWallclock)
 from . import container as ct
 
 try:
@@ -52,22 +41,8 @@ except ImportError:  # the /proc reader below does the same job, a little slower
 
 log = logging.getLogger("severus.payload")
 
-ENTRY_POINT_GROUP = "severus.payload_modules"
-PROGRESS_FILE = "severus-progress"
 SMAPS_ROLLUP = "/proc/{pid}/smaps_rollup"   # PSS in one short read (Linux >= 4.14)
 LEFTOVER_WAIT_S = 5.0      # how long a SIGKILLed process may take to disappear
-
-
-@dataclass(frozen=True)
-class PayloadJob:
-    """What a module may read: the job description, the software and the inputs."""
-    desc: object                 # shared.jobdesc.JobDescription
-    exe: Path                    # absolute path of the software's executable
-    software_root: Path
-    software_workdir: Path       # the release's own directory (software.workdir)
-    cwd: Path                    # where the payload runs and writes its outputs
-    inputs: Tuple[Path, ...] = ()
-    site: object = None          # wrapper.siteconfig.SiteConfig: its [container]; None: the defaults
 
 
 @dataclass(frozen=True)
@@ -80,120 +55,6 @@ class PayloadSpec:
     output_patterns: Tuple[str, ...] = ()     # their total size growing also counts as progress
     container: Optional[ct.Container] = None  # run argv in this image (wrapper/container.py)
 
-
-class PayloadModule:
-    """Base class: `argv()` and `extra_env()` are the only things a module decides."""
-    name = "base"
-    required_parameters: Tuple[str, ...] = ()
-
-    def argv(self, job: PayloadJob):
-        return (str(job.exe),) + tuple(job.desc.payload.args)
-
-    def extra_env(self, job: PayloadJob):
-        return {}
-
-    def build(self, job: PayloadJob) -> PayloadSpec:
-        """The PayloadSpec for `job`; a missing parameter is a bad description (001)."""
-        params = job.desc.payload.parameters
-        missing = [p for p in self.required_parameters if not params.get(p)]
-        if missing:
-            raise JobDescriptionError(
-                f"payload module {self.name} needs parameter(s) {', '.join(missing)}")
-        d = job.desc
-        progress = job.cwd / PROGRESS_FILE
-        env = dict(os.environ)
-        env.update({
-            "SEVERUS_JOB_ID": str(d.job.id),
-            "SEVERUS_ATTEMPT": str(d.job.attempt),
-            "SEVERUS_RUNNUM": str(d.job.runnum),
-            "SEVERUS_EVENTS": str(d.job.events),
-            "SEVERUS_SESSION": d.job.session,
-            "SEVERUS_PRODUCTION": d.job.production,
-            "SEVERUS_SOFTWARE_ROOT": str(job.software_root),
-            "SEVERUS_SOFTWARE_WORKDIR": str(job.software_workdir),
-            "SEVERUS_INPUTS": os.pathsep.join(str(p) for p in job.inputs),
-            "SEVERUS_PROGRESS_FILE": str(progress),
-        })
-        env.update(core_env(d.limits.cores))
-        for key, value in params.items():
-            env["SEVERUS_PARAM_" + key.upper()] = value
-        env.update(self.extra_env(job))
-        env.update(d.payload.env)          # the job's own settings win
-        # The job's image (or its session's), else the site's when it requires one; checked now:
-        # a missing runtime or image is 007 (002: the site forbids it) before anything starts.
-        config = getattr(job.site, "container", None) or ct.ContainerConfig()
-        container = ct.plan_container(d.container.image if d.container else None, config,
-                                      job.cwd, ro_paths=(job.software_root,))
-        return PayloadSpec(argv=tuple(self.argv(job)), env=env, cwd=job.cwd,
-                           progress_file=progress, output_patterns=tuple(d.output.patterns),
-                           container=container)
-
-
-def core_env(cores):
-    """The job's cores (limits.cores) as threaded and multi-process payloads read them: OpenMP and the
-    math libraries, ATLAS-style ATHENA_CORE_NUMBER / ATHENA_PROC_NUMBER. A node's own values (a
-    batch system's whole-node defaults) would oversubscribe a job given fewer cores: ours win."""
-    n = str(cores)
-    return {"SEVERUS_CORES": n, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-            "ATHENA_CORE_NUMBER": n, "ATHENA_PROC_NUMBER": n}
-
-
-class GenericModule(PayloadModule):
-    """Runs the software's exe with the job's args; the job is in SEVERUS_* variables."""
-    name = "generic"
-
-
-class SimulationModule(PayloadModule):
-    """SuperB simulations: the seed's four job parameters become options."""
-    required_parameters = ("Analysis", "Generator", "Geometry", "Background")
-
-    def argv(self, job):
-        p, d = job.desc.payload.parameters, job.desc
-        return (str(job.exe), "--events", str(d.job.events), "--runnum", str(d.job.runnum),
-                "--analysis", p["Analysis"], "--generator", p["Generator"],
-                "--geometry", p["Geometry"], "--background", p["Background"]) + tuple(d.payload.args)
-
-
-class FastSimModule(SimulationModule):
-    name = "fastsim"
-
-
-class FullSimModule(SimulationModule):
-    name = "fullsim"
-
-    def extra_env(self, job):
-        # FullSim (Bruno, Geant4) reads its geometry by name from the environment.
-        return {"BRUNO_GEOMETRY": job.desc.payload.parameters["Geometry"]}
-
-
-MODULES = {m.name: m for m in (GenericModule, FastSimModule, FullSimModule)}
-
-
-def _entry_points(group):
-    from importlib import metadata
-    eps = metadata.entry_points()
-    if hasattr(eps, "select"):
-        return list(eps.select(group=group))
-    return list(eps.get(group, ()))  # Python 3.9: a dict of groups
-
-
-def find_module(name) -> PayloadModule:
-    """An instance of the payload module called `name`; unknown name → 001."""
-    if name in MODULES:
-        return MODULES[name]()
-    for ep in _entry_points(ENTRY_POINT_GROUP):
-        if ep.name == name:
-            try:
-                cls = ep.load()
-            except Exception as exc:  # a site's broken plugin: say which one and why
-                raise JobDescriptionError(f"payload module {name} ({ep.value}) "
-                                          f"cannot be loaded: {exc}") from None
-            return cls()
-    known = sorted(set(MODULES) | {ep.name for ep in _entry_points(ENTRY_POINT_GROUP)})
-    raise JobDescriptionError(f"unknown payload module {name!r} (known: {', '.join(known)})")
-
-
-# --------------------------------------------------------------------------- watching
 
 @dataclass(frozen=True)
 class WatchConfig:
@@ -505,10 +366,11 @@ def _pidfd(pid):
 class PayloadWatch:
     """Runs one payload and watches it; `snapshot()` is safe to call from the reporter thread."""
 
-    def __init__(self, spec: PayloadSpec, config: WatchConfig, logdir: Path, stop=None):
+    def __init__(self, spec: PayloadSpec, config: WatchConfig, logdir: Path, stop=None, streams="payload"):
         self.spec = spec
         self.config = config
         self.logdir = Path(logdir)
+        self.streams = streams       # the stdout and stderr files: <streams>.stdout, <streams>.stderr
         self.stop = stop             # has `.error` (first stop request) and `.fileno()`
         self.metrics: Dict[str, float] = {}
         self.pids = set()
@@ -561,8 +423,8 @@ class PayloadWatch:
                                 exit_code=None) from None
         os.close(out_w)
         os.close(err_w)
-        self._stdout = TailFile(out_r, self.logdir / "payload.stdout", cfg.max_log_bytes)
-        self._stderr = TailFile(err_r, self.logdir / "payload.stderr", cfg.max_log_bytes,
+        self._stdout = TailFile(out_r, self.logdir / f"{self.streams}.stdout", cfg.max_log_bytes)
+        self._stderr = TailFile(err_r, self.logdir / f"{self.streams}.stderr", cfg.max_log_bytes,
                                 lines=max(50, cfg.tail_lines))
         pgid = proc.pid   # start_new_session: the child leads its own group and session
         self.pids.add(proc.pid)
@@ -795,6 +657,6 @@ def _signal_name(num):
         return f"signal {num}"
 
 
-def run_payload(spec: PayloadSpec, config: WatchConfig, logdir, stop=None) -> PayloadResult:
+def run_payload(spec: PayloadSpec, config: WatchConfig, logdir, stop=None, streams="payload") -> PayloadResult:
     """Run `spec` under the watchdog (see PayloadWatch)."""
-    return PayloadWatch(spec, config, logdir, stop).run()
+    return PayloadWatch(spec, config, logdir, stop, streams).run()

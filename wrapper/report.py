@@ -328,8 +328,10 @@ class Reporter:
         self._thread.start()
         return self
 
-    def _emit(self, status, kind, message="", code=None, report=None, with_probe=True, ack=None):
-        metrics, tail = self.probe() if with_probe else ({}, [])
+    def _emit(self, status, kind, message="", code=None, report=None, with_probe=True, ack=None,
+              sample=None):
+        # `sample`: (metrics, tail) of the event's own, else the probe's now (with_probe) or none.
+        metrics, tail = sample if sample is not None else (self.probe() if with_probe else ({}, []))
         with self._cond:
             event = Event(attempt=self.desc.job.attempt, seq=self.journal.last_seq + 1,
                           time=round(self.clock(), 3), status=str(status), kind=kind,
@@ -351,9 +353,12 @@ class Reporter:
         self.step_name = str(step)
         return self._emit(Status.RUNNING, "step", message or step.label)
 
-    def info(self, message):
-        """A fact for the job's history (access mode, fallback SE used, ...)."""
-        return self._emit(Status.RUNNING, "info", message, with_probe=False)
+    def info(self, message, metrics=None, tail=None):
+        """A fact for the job's history (access mode, fallback SE used, ...); a payload step's end
+        carries that step's own metrics and stdout tail."""
+        if metrics is None and tail is None:
+            return self._emit(Status.RUNNING, "info", message, with_probe=False)
+        return self._emit(Status.RUNNING, "info", message, sample=(metrics or {}, list(tail or ())))
 
     def heartbeat(self):
         return self._emit(Status.RUNNING, "heartbeat", "")

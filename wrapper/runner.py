@@ -24,16 +24,17 @@ import shutil
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from shared.errors import (AttemptSuperseded, KilledByManager, LogUploadError, PayloadError,
-                           ScratchSpaceError, NodeCheckError, SeverusError, WrapperError,
+from shared.errors import (AttemptSuperseded, KilledByManager, LogUploadError, PayloadError, PayloadFailed,
+                           PayloadWallclock, ScratchSpaceError, NodeCheckError, SeverusError, WrapperError,
                            WrapperSignalled, lookup)
 from shared.events import MAX_REPORT_BYTES
 from shared.states import Step
 
+from . import modules
 from . import payload as payload_mod
 from .pool import Cancelled
 
@@ -43,6 +44,11 @@ TIMING_NAMES = {Step.NODE_CHECKS: "node_checks", Step.SOFTWARE: "software", Step
                 Step.PAYLOAD: "payload", Step.OUTPUTS: "outputs", Step.REGISTER: "register",
                 Step.LOG: "log"}
 STDERR_TAIL_LINES = 50
+STEP_TAIL_LINES = 20     # a payload step's last stdout lines, in its event and in the final report
+# Several payload steps' metrics as one (the job's): times and counts add up, peaks take the largest,
+# the rest (current memory, events, output size) are the latest step's.
+SUMMED_METRICS = ("wct_s", "cpu_s", "leftover_processes")
+PEAK_METRICS = ("max_rss_mb", "max_pss_mb")
 # After a stop, the grace (site config `stop_grace_s`) is shared out, as fractions of it: the
 # payload's TERM-to-KILL, the stage ending (a left-behind stage is abandoned), the undo of
 # what was written, the log upload, and the final report's delivery.
@@ -184,6 +190,49 @@ class Outcome:
     delivered: bool = False      # the final event reached the server
 
 
+class _StepRun:
+    """One payload step of the job: its module (found at the node checks), its watch, how it ended."""
+
+    def __init__(self, index, count, step):
+        self.index, self.step = index, step
+        self.label = f"step {index}/{count} {step.name} ({step.module})"
+        self.module: Optional[modules.PayloadModule] = None
+        self.watch: Optional[payload_mod.PayloadWatch] = None
+        self.code: Optional[int] = None         # None: not run; 0: success; else its error code
+        self.exit_code: Optional[int] = None
+        self.signal: Optional[int] = None
+        self.ended = ""                         # "exit code 0", "E035 exit code 1", ...
+
+    def sample(self):
+        """(metrics with the exit code or signal, last stdout lines) of the step as it ended."""
+        metrics = self.watch.snapshot() if self.watch else {}
+        for key, value in (("exit_code", self.exit_code), ("signal", self.signal)):
+            if value is not None:
+                metrics[key] = value
+        return metrics, (self.watch.stdout_tail(STEP_TAIL_LINES) if self.watch else [])
+
+    def to_report(self):
+        metrics, tail = self.sample()
+        metrics.pop("exit_code", None)
+        metrics.pop("signal", None)
+        return {"name": self.step.name, "module": self.step.module, "code": self.code,
+                "exit_code": self.exit_code, "signal": self.signal, "metrics": metrics, "tail": tail}
+
+
+def combine_metrics(parts):
+    """The job's payload metrics from its steps' (one step: that step's, unchanged)."""
+    out = {}
+    for metrics in parts:
+        for key, value in metrics.items():
+            if key in out and key in SUMMED_METRICS:
+                out[key] = round(out[key] + value, 3)
+            elif key in out and key in PEAK_METRICS:
+                out[key] = max(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
 class _Job:
     """The state of one run: what each step produced and the first error."""
 
@@ -197,8 +246,12 @@ class _Job:
         self.failed_step: Optional[str] = None
         self.area = None
         self.inputs = []
-        self.watch: Optional[payload_mod.PayloadWatch] = None
+        self.watch: Optional[payload_mod.PayloadWatch] = None    # the payload step's running or last
         self.result: Optional[payload_mod.PayloadResult] = None
+        # A job of `payload.steps` reports each step (events, report); a single-module job as before.
+        self.stepped = bool(ctx.desc.payload.steps)
+        planned = ctx.desc.payload.steps_to_run()
+        self.runs = [_StepRun(n, len(planned), step) for n, step in enumerate(planned, 1)]
         self.outputs = []
         self.stored = []
         self.log_file = None
@@ -208,15 +261,20 @@ class _Job:
     def probe(self):
         """Metrics and stdout tail for heartbeats (called from the sender thread)."""
         metrics = {"wrapper_wct_s": round(time.monotonic() - self.start, 1)}
+        metrics.update(self.payload_metrics())
         watch = self.watch
-        if watch is not None:
-            metrics.update(watch.snapshot())
-            return metrics, watch.stdout_tail(20)
-        return metrics, []
+        return metrics, (watch.stdout_tail(20) if watch is not None else [])
 
-    def run_step(self, step, func):
+    def payload_metrics(self):
+        return combine_metrics([run.watch.snapshot() for run in self.runs if run.watch is not None])
+
+    def step_message(self, step):
+        """The step event's message: a job of steps names its first payload step (the label else)."""
+        return self.runs[0].label if step == Step.PAYLOAD and self.stepped else ""
+
+    def run_step(self, step, func, message=""):
         """Run one step with its event and timing; record the first error."""
-        self.reporter.step(step)
+        self.reporter.step(step, message)
         began = time.monotonic()
         try:
             self.stop.check()
@@ -248,6 +306,9 @@ class _Job:
     # ------------------------------------------------------------------ the steps
 
     def node_checks(self):
+        # The payload's steps first: a module this node lacks or a missing parameter is the job
+        # description's fault (001), found before any transfer.
+        self.plan_steps()
         ws = self.ctx.workdir
         probe = ws / ".severus-write-test"
         try:
@@ -269,36 +330,84 @@ class _Job:
         from .inputs import stage_inputs
         self.inputs = list(stage_inputs(self.ctx))
 
+    def plan_steps(self):
+        for run, (_, module) in zip(self.runs, modules.plan_steps(self.ctx.desc.payload)):
+            run.module = module
+
     def payload(self):
-        d = self.ctx.desc
-        module = payload_mod.find_module(d.payload.module)
-        area = self.area
-        # The payload runs in the job's work dir, where stage-out looks for its outputs.
-        job = payload_mod.PayloadJob(desc=d, exe=Path(area.exe), software_root=Path(area.root),
-                                     software_workdir=Path(area.workdir), cwd=self.ctx.workdir,
-                                     inputs=tuple(Path(p) for p in self.inputs), site=self.ctx.site)
-        spec = module.build(job)
-        self.ctx.facts["payload_module"] = module.name
-        config = payload_mod.WatchConfig.from_limits(d.limits, **self.watch_overrides)
-        self.watch = payload_mod.PayloadWatch(spec, config, self.ctx.workdir, self.stop)
+        """The payload's steps in order, in the job's work dir (a step's outputs are the next one's
+        inputs there); the first that fails ends the job with its code. The job's wallclock limit
+        counts over all of them; memory, stall, stop and container hold for each."""
+        if any(run.module is None for run in self.runs):
+            self.plan_steps()
+        config = payload_mod.WatchConfig.from_limits(self.ctx.desc.limits, **self.watch_overrides)
+        began, used = time.monotonic(), 0.0
+        for run in self.runs:
+            if run.index > 1:
+                self.stop.check()
+                self.watch = None
+                self.reporter.step(Step.PAYLOAD, run.label)
+            if used >= config.max_wct_s:
+                raise PayloadWallclock(f"{run.label} not started: the job's {config.max_wct_s:g} s "
+                                       "wallclock is used up")
+            self.run_payload_step(run, replace(config, max_wct_s=config.max_wct_s - used), config.max_wct_s)
+            used = time.monotonic() - began
+
+    def run_payload_step(self, run, config, max_wct_s):
+        d, area = self.ctx.desc, self.area
+        self.result = None
         try:
-            self.result = self.watch.run()
+            # The payload runs in the job's work dir, where stage-out looks for its outputs.
+            job = modules.PayloadJob(desc=d, exe=Path(area.exe), software_root=Path(area.root),
+                                     software_workdir=Path(area.workdir), cwd=self.ctx.workdir,
+                                     inputs=tuple(Path(p) for p in self.inputs), site=self.ctx.site,
+                                     step=run.step, index=run.index)
+            spec = run.module.build(job)
+            self.ctx.facts["payload_module"] = run.module.name
+            run.watch = self.watch = payload_mod.PayloadWatch(spec, config, self.ctx.workdir, self.stop,
+                                                              streams=self.streams(run))
+            self.result = run.watch.run()
+            run.code, run.exit_code, run.signal = 0, self.result.exit_code, self.result.signal
+            run.ended = f"exit code {self.result.exit_code}"
             if self.result.container:
                 self.ctx.facts["container"] = self.result.container
-        except PayloadError as exc:
-            stopped = self._batch_stop(exc)
-            if stopped is not None:
-                raise stopped from None
-            ws = self.ctx.workdir
-            if shutil.disk_usage(ws).free >= SCRATCH_FULL_BYTES:
+        except SeverusError as exc:
+            run.exit_code, run.signal = exc.data.get("exit_code"), exc.data.get("signal")
+            error = self._step_error(run, exc) if isinstance(exc, PayloadError) else exc
+            run.code, run.ended = error.code, f"E{error.code:03d} {error}"
+            if self.stepped and error is not self.stop.error:
+                if isinstance(error, PayloadWallclock):
+                    error.detail = f"still running at the job's wallclock limit ({max_wct_s:g} s over its steps)"
+                error.detail = f"{run.label}: {error.detail}"
+            if error is exc:
                 raise
+            raise error from None
+        finally:
+            if self.stepped:   # the step's own RUNNING-04 event: how it ended, its metrics and stdout tail
+                metrics, tail = run.sample()
+                self.reporter.info(f"{run.label} ended: {run.ended or 'not started'}", metrics=metrics, tail=tail)
+
+    def _step_error(self, run, exc):
+        """What a payload step's failure is for the job: the batch system's stop, a full scratch
+        (the site's), a module's own code for a non-zero exit (dq: 035), or the failure itself."""
+        stopped = self._batch_stop(exc)
+        if stopped is not None:
+            return stopped
+        ws = self.ctx.workdir
+        if shutil.disk_usage(ws).free < SCRATCH_FULL_BYTES:
             # The payload died with the disk full: the site's scratch problem, not the user's.
-            for pattern in d.output.patterns:   # never staged out now; room for the log tarball
+            for pattern in self.ctx.desc.output.patterns:   # never staged out now; room for the log tarball
                 for path in ws.glob(pattern):
                     if path.is_file():
                         path.unlink()
-            raise ScratchSpaceError(f"the payload failed ({exc}) with the scratch {ws} full",
-                                    **exc.data) from None
+            return ScratchSpaceError(f"the payload failed ({exc}) with the scratch {ws} full", **exc.data)
+        if type(exc) is PayloadFailed and exc.data.get("exit_code") and run.module.exit_error is not PayloadFailed:
+            return run.module.exit_error(f"exit code {exc.data['exit_code']}", **exc.data)
+        return exc
+
+    def streams(self, run):
+        """The names of a payload step's stdout and stderr files in the work dir (without .stdout)."""
+        return f"payload-{run.index}-{run.step.name}" if self.stepped else "payload"
 
     def _batch_stop(self, exc):
         """The batch system's stop when it, not the payload, ended the payload; else None.
@@ -349,8 +458,10 @@ class _Job:
 
     def log_files(self):
         ws = self.ctx.workdir
-        return [ws / "severus.log", ws / "payload.stdout", ws / "payload.stderr",
-                Path(self.reporter.journal.path)]
+        streams = [ws / f"{self.streams(run)}.{ext}" for run in self.runs for ext in ("stdout", "stderr")]
+        if not self.stepped:
+            streams = [ws / "payload.stdout", ws / "payload.stderr"]
+        return [ws / "severus.log", *streams, Path(self.reporter.journal.path)]
 
     # ------------------------------------------------------------------ the report
 
@@ -365,7 +476,7 @@ class _Job:
         code, status, message = self.outcome()
         data = dict(self.error.data) if self.error is not None else {}
         watch = self.watch
-        metrics = dict(watch.snapshot()) if watch else {}
+        metrics = self.payload_metrics()
         metrics["wrapper_wct_s"] = round(time.monotonic() - self.start, 3)
         report = {
             "status": status, "code": code, "message": message,
@@ -384,6 +495,8 @@ class _Job:
             "facts": dict(self.ctx.facts),
             "error_data": data,
         }
+        if self.stepped:
+            report["payload"]["steps"] = [run.to_report() for run in self.runs]
         if self.ctx.removals:   # the server was not told of them sooner: it files them from here
             report["removals"] = list(self.ctx.removals)
         return _fit(report)
@@ -404,7 +517,14 @@ def _default(value):
 def _fit(report):
     """The report as plain JSON, shrunk (transfers first) to the server's size limit."""
     report = _plain(report)
-    for key in ("transfers", "stderr_tail", "outputs"):
+    for key in ("transfers", "payload.steps.tail", "stderr_tail", "outputs"):
+        if key == "payload.steps.tail":   # up to 20 steps' stdout tails: each keeps its last lines
+            steps = (report.get("payload") or {}).get("steps") or []
+            while len(json.dumps(report)) > MAX_REPORT_BYTES and any(st["tail"] for st in steps):
+                for st in steps:
+                    st["tail"] = st["tail"][len(st["tail"]) // 2 or 1:]
+                report.setdefault("truncated", []).append(key)
+            continue
         while len(json.dumps(report)) > MAX_REPORT_BYTES and report.get(key):
             dropped = len(report[key]) // 2 or 1
             report[key] = report[key][dropped:]
@@ -429,7 +549,7 @@ def run_job(ctx, reporter, stop: Optional[Stop] = None, watch_overrides=None) ->
     for step, func in steps:
         if job.error is not None:
             break
-        job.run_step(step, func)
+        job.run_step(step, func, job.step_message(step))
     if job.error is not None:
         job.undo()
     newer = (isinstance(job.error, AttemptSuperseded) and not job.error.data.get("ended")) or reporter.superseded

@@ -11,7 +11,8 @@ from shared.errors import (ContainerError, PayloadFailed, PayloadMemory, Payload
 from shared.jobdesc import parse_job_description
 from wrapper import container as ct
 from wrapper.container import ContainerConfig, plan_container
-from wrapper.payload import PayloadJob, PayloadSpec, PayloadWatch, WatchConfig, find_module
+from wrapper.modules import PayloadJob, find_module
+from wrapper.payload import PayloadSpec, PayloadWatch, WatchConfig
 from wrapper.siteconfig import parse_site_config
 from tests.infra import images
 

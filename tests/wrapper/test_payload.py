@@ -14,8 +14,8 @@ from shared.errors import (JobDescriptionError, KilledByManager, PayloadFailed, 
                            PayloadSignalled, PayloadStalled, PayloadWallclock)
 from shared.jobdesc import parse_job_description
 import wrapper.payload as payload
-from wrapper.payload import (MODULES, PayloadJob, PayloadSpec, PayloadWatch, WatchConfig,
-                             find_module)
+from wrapper.modules import MODULES, PayloadJob, find_module
+from wrapper.payload import PayloadSpec, PayloadWatch, WatchConfig
 from wrapper.runner import Stop
 
 from ..waiting import poll
@@ -455,8 +455,8 @@ PARAMS = {"Analysis": "HadRecoilCocktail", "Generator": "B0B0bar_SL", "Geometry"
           "Background": "MixSuperbBkg_NoPair.tcl"}
 
 
-def test_registry_holds_the_three_modules():
-    assert sorted(MODULES) == ["fastsim", "fullsim", "generic"]
+def test_registry_holds_the_four_modules():
+    assert sorted(MODULES) == ["dq", "fastsim", "fullsim", "generic"]
 
 
 def test_generic_passes_args_and_the_job_in_the_environment(tmp_path):
@@ -496,7 +496,7 @@ def test_a_site_adds_a_module_through_an_entry_point(tmp_path, monkeypatch):
     pkg = tmp_path / "sitemods"
     pkg.mkdir()
     (pkg / "sitemod.py").write_text(textwrap.dedent("""
-        from wrapper.payload import PayloadModule
+        from wrapper.modules import PayloadModule
         class EchoModule(PayloadModule):
             name = "echo"
             def argv(self, job):
