@@ -123,14 +123,35 @@ def _site_session_activity():
 
 def _add_missing_columns(model, names):
     """Add `names` of `model` to its table where missing (a database made by migration 1 of a newer
-    model has them already)."""
+    model has them already).
+
+    A NOT NULL column with a default is added with its default in the ALTER TABLE itself (both
+    databases take it): playhouse would add it on SQLite by rebuilding the table, and dropping the
+    old table cascades to the rows that refer to it (SQLite refuses, "database table is locked",
+    as soon as a request has jobs)."""
     table = model._meta.table_name
     present = {c.name for c in m.database.get_columns(table)}
     migrator = SchemaMigrator.from_database(m.database.obj)
     for name in names:
         field = model._meta.fields[name]
-        if field.column_name not in present:
+        if field.column_name in present:
+            continue
+        if field.null or field.default is None:
             migrator.add_column(table, field.column_name, field).run()
+            continue
+        ctx = m.database.obj.get_sql_context()
+        column, _ = ctx.sql(field.ddl(ctx)).query()
+        m.database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN {column} DEFAULT {_literal(field)}')
+
+
+def _literal(field):
+    """The field's default as an SQL literal."""
+    value = field.db_value(field.default() if callable(field.default) else field.default)
+    if isinstance(value, bool):
+        return ("1" if value else "0") if db.is_sqlite() else ("TRUE" if value else "FALSE")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 # The job counters' triggers (models.JobCount). A row moves only when a counted column changes: the
@@ -238,12 +259,7 @@ def _retries():
 
 def _splitting():
     """A request's split (files per job) and each job's own input slice (issue 15)."""
-    # NOT NULL with its default in the ALTER TABLE itself (both databases take it): playhouse adds a NOT NULL
-    # column on SQLite by rebuilding the table, and dropping the old `request` would cascade to its jobs
-    # (SQLite refuses, "database table is locked", when jobs are there).
-    table = m.Request._meta.table_name
-    if "files_per_job" not in {c.name for c in m.database.get_columns(table)}:
-        m.database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "files_per_job" INTEGER NOT NULL DEFAULT 0')
+    _add_missing_columns(m.Request, ["files_per_job"])
     _add_missing_columns(m.Job, ["input_paths"])   # nullable: a plain ADD COLUMN
 
 

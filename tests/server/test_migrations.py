@@ -70,3 +70,34 @@ def test_a_migration_that_landed_late_is_still_applied(db_url, monkeypatch):
         assert {row.version for row in m.SchemaVersion.select()} == set(range(1, migrations.LATEST + 1))
     if hasattr(db.database.obj, "close_all"):
         db.database.obj.close_all()
+
+
+# The NOT NULL columns later migrations add, by the migration that adds them (a database made before it
+# has none of them).
+ADDED = {10: ((m.Request, "cores"), (m.Request, "memory_mb")),
+         12: ((m.Request, "max_attempts"), (m.Request, "retry_backoff_s"), (m.Job, "retries"), (m.Attempt, "automatic")),
+         14: ((m.Request, "steps"),),
+         15: ((m.Request, "followup"), (m.Job, "stage"))}
+
+
+def test_columns_are_added_to_a_database_whose_requests_have_jobs(api, production, db_url):
+    """A database from before migrations 10, 12, 14 and 15, holding a request with jobs: `sbk init-db`
+    adds their NOT NULL columns with their defaults (on SQLite without rebuilding the tables, which
+    the jobs' references forbid) and keeps every row."""
+    from .conftest import submit
+    jobs = submit(api, production, runs=2)["job_ids"]
+    with db.connection():
+        for number, columns in ADDED.items():
+            for model, name in columns:
+                m.database.execute_sql(f'ALTER TABLE "{model._meta.table_name}" DROP COLUMN "{name}"')
+            m.SchemaVersion.delete().where(m.SchemaVersion.version == number).execute()
+    db.database.close()
+    upgraded = sbk("init-db", "--db", db_url)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert "10, 12, 14, 15" in upgraded.stdout or all(str(n) in upgraded.stdout for n in ADDED), upgraded.stdout
+    req = api.get(f"/requests/{production['request']['id']}").json
+    assert (req["cores"], req["memory_mb"], req["max_attempts"], req["steps"], req["followup"]) == (1, 0.0, 3, [], {})
+    assert [api.get(f"/jobs/{j}").json["status"] for j in jobs] == ["prepared", "prepared"]
+    with db.connection():
+        nullable = {c.name: c.null for c in m.database.get_columns(m.Job._meta.table_name)}
+    assert nullable["stage"] is False and nullable["retries"] is False
