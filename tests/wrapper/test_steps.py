@@ -4,7 +4,7 @@ failure is 035, and a bad step is 001 before any transfer.
 
 The runner tests use real payload processes (the toy release, with a data-quality check added) and
 the stdlib events server of test_report, with local stand-ins for the transfers (test_runner); the
-last ones run `severus run` itself against a real XRootD SE.
+last ones run `severus run` itself against a real XRootD SE, and with `sbk serve`.
 """
 import io
 import json
@@ -29,6 +29,7 @@ from wrapper.modules import PayloadJob, find_module, plan_steps
 from wrapper.report import JOURNAL_NAME, read_journal
 from wrapper.runner import combine_metrics, run_job
 
+from ..test_end_to_end import live, prepare_job, run_wrapper, write_site_config  # noqa: F401  (fixture)
 from .conftest import lfn, site_for
 from .test_report import event_server, make_desc, poll  # noqa: F401  (fixture)
 from .test_runner import PARAMS, run, start_job, stages  # noqa: F401  (fixture)
@@ -358,3 +359,30 @@ def test_a_simulation_and_its_check_through_a_real_se(tmp_path, event_server, ar
     with tarfile.open(fileobj=io.BytesIO(event_server.logs[next(iter(event_server.logs))])) as tar:
         check_out = tar.extractfile("payload-2-dq.stdout").read().decode()
     assert check_out == f"{OUTPUT}: 0 events BAD\n"
+
+
+# ---------------------------------------------------------------------- `sbk serve` takes the steps' events
+
+
+@pytest.mark.timeout(300)
+def test_the_server_takes_each_steps_events_and_keeps_the_report(live, tmp_path):
+    """A prepared job's description given steps (the server's step templates write them so): `sbk serve`
+    moves the job running → running on the second RUNNING-04, keeps each step's event with its tail,
+    and stores the report's steps."""
+    job_id, desc = prepare_job(live, "STEPS_server")
+    desc["payload"] = {"parameters": desc["payload"]["parameters"], "env": desc["payload"].get("env", {}),
+                       "steps": [sim(), dq(args=[PY, "-c", "import glob; print(sorted(glob.glob('*.root')))"])]}
+    se = live["demo"].se
+    cfg = write_site_config(tmp_path / "site.toml", f'urls = ["{se.root_url}"]\naccess = "protocol"')
+    proc = run_wrapper(tmp_path, desc, cfg)
+    assert proc.returncode == 0, proc.stderr
+    job = live["api"].call("GET", f"/jobs/{job_id}")
+    assert (job["status"], job["error_code"]) == ("done", 0)
+    runnum = job["runnum"]
+    history = [e for e in job["history"] if e["step"] == "RUNNING-04" and e["kind"] in ("step", "info")]
+    assert [(e["kind"], e["message"]) for e in history] == [
+        ("step", "step 1/2 sim (fastsim)"), ("info", "step 1/2 sim (fastsim) ended: exit code 0"),
+        ("step", "step 2/2 dq (dq)"), ("info", "step 2/2 dq (dq) ended: exit code 0")]
+    assert history[3]["tail"] == [f"['{runnum}.root']"] and history[1]["metrics"]["events"] == 50
+    assert [(s["name"], s["code"]) for s in job["report"]["payload"]["steps"]] == [("sim", 0), ("dq", 0)]
+    assert [o["lfn"].rsplit("/", 1)[1] for o in job["outputs"] if o["lfn"].endswith(".root")] == [f"{runnum}.root"]
