@@ -168,7 +168,33 @@ class DataQualityModule(PayloadModule):
         return (command,) + rest
 
 
-MODULES = {m.name: m for m in (GenericModule, FastSimModule, FullSimModule, DataQualityModule)}
+class MergeModule(PayloadModule):
+    """A follow-up stage's merge (seed 002: the output of the simulation merged): the job's inputs
+    (its request's outputs, staged into the work dir) into one file, `<runnum>.merged.tgz` (`how` =
+    tar, the default) or `<runnum>.merged<the first input's extension>` (`how` = cat). It only builds
+    the command line (seed 000); a VO's real merge (hadd, say) is a step template of its own module."""
+    name = "merge"
+    HOW = ("tar", "cat")
+
+    def check(self, step):
+        super().check(step)
+        how = step.parameters.get("how", "tar")
+        if how not in self.HOW:
+            raise JobDescriptionError(f"payload module merge: parameter how must be {' or '.join(self.HOW)}, "
+                                      f"not {how!r}")
+
+    def argv(self, job):
+        # "./name": a file whose name starts with "-" is not an option to tar or cat
+        names = ["./" + os.path.relpath(p, job.cwd) if Path(p).is_relative_to(job.cwd) else str(p)
+                 for p in job.inputs]
+        runnum = job.desc.job.runnum
+        if job.step.parameters.get("how", "tar") == "tar":
+            return ("tar", "-czf", f"{runnum}.merged.tgz") + tuple(names)
+        ext = posixpath.splitext(names[0])[1] if names else ""
+        return ("sh", "-c", 'out=$1; shift; cat "$@" > "$out"', "merge", f"{runnum}.merged{ext}") + tuple(names)
+
+
+MODULES = {m.name: m for m in (GenericModule, FastSimModule, FullSimModule, DataQualityModule, MergeModule)}
 
 
 def _entry_points(group):
