@@ -342,8 +342,10 @@ def test_without_smaps_rollup_the_limit_falls_back_to_rss(tmp_path, monkeypatch)
 # ---------------------------------------------------------------------- leftovers
 
 def test_a_background_child_of_a_successful_payload_is_ended_and_counted(tmp_path, caplog):
-    spec = PayloadSpec(argv=("sh", "-c", "sleep 1000 & echo $! > bg.pid"), env=dict(os.environ),
-                       cwd=tmp_path)
+    # the payload ends once its child is `sleep` (exec'd): before that it is a forked `sh`, and the
+    # watchdog's report would name that
+    script = 'sleep 1000 & pid=$!; until [ "$(cat /proc/$pid/comm)" = sleep ]; do :; done; echo $pid > bg.pid'
+    spec = PayloadSpec(argv=("sh", "-c", script), env=dict(os.environ), cwd=tmp_path)
     began = time.monotonic()
     with caplog.at_level("WARNING", logger="severus.payload"):
         result = PayloadWatch(spec, WatchConfig(sample_s=0.1, grace_s=10), tmp_path).run()
@@ -455,8 +457,8 @@ PARAMS = {"Analysis": "HadRecoilCocktail", "Generator": "B0B0bar_SL", "Geometry"
           "Background": "MixSuperbBkg_NoPair.tcl"}
 
 
-def test_registry_holds_the_four_modules():
-    assert sorted(MODULES) == ["dq", "fastsim", "fullsim", "generic"]
+def test_registry_holds_the_built_in_modules():
+    assert sorted(MODULES) == ["dq", "fastsim", "fullsim", "generic", "merge"]
 
 
 def test_generic_passes_args_and_the_job_in_the_environment(tmp_path):

@@ -1,7 +1,11 @@
-"""A request's follow-up stage, for real (issue 15, seed 002's merge of the Monte Carlo output): `sbk serve`
-with its local backend and batch poller, a real XRootD SE, `severus run` jobs. Three jobs end done; the
-merge job starts by itself (prepared at the last job's end, submitted by the poller through the backend
-the jobs ran on), stages their outputs, runs the built-in `merge` module and registers the merged file.
+"""Workflows for real (issue 15): `sbk serve` with its local backend and batch poller, a real XRootD SE,
+`severus run` jobs.
+
+- Steps (seed 001): a session's step templates chosen by a request (the simulation, then a data-quality
+  check); the check passes on a good output and fails on a bad one: the job ends 035, nothing stored.
+- A follow-up stage (seed 002's merge of the Monte Carlo output): three jobs end done; the merge job
+  starts by itself (prepared at the last job's end, submitted by the poller through the backend the
+  jobs ran on), stages their outputs, runs the built-in `merge` module and registers the merged file.
 What is on the SE is checked with xrdadler32 and read from the SE's own export directory."""
 import io
 import tarfile
@@ -27,6 +31,44 @@ def world(tmp_path_factory):
     with server_world(base, SBK_BACKEND_SITE_CONFIGS=str(base / "site_configs"),
                       SBK_BACKEND_SANDBOX_DIR=str(base / "sandboxes"), SBK_BATCH_POLL_INTERVAL_S="0.5") as w:
         yield w
+
+
+def test_a_request_of_steps_runs_the_simulation_then_its_check_and_a_failed_check_is_035(world):
+    api = world["api"]
+    api.call("POST", "/sessions/FastSim/steps", json={"name": "sim", "module": "fastsim"})
+    # the check reads what the simulation wrote in the work dir: at least MIN bytes (its parameter, in
+    # SEVERUS_PARAM_MIN) of <runnum>.root
+    check = 'test "$(wc -c < "$SEVERUS_RUNNUM.root")" -ge "$SEVERUS_PARAM_MIN"'
+    api.call("POST", "/sessions/FastSim/steps", json={"name": "dq", "module": "dq",
+                                                      "args": ["/bin/sh", "-c", check]})
+    api.call("POST", "/productions", json={"name": "2026_Steps", "session": "FastSim", "version": "V0.2.5",
+                                           "revision": 311})
+    outcome = {}
+    for label, minimum in (("good", "1"), ("bad", "1000000000")):
+        params = dict(d.PARAMETERS, Generator=f"Steps_{label}")
+        request = api.call("POST", "/requests", json={
+            "production": "2026_Steps", "min_runnum": 53000000 + (label == "bad") * 1000, "events_per_job": 20,
+            "parameters": params, "input_mode": "NONE",
+            "output_lfn": f"lfn:{d.LFN_PREFIX}/production/FastSim/2026_Steps/output/{label}",
+            "output_sites": [d.SITE], "max_wct_s": 600,
+            "steps": ["sim", {"template": "dq", "parameters": {"MIN": minimum}}]})
+        api.call("PATCH", f"/requests/{request['id']}", json={"status": "valid"})
+        (job_id,) = api.call("POST", "/submissions", json={
+            "production": "2026_Steps", "backend": "local",
+            "bulks": [{"request": request["id"], "sites": [d.SITE], "runs": 1, "events": 20}]})["job_ids"]
+        outcome[label] = poll(lambda: (lambda j: j if j["status"] not in ("prepared", "submitted", "running")
+                                       else None)(api.call("GET", f"/jobs/{job_id}")),
+                              timeout=120, what=f"the {label} job to end")
+    good, bad = outcome["good"], outcome["bad"]
+    assert (good["status"], good["error_code"]) == ("done", 0), good["message"]
+    steps = [e["message"] for e in good["history"] if e["step"] == "RUNNING-04" and e["kind"] == "step"]
+    assert steps == ["step 1/2 sim (fastsim)", "step 2/2 dq (dq)"], steps
+    assert [s["name"] for s in good["report"]["payload"]["steps"]] == ["sim", "dq"]
+    (output,) = [o for o in good["outputs"] if o["lfn"].endswith(".root")]
+    assert adler32_on_se(output["surl"]) == output["adler32"]
+    assert (bad["status"], bad["error_code"], bad["error"]["blame"]) == ("failed", 35, "payload"), bad["message"]
+    assert "step 2/2 dq (dq)" in bad["message"]
+    assert not [o for o in bad["outputs"] if o["lfn"].endswith(".root")]       # nothing stored but the log
 
 
 def test_the_merge_starts_by_itself_when_the_last_job_is_done_and_registers_the_merged_file(world):
