@@ -310,3 +310,35 @@ def test_a_test_productions_requests_are_shown_without_a_create_form(client, dat
     assert client.get("/requests?production=nope").status_code == 404
     assert client.get("/requests?production=2010_July&from=999999").status_code == 404
     assert client.get("/requests/_duplicate").status_code == 404
+
+
+def test_a_request_form_chooses_steps_and_a_follow_up_stage_and_an_unchanged_form_sends_nothing(client, data):
+    """Issue 15 on the request form: steps one a line (`template NAME=VALUE ...`), the follow-up stage's
+    fields; saved unchanged, nothing is sent (the form's values are the stored ones, defaults filled)."""
+    api = manager(client)
+    for template in ({"name": "sim", "module": "fastsim"}, {"name": "dq", "module": "dq", "args": ["bin/check"]},
+                     {"name": "merge", "module": "merge"}):
+        assert api.post("/sessions/FastSim/steps", json=template).status_code == 201
+    fields = {"Analysis": "Generics", "Generator": "Steps", "Geometry": "DG_4", "Background": "none",
+              "Events per job": "100", "Output directory LFN": f"{BASE}/2010_July/output/Steps", "INFN-T1": True,
+              "Steps, one step template a line": "sim\ndq min_events=20 level=strict\n",
+              "Step template": "merge", "Start when this fraction of the jobs is done": "0.9",
+              "Outputs per follow-up job": "10"}
+    r = submit(client, "/requests?production=2010_July", "Create request", fields)
+    assert r.status_code == 302, text(r)[-400:]
+    path = r.location
+    req = api.get(f"/requests/{path.rsplit('/', 1)[1]}").json
+    assert req["steps"] == [{"template": "sim", "parameters": {}},
+                            {"template": "dq", "parameters": {"min_events": "20", "level": "strict"}}]
+    assert req["followup"] == {"template": "merge", "condition": "fraction", "fraction": 0.9, "files_per_job": 10,
+                               "patterns": ["*.merged.*"]}
+    page = client.get(path).get_data(as_text=True)
+    assert "sim → dq level=strict min_events=20" in page and "merge when 0.9 of the jobs are done" in page
+    r = submit(client, path, "Save changes", {})
+    assert r.status_code == 302 and "nothing changed" in client.get(r.location).get_data(as_text=True)
+    r = submit(client, path, "Save changes", {"Steps, one step template a line": "sim\ndq min_events"})
+    assert r.status_code == 400 and "steps line 2: 'min_events' is not NAME=VALUE" in text(r)
+    r = submit(client, path, "Save changes", {"Steps, one step template a line": "sim\nnosuch"})
+    assert r.status_code == 400 and "no step template 'nosuch'" in text(r)
+    r = submit(client, path, "Save changes", {"Step template": ""})          # the stage dropped
+    assert r.status_code == 302 and api.get(f"/requests/{req['id']}").json["followup"] == {}

@@ -192,3 +192,28 @@ def test_a_release_in_a_shared_area_and_the_sessions_image_through_the_forms(man
     assert session_api(client, data, "FullSim")["container_image"] == "/cvmfs/unpacked.cern.ch/el9"
     refused = click(client, "/sessions/FullSim", "Save session", {"Container image": "relative/el9"})
     assert refused.status_code == 400 and "absolute path" in refused.get_data(as_text=True)
+
+
+def test_step_templates_are_added_shown_and_removed_while_unused(manager, data, client):
+    """A session's step templates (issue 15): added from the session's page, refused in one line when a
+    request chooses one, removed once unused."""
+    r = click(manager, "/sessions/FastSim", "Add step", {
+        "Step name": "dq", "Payload module": "dq", "Default parameters": "min_events = 10\n",
+        "Arguments": "bin/check-outputs\n--strict"})
+    assert r.status_code == 302, r.get_data(as_text=True)[-600:]
+    steps = session_api(client, data, "FastSim")["steps"]
+    assert steps == [{"name": "dq", "module": "dq", "parameters": {"min_events": "10"},
+                      "args": ["bin/check-outputs", "--strict"]}]
+    page = manager.get("/sessions/FastSim").get_data(as_text=True)
+    assert "Step dq added." in page and re.search(r'<tr id="step-dq"><td>dq</td><td>dq</td>', page)
+    r = click(manager, "/sessions/FastSim", "Add step", {"Step name": "bad name", "Payload module": "dq"})
+    assert r.status_code == 400 and "name" in r.get_data(as_text=True)
+    api = Api(client, data["token"])
+    req = api.get("/requests", query_string={"production": "2010_July"}).json["requests"][0]
+    made = api.post("/requests", json={
+        "production": "2010_July", "parameters": dict(req["parameters"], Generator="StepsOnWeb"),
+        "output_lfn": req["output_lfn"] + "/web", "output_sites": req["output_sites"], "steps": ["dq"]})
+    assert made.status_code == 201, made.json
+    r = click(manager, "/sessions/FastSim", "remove", {})
+    assert r.status_code == 409 and "is chosen by request" in r.get_data(as_text=True)
+    assert session_api(client, data, "FastSim")["steps"][0]["name"] == "dq"
