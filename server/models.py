@@ -284,7 +284,7 @@ class Job(BaseModel):
     attempt = pw.IntegerField(default=1)          # the current attempt number
     last_seq = pw.BigIntegerField(default=0)      # highest seq applied in this attempt
     heartbeat_s = pw.DoubleField(default=300.0)
-    heartbeat_at = pw.DoubleField(null=True)       # Unix seconds of the last report
+    heartbeat_at = pw.DoubleField(null=True)       # Unix seconds of the last sign of life (report or batch start)
     wct = pw.DoubleField(null=True)
     report = JSONField(null=True)
     # the job's own input slice, a list of LFNs (server/splitting.py, migration 13); None: its request's input

@@ -33,7 +33,7 @@ class ErrorCode:
     blame: str        # payload | site | storage | server | wrapper | manager
     # Would the same job, unchanged, likely succeed on another attempt? False when it cannot: the
     # attempt already tried every replica (010, 011, 020, 021), the job or its data are wrong
-    # (001, 013, 014, 042, 044), the payload decided (030-034), a person decided (061, 062).
+    # (001, 013, 014, 042, 044), the payload decided (030-035), a person decided (061, 062).
     retryable: bool
     message: str
 
