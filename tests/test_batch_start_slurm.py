@@ -19,9 +19,8 @@ import pytest
 
 from server import demo as d
 from server.jobs import BATCH_STARTED
-from server.toy_release import build_toy_release
 from tests.infra.slurm import slurm_cluster  # noqa: F401 (session fixture)
-from tests.test_slurm_production import FINAL, settled_state, slurm_state, submit, wait_jobs
+from tests.test_slurm_production import FINAL, settled_state, slurm_state, slurm_world, submit, wait_jobs
 from tests.waiting import poll
 
 pytestmark = pytest.mark.timeout(240)
@@ -52,27 +51,13 @@ def held(tmp_path_factory, slurm_cluster):  # noqa: F811
     gates.mkdir()
     launcher = base / "held_wrapper.py"
     launcher.write_text(HELD_WRAPPER.format(gates=str(gates), root=str(ROOT), python=sys.executable))
-    demo = d.Demo(base=base)
-    progress = d.Progress()
-    with pytest.MonkeyPatch.context() as mp:
+    with slurm_world(base, slurm_cluster, jobs=1, SBK_BACKEND_WRAPPER=str(launcher),
+                     SBK_BACKEND_PYTHON=sys.executable) as world:
         try:
-            site_config, root = d.start_storage(demo, progress)
-            for key, value in {"SBK_BACKEND_SLURM_CONF": str(slurm_cluster.conf),
-                               "SBK_BACKEND_SITE_CONFIGS": str(site_config.parent),
-                               "SBK_BACKEND_SANDBOX_DIR": str(base / "sandboxes"),
-                               "SBK_BACKEND_WRAPPER": str(launcher), "SBK_BACKEND_PYTHON": sys.executable,
-                               "SBK_BATCH_POLL_INTERVAL_S": "0.3", "SBK_BATCH_GRACE_S": "1"}.items():
-                mp.setenv(key, value)
-            d.start_server(demo, f"sqlite:///{base / 'sbk.db'}", progress)
-            api = d.Api(demo.url, demo.token)
-            release = build_toy_release(base)
-            d.upload_release(release, site_config, root, api)
-            request = d.define_production(api, release, jobs=1, events=100)
-            yield {"demo": demo, "api": api, "request": request, "gates": gates, "slurm": slurm_cluster}
+            yield dict(world, gates=gates)
         finally:
             for gate in gates.glob("on-node-*"):   # never leave a held job waiting out its deadline
                 (gates / gate.name.replace("on-node-", "release-")).touch()
-            demo.stop()
 
 
 def sbk_job(held, job_id):

@@ -6,6 +6,7 @@ scancel'd job ends sys-failed with Slurm's reason; kill scancels; resubmit
 starts a new attempt whose predecessor's token gets 409. The local backend and
 concurrent submissions (runnums never shared) run against the same server.
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -26,10 +27,10 @@ pytestmark = pytest.mark.timeout(240)
 FINAL = {"done", "failed", "sys-failed", "timeout"}
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory, slurm_cluster):  # noqa: F811
-    """sbk serve (polling every 0.3 s) + XRootD SE + toy release + a production whose site has bunch size 2."""
-    base = tmp_path_factory.mktemp("slurmprod")
+@contextlib.contextmanager
+def slurm_world(base, slurm_cluster, jobs=2, **env):
+    """sbk serve (polling every 0.3 s, `env` added to its settings) + XRootD SE + toy release + a
+    production whose site has bunch size `jobs`."""
     demo = d.Demo(base=base)
     progress = d.Progress()
     with pytest.MonkeyPatch.context() as mp:
@@ -38,17 +39,24 @@ def live(tmp_path_factory, slurm_cluster):  # noqa: F811
             for key, value in {"SBK_BACKEND_SLURM_CONF": str(slurm_cluster.conf),
                                "SBK_BACKEND_SITE_CONFIGS": str(site_config.parent),
                                "SBK_BACKEND_SANDBOX_DIR": str(base / "sandboxes"),
-                               "SBK_BATCH_POLL_INTERVAL_S": "0.3", "SBK_BATCH_GRACE_S": "1"}.items():
+                               "SBK_BATCH_POLL_INTERVAL_S": "0.3", "SBK_BATCH_GRACE_S": "1", **env}.items():
                 mp.setenv(key, value)
             d.start_server(demo, f"sqlite:///{base / 'sbk.db'}", progress)
             api = d.Api(demo.url, demo.token)
             release = build_toy_release(base)
             d.upload_release(release, site_config, root, api)
-            request = d.define_production(api, release, jobs=2, events=100)   # bunch size 2
+            request = d.define_production(api, release, jobs=jobs, events=100)
             yield {"demo": demo, "api": api, "release": release, "request": request, "base": base,
                    "slurm": slurm_cluster, "site_configs": site_config.parent}
         finally:
             demo.stop()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, slurm_cluster):  # noqa: F811
+    """slurm_world with bunch size 2."""
+    with slurm_world(tmp_path_factory.mktemp("slurmprod"), slurm_cluster) as world:
+        yield world
 
 
 def submit(api, request_id, runs, backend, production=d.PRODUCTION):

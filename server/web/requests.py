@@ -34,8 +34,8 @@ SETTING_FIELDS = (
     Field("output_patterns", "lines"), Field("note", keep_empty=True),
     Field("steps", "lines", keep_empty=True),
     # the follow-up stage, one object in the API (nested_settings makes it): no template, no stage
-    Field("followup_template", keep_empty=True), Field("followup_fraction", keep_empty=True),
-    Field("followup_files_per_job", keep_empty=True), Field("followup_patterns", "lines", keep_empty=True))
+    Field("followup_template", keep_empty=True), Field("followup_fraction", "number"),
+    Field("followup_files_per_job", "int"), Field("followup_patterns", "lines", keep_empty=True))
 TEST_FIELDS = (Field("test_output_lfn"), Field("test_output_abs"), Field("same_output_dirs", "bool"))
 # Once a request has left `open` only these change (production_requests.ALWAYS_CHANGEABLE).
 LATE_FIELDS = tuple(f for f in SETTING_FIELDS if f.name in core.ALWAYS_CHANGEABLE)
@@ -90,9 +90,9 @@ def nested_settings(body):
     if parts:
         rule = {}
         if parts.get("template"):
-            rule = {"template": parts["template"], "files_per_job": _form_int(parts.get("files_per_job"), "files a job")}
-            if parts.get("fraction"):
-                rule.update(condition="fraction", fraction=_form_number(parts["fraction"], "fraction"))
+            rule = {"template": parts["template"], "files_per_job": parts.get("files_per_job", 0)}
+            if "fraction" in parts:
+                rule.update(condition="fraction", fraction=parts["fraction"])
             if parts.get("patterns"):
                 rule["patterns"] = parts["patterns"]
         body["followup"] = stages.read_followup({"followup": rule}, "followup")
@@ -106,21 +106,6 @@ def nested_settings(body):
             steps.append({"template": template, "parameters": dict(p.split("=", 1) for p in pairs)})
         body["steps"] = steps
     return body
-
-
-def _form_number(text, what):
-    try:
-        return float(text)
-    except ValueError:
-        raise SchemaError(f"follow-up stage: {what} must be a number, not {text!r}") from None
-
-
-def _form_int(text, what):
-    if not text:
-        return 0
-    if not text.strip().isdigit():
-        raise SchemaError(f"follow-up stage: {what} must be a whole number, not {text!r}")
-    return int(text)
 
 
 def submitted_values(form):
