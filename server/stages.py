@@ -220,6 +220,10 @@ def submit_due(settings, base_url):
     """Submit the prepared stage jobs (the batch poller calls this): each claimed by this process, then
     handed to the backend of its request's last job. Returns the ids submitted."""
     from . import batch
+    if not base_url:      # a cron's `sbk poll` without SBK_PUBLIC_URL: the descriptions would name no server
+        log.warning("follow-up stage jobs may be due but no server URL is known for their descriptions: "
+                    "set SBK_PUBLIC_URL")
+        return []
     with db.connection():
         due = list(m.Job.select(m.Job.id, m.Job.request).where(
             (m.Job.stage != "") & (m.Job.status == Status.PREPARED.value) & m.Job.gjid.is_null()
