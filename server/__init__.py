@@ -3,7 +3,7 @@ import logging
 
 from flask import Flask, request
 
-from . import api, db, errors, metrics, migrations, web
+from . import api, db, errors, logs, metrics, migrations, web
 from .errors import ApiError
 from .settings import layer
 
@@ -22,6 +22,8 @@ def create_app(config=None):
     db.bind(settings.db_url)
     if settings.auto_init:
         migrations.upgrade()
+
+    logs.init_app(app, settings)   # first: its hooks see every request whole
 
     @app.before_request
     def open_connection():

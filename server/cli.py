@@ -1,4 +1,5 @@
-"""`sbk`: serve, init-db, user add, reap, poll, cleanup, demo, and the managers' client commands (client_cli).
+"""`sbk`: serve, init-db, user add, reap, poll, cleanup, demo, completion, and the managers' client
+commands (server/client).
 
 Flags become SBK_* environment variables before anything starts, so the
 server, its gunicorn workers and the reaper all read one configuration
@@ -12,8 +13,9 @@ import sys
 
 from flask import Config
 
-from . import auth, client_cli, db, migrations, reaper
+from . import auth, db, logs, metrics, migrations, reaper
 from . import models as m
+from .client import cli as client_commands
 from .settings import layer
 
 log = logging.getLogger("sbk")
@@ -80,7 +82,9 @@ def _gunicorn_app(bind, workers, threads):
             self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
             self.cfg.set("threads", threads)
             self.cfg.set("timeout", 60)
-            self.cfg.set("accesslog", None)
+            self.cfg.set("accesslog", None)   # the app logs each request itself (server/logs.py)
+            self.cfg.set("logger_class", logs.GunicornLogger)   # gunicorn's own lines in SBK_LOG_FORMAT
+            self.cfg.set("child_exit", metrics.worker_exited)
 
         def load(self):
             # Runs in each worker after the fork: every worker binds its own database.
@@ -90,18 +94,38 @@ def _gunicorn_app(bind, workers, threads):
     return SbkGunicorn()
 
 
-def cmd_serve(args):
+def prepare_to_serve():
+    """What a serving master does before its workers start (`sbk serve`, contrib/gunicorn.conf.py):
+    its logging set up, the schema created or upgraded once, no connection left open for a worker to
+    inherit, the metrics directory emptied. Returns the settings."""
     settings = _bound_settings()
+    logs.configure(settings.log_format, force=True)
     migrations.upgrade()
-    # Nothing opened here may leak into forked workers.
     close_all = getattr(db.database.obj, "close_all", None)
     if close_all:
         close_all()
-    liveness = reaper.Reaper(settings.heartbeat_multiple, settings.reap_interval_s).start()
-    cleaner = reaper.Cleaner(settings.cleanup_interval_s, settings.cleanup_timeout_s).start() \
-        if settings.cleanup_interval_s > 0 else None
+    metrics.prepare_multiprocess_dir()
+    return settings
+
+
+def start_housekeeping(settings):
+    """The serving master's own threads: the reaper, and the removal requests' cleaner unless
+    CLEANUP_INTERVAL_S is 0 (the batch poller runs in each worker: server/api/submissions.py)."""
+    threads = [reaper.Reaper(settings.heartbeat_multiple, settings.reap_interval_s).start()]
+    if settings.cleanup_interval_s > 0:
+        threads.append(reaper.Cleaner(settings.cleanup_interval_s, settings.cleanup_timeout_s).start())
+    return threads
+
+
+def cmd_serve(args):
+    settings = prepare_to_serve()
     bind = f"{args.host}:{args.port}"
     app = None if args.workers == 0 else _gunicorn_app(bind, args.workers, args.threads)
+    if app is not None and args.workers > 1 and not metrics.multiprocess_dir():
+        log.warning("PROMETHEUS_MULTIPROC_DIR is not set: /metrics shows the counts of whichever worker answers")
+    if app is None:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)   # its request lines: ours say more
+    threads = start_housekeeping(settings)
     how = f"gunicorn, {args.workers} workers x {args.threads} threads" if app else "Flask development server"
     print(f"sbk serving on http://{bind} ({settings.db_url}; {how})", flush=True)
     try:
@@ -111,9 +135,8 @@ def cmd_serve(args):
             from . import create_app
             create_app({"AUTO_INIT": False}).run(host=args.host, port=args.port, threaded=True)
     finally:
-        liveness.stop()
-        if cleaner is not None:
-            cleaner.stop()
+        for thread in threads:
+            thread.stop()
 
 
 def cmd_poll(args):
@@ -171,7 +194,8 @@ def build_parser():
     demo = sub.add_parser("demo", help="run a small production on this machine", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(func=cmd_demo)
-    client_cli.add_commands(sub)   # the managers' client: me, session, ..., stats, activities
+    client_commands.add_commands(sub)   # the managers' client: me, session, ..., stats, activities
+    client_commands.add_completion(sub, parser)
     return parser
 
 

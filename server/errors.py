@@ -1,4 +1,4 @@
-"""ApiError and the one place that turns errors into `{"error", "message"}` replies.
+"""ApiError and the one place that turns errors into `{"error", "message", "request_id"}` replies.
 
 Views and domain functions raise ApiError (or one of the shortcuts below);
 werkzeug's own HTTP errors (404 route, 405, 413 body too large) get the same
@@ -11,6 +11,8 @@ from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
 from shared.schema import SchemaError
+
+from . import logs
 
 log = logging.getLogger("sbk")
 
@@ -56,7 +58,8 @@ def as_api_error(error):
 def handle_error(error):
     """The one error handler: every failure leaves as `{"error", "message"}`."""
     api_error = as_api_error(error)
-    response = jsonify(api_error.to_dict())
+    # the request's id (server/logs.py) leads from the user's error to the server's lines about it
+    response = jsonify({**api_error.to_dict(), "request_id": logs.request_id()})
     response.status_code = api_error.status_code
     return response
 

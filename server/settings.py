@@ -40,6 +40,7 @@ DEFAULTS = {
     "BATCH_GRACE_S": 30.0,             # a batch job ended this long ago without a final report -> sys-failed
     "CLEANUP_INTERVAL_S": 60.0,        # the removal requests' cleaner thread of `sbk serve`; 0 = off
     "CLEANUP_TIMEOUT_S": 60.0,         # one deletion on an SE
+    "LOG_FORMAT": "text",              # the server's log lines: text, or json (one object a line)
 }
 
 
@@ -71,6 +72,7 @@ class Settings:
     batch_grace_s: float
     cleanup_interval_s: float
     cleanup_timeout_s: float
+    log_format: str
 
     @classmethod
     def from_config(cls, config):
@@ -103,6 +105,7 @@ class Settings:
                 batch_grace_s=float(config["BATCH_GRACE_S"]),
                 cleanup_interval_s=float(config["CLEANUP_INTERVAL_S"]),
                 cleanup_timeout_s=float(config["CLEANUP_TIMEOUT_S"]),
+                log_format=str(config["LOG_FORMAT"]).strip().lower(),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad server setting: {exc}") from None
