@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Grid job wrapper and bookkeeping service (descendant of SuperB's Severus/SBK4)",
     python_requires=">=3.9",
-    packages=find_packages(include=["shared", "wrapper", "server", "server.*", "site_configs"]),
+    packages=find_packages(include=["shared", "wrapper", "wrapper.*", "server", "server.*", "site_configs"]),
     package_data={"server.web": ["templates/*.html", "static/*"], "site_configs": ["*.toml"]},
     include_package_data=True,
     # The wrapper itself needs nothing beyond the standard library (tomli only
@@ -27,6 +27,9 @@ setup(
         "cryptography>=3.1",
         # The wrapper's adler32 uses zlib-ng's SIMD code when importable (stdlib zlib otherwise).
         "zlib-ng>=0.4",
+        # sbk's client: tables and progress bars on a terminal, `sbk completion bash|zsh`.
+        "rich>=13",
+        "shtab>=1.6",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout", "vermin", "openapi-spec-validator", "tomli",

@@ -4,6 +4,8 @@ The server, its XRootD SE and two finished jobs come from `sbk demo --keep`
 (a real `severus run` per job); the client commands then define, submit,
 monitor, kill and resubmit more, through the HTTP API only.
 """
+import csv
+import io
 import json
 import os
 import pty
@@ -15,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from server import cli, client_cli
+from server import cli
+from server.client import cli as client_commands
+from server.client.library import BadInput
+from server.client.submissions import parse_bulk
 from server.xrootd_se import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +106,7 @@ def test_session_create_and_param_then_software_add(sbk):
     assert code == 0 and "software Toy V1 3 added to ToySim" in out
     assert sbk_json(sbk, "session", "show", "ToySim")["software"][0]["env"] == {"TOY": "1"}
     code, _, err = sbk("session", "create", "ToySim")
-    assert code == client_cli.EXIT_REFUSED and "409 duplicate-session" in err
+    assert code == client_commands.EXIT_REFUSED and "409 duplicate-session" in err
 
 
 def test_production_and_request_lifecycle(sbk):
@@ -119,18 +124,18 @@ def test_production_and_request_lifecycle(sbk):
     assert code == 0, err
     req_id = int(re.search(r"request (\d+) created on 2026_Client", out).group(1))
     code, _, err = sbk(*args)
-    assert code == client_cli.EXIT_REFUSED and "duplicate-request" in err
+    assert code == client_commands.EXIT_REFUSED and "duplicate-request" in err
     shown = sbk_json(sbk, "request", "show", str(req_id))
     assert shown["parameters"] == PARAMS and shown["events_per_job"] == 50 and shown["status"] == "open"
     code, out, _ = sbk("request", "set-status", str(req_id), "valid")
     assert code == 0 and f"request {req_id} is valid" in out
     code, _, err = sbk("request", "set-status", str(req_id), "closed")
-    assert code == client_cli.EXIT_REFUSED and "illegal-transition" in err and err.count("\n") == 1
+    assert code == client_commands.EXIT_REFUSED and "illegal-transition" in err and err.count("\n") == 1
     code, out, _ = sbk("request", "list", "--production", "2026_Client")
     assert code == 0 and re.search(rf"^\s*{req_id}\s+2026_Client\s+valid\s+HadRecoilCocktail", out, re.M)
     # --from imports another request's settings and parameters (a duplicate there is refused).
     code, _, err = sbk("request", "create", "--production", "2026_Client", "--from", str(req_id))
-    assert code == client_cli.EXIT_REFUSED and "duplicate-request" in err
+    assert code == client_commands.EXIT_REFUSED and "duplicate-request" in err
     code, out, _ = sbk("production", "close", "2026_Client")
     assert code == 0 and "production 2026_Client closed (and 2026_Client_test)" in out
     assert sbk_json(sbk, "production", "show", "2026_Client_test")["status"] == "closed"
@@ -145,7 +150,7 @@ def test_request_delete_and_the_test_request_directories(sbk):
             "--output-lfn", "lfn:/grid/vo/flat"]
     # a directory without the production's name: the test request's needs a choice
     code, _, err = sbk(*base)
-    assert code == client_cli.EXIT_USAGE and "same_output_dirs" in err and err.count("\n") == 1
+    assert code == client_commands.EXIT_USAGE and "same_output_dirs" in err and err.count("\n") == 1
     code, out, err = sbk(*base, "--same-output-dirs")
     assert code == 0, err
     req_id = int(re.search(r"request (\d+) created", out).group(1))
@@ -156,10 +161,10 @@ def test_request_delete_and_the_test_request_directories(sbk):
     code, out, err = sbk("request", "delete", str(req_id))
     assert code == 0 and out == f"request {req_id} deleted (its test request {shown['test_request']})\n", err
     code, _, err = sbk("request", "delete", str(req_id))
-    assert code == client_cli.EXIT_REFUSED and "404 not-found" in err
+    assert code == client_commands.EXIT_REFUSED and "404 not-found" in err
     demo_request = sbk_json(sbk, "request", "list", "--production", "2026_Demo")[0]
     code, _, err = sbk("request", "delete", str(demo_request["id"]))
-    assert code == client_cli.EXIT_REFUSED and "409 request-has-jobs" in err and err.count("\n") == 1
+    assert code == client_commands.EXIT_REFUSED and "409 request-has-jobs" in err and err.count("\n") == 1
 
 
 def test_site_add_and_set_thresholds_and_switches(sbk):
@@ -171,7 +176,7 @@ def test_site_add_and_set_thresholds_and_switches(sbk):
     assert code == 0 and "prepared 30, running 500, failed 10" in out
     assert re.search(r"FastSim\s+no\s+yes", out) and re.search(r"2026_Demo\s+no", out)
     code, _, err = sbk("site", "set", "CLIENT-T2")
-    assert code == client_cli.EXIT_USAGE and "nothing to set" in err
+    assert code == client_commands.EXIT_USAGE and "nothing to set" in err
 
 
 # ---------------------------------------------------------------------- submit and the job monitor
@@ -252,6 +257,18 @@ def test_jobs_filters_columns_and_pagination(sbk):
     assert [j["id"] for j in after["jobs"]] == [j["id"] for j in third["jobs"]] and after["page"] is None
 
 
+def test_output_csv_and_json_through_the_command_line(sbk):
+    code, out, err = sbk("site", "list", "-o", "csv")
+    assert code == 0 and out.splitlines()[0] == "site,prepared,running,failed,bunch,se,last submission,description"
+    assert ["DEMO-T1", "2"] in [[row[0], row[4]] for row in csv.reader(io.StringIO(out))], out + err   # its bunch
+    code, out, _ = sbk("jobs", "--production", "2026_Demo", "--output", "csv")
+    rows = list(csv.reader(io.StringIO(out)))
+    assert code == 0 and rows[0][:3] == ["id", "runnum", "events"] and len(rows) == 3
+    assert {row[rows[0].index("status")] for row in rows[1:]} == {"done"}
+    assert sbk_json(sbk, "jobs", "--production", "2026_Demo") == json.loads(
+        sbk("jobs", "--production", "2026_Demo", "--output", "json")[1])
+
+
 def test_job_shows_history_outputs_transfers_and_log(sbk):
     code, out, err = sbk("job", "1", "--outputs", "--log")
     assert code == 0, err
@@ -274,14 +291,14 @@ def test_kill_and_resubmit_by_id_and_by_filter(sbk):
     code, out, _ = sbk("jobs", "-q", str(job["runnum"]))
     assert re.search(r"sys-failed 062", out)
     code, _, err = sbk("kill", str(job["id"]))
-    assert code == client_cli.EXIT_REFUSED and "job-final" in err
+    assert code == client_commands.EXIT_REFUSED and "job-final" in err
     code, out, _ = sbk("resubmit", "--production", "2026_Client", "--status", "sys-failed", "--dry-run")
     assert code == 0 and f"would resubmit 1 job(s): {job['id']}" in out
     code, out, err = sbk("resubmit", str(job["id"]))
     assert code == 0, err
     assert f"job {job['id']}: attempt 2, prepared" in out
     code, _, err = sbk("resubmit", str(job["id"]), "--status", "failed")
-    assert code == client_cli.EXIT_USAGE and "not both" in err
+    assert code == client_commands.EXIT_USAGE and "not both" in err
 
 
 def test_stats_and_activities_are_the_home_page(sbk):
@@ -306,19 +323,19 @@ def test_stats_and_activities_are_the_home_page(sbk):
 def test_unreachable_server_is_one_line_and_exit_3(tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     done = sbk_process("jobs", env={"SBK_URL": dead, "SBK_TOKEN": "sbku_x"})
-    assert done.returncode == client_cli.EXIT_UNREACHABLE
+    assert done.returncode == client_commands.EXIT_UNREACHABLE
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"sbk jobs: cannot reach the server at {dead}")
     assert done.stdout == ""
 
 
 def test_refused_or_missing_token_is_exit_4(demo):
     done = sbk_process("stats", env={"SBK_URL": demo["url"], "SBK_TOKEN": "sbku_not-a-real-token"})
-    assert done.returncode == client_cli.EXIT_AUTH and done.stderr.count("\n") == 1
+    assert done.returncode == client_commands.EXIT_AUTH and done.stderr.count("\n") == 1
     assert "refused the token" in done.stderr and "401" in done.stderr
     env = {k: v for k, v in os.environ.items() if k != "SBK_TOKEN"}
     done = subprocess.run([sys.executable, "-m", "server.cli", "stats", "--url", demo["url"]], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == client_cli.EXIT_AUTH and "no API token" in done.stderr
+    assert done.returncode == client_commands.EXIT_AUTH and "no API token" in done.stderr
 
 
 def test_bad_input_is_one_line_and_exit_2(sbk):
@@ -331,13 +348,13 @@ def test_bad_input_is_one_line_and_exit_2(sbk):
                         (("request", "create", "--production", "2026_Client"), "--param NAME=VALUE"),
                         (("production", "frobnicate"), "invalid choice")):
         code, out, err = sbk(*args)
-        assert code == client_cli.EXIT_USAGE, (args, err)
+        assert code == client_commands.EXIT_USAGE, (args, err)
         assert err.count("\n") == 1 and words in err, (args, err)
 
 
 def test_not_found_is_exit_1(sbk):
     code, _, err = sbk("job", "999999")
-    assert code == client_cli.EXIT_REFUSED and err.count("\n") == 1 and "404 not-found" in err
+    assert code == client_commands.EXIT_REFUSED and err.count("\n") == 1 and "404 not-found" in err
 
 
 def test_settings_come_from_the_config_file(demo, tmp_path):
@@ -352,26 +369,13 @@ def test_settings_come_from_the_config_file(demo, tmp_path):
     config.write_text('url = "ftp://nowhere"\ntoken = "x"\n')
     done = subprocess.run([sys.executable, "-m", "server.cli", "me"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == client_cli.EXIT_USAGE and "http:// or https://" in done.stderr
+    assert done.returncode == client_commands.EXIT_USAGE and "http:// or https://" in done.stderr
 
 
 def test_parse_bulk_reads_the_compact_form():
-    assert client_cli.parse_bulk("request=7,sites=INFN-T1+INFN-BARI,runs=10,events=80000,log") == {
+    assert parse_bulk("request=7,sites=INFN-T1+INFN-BARI,runs=10,events=80000,log") == {
         "request": 7, "sites": ["INFN-T1", "INFN-BARI"], "runs": 10, "events": 80000, "test": False,
         "log_to_db": True}
-    with pytest.raises(client_cli.BadInput):
-        client_cli.parse_bulk("request=7,sites=A,runs=0,events=1")
+    with pytest.raises(BadInput):
+        parse_bulk("request=7,sites=A,runs=0,events=1")
 
-
-def test_pages_follow_the_cursor_past_an_estimated_total():
-    """`sbk submit --wait` reads every prepared job even when the total is a low estimate."""
-    ids = list(range(1, 8))
-
-    class Client:
-        def get(self, path, **params):
-            start = int(params.get("after", 0))
-            chunk = ids[start:start + params["per_page"]]
-            more = start + len(chunk) < len(ids)
-            return {"jobs": [{"id": i} for i in chunk], "total": 3, "total_is_estimate": True,
-                    "next": str(start + len(chunk)) if more else None}
-    assert [j["id"] for page in client_cli._pages(Client(), {"sort": "id"}, per_page=2) for j in page] == ids

@@ -14,13 +14,16 @@ import time
 
 import pytest
 
-from server import batch, client_cli, db, jobs, reaper
+from server import batch, db, jobs, reaper
 from server import models as m
 from server.backends.base import COMPLETED, PENDING, RUNNING, UNKNOWN, Backend, BatchState
+from server.client.jobs import cmd_job, duration
+from server.client.output import Output
 from server.settings import settings as current_settings
 from shared import lifecycle
 from shared.lifecycle import Trigger
 from shared.states import Status
+from tests.client.inprocess import in_process
 from tests.web.conftest import sign_in
 
 from .conftest import event, new_token, started_job
@@ -256,17 +259,13 @@ def test_sbk_job_and_the_job_page_show_queue_time_and_run_time(app, api, client,
     job = api.get(f"/jobs/{job_id}").json
     assert (job["queue_s"], job["run_s"]) == (75.0, 3723.0)
 
-    class Client:   # sbk's HTTP client, answered by the app
-        def get(self, path, **params):
-            return api.get(path).json
-
     stream = io.StringIO()
-    client_cli.cmd_job(Client(), client_cli.Output(False, stream=stream),
-                       argparse.Namespace(id=job_id, log=False, outputs=False))
+    cmd_job(in_process(api), Output(stream=stream),
+            argparse.Namespace(id=job_id, log=False, outputs=False))
     text = stream.getvalue()
     assert re.search(r"^queue time: +75\.0 s \(1m 15s\)$", text, re.M), text
     assert re.search(r"^run time: +3723\.0 s \(1h 2m 3s\)$", text, re.M), text
-    assert client_cli._duration(None) is None and client_cli._duration(0.2) == "0.2 s (0s)"
+    assert duration(None) is None and duration(0.2) == "0.2 s (0s)"
 
     assert sign_in(client, new_token("watcher", ["webui"])).status_code == 302
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)

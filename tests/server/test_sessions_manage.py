@@ -4,7 +4,11 @@ import argparse
 
 import pytest
 
-from server import client_cli
+from server.client import Conflict
+from server.client import cli as client_commands
+from server.client.output import Output
+from server.client.sessions import cmd_software
+from tests.client.inprocess import in_process
 
 from .conftest import Api, new_token
 
@@ -87,55 +91,22 @@ def test_session_changes_need_create_productions(api, production, client):
         assert shifter.call(method, path, json=body).status_code == 403
 
 
-class _Reply:
-    """A Flask test response as client_cli.Client._reply reads a requests one."""
-
-    def __init__(self, response):
-        self.status_code, self.content, self.text = response.status_code, response.data, response.get_data(True)
-        self._json = response.get_json(silent=True)
-
-    def json(self):
-        return self._json
-
-
-class _FlaskClient:
-    """`sbk`'s client methods over the Flask test client (no server process needed)."""
-
-    def __init__(self, api):
-        self.api = api
-
-    def _do(self, method, path, body=None):
-        return client_cli.Client._reply(method, path, _Reply(self.api.call(method, path, json=body)), False)
-
-    def patch(self, path, body):
-        return self._do("PATCH", path, body)
-
-    def post(self, path, body):
-        return self._do("POST", path, body)
-
-    def delete(self, path):
-        return self._do("DELETE", path)
-
-    def get(self, path, **params):
-        return self._do("GET", path)
-
-
 def test_sbk_software_retire_and_restore(api, production, capsys):
     sw = release_of(api, "V0.2.5", 311)
-    out = client_cli.Output(as_json=False)
-    run = client_cli.cmd_software
-    with pytest.raises(client_cli.ClientError, match="release-in-use"):
-        run(_FlaskClient(api), out, argparse.Namespace(action="retire", session="FastSim", id=sw["id"]))
+    out, client = Output(), in_process(api)
+    run = cmd_software
+    with pytest.raises(Conflict, match="release-in-use"):
+        run(client, out, argparse.Namespace(action="retire", session="FastSim", id=sw["id"]))
     assert api.patch("/productions/2010_July", json={"status": "closed"}).status_code == 200
-    run(_FlaskClient(api), out, argparse.Namespace(action="retire", session="FastSim", id=sw["id"]))
+    run(client, out, argparse.Namespace(action="retire", session="FastSim", id=sw["id"]))
     assert "software PacProductionApp V0.2.5 311 of FastSim retired" in capsys.readouterr().out
-    run(_FlaskClient(api), out, argparse.Namespace(action="list", session="FastSim"))
+    run(client, out, argparse.Namespace(action="list", session="FastSim"))
     assert "retired" in capsys.readouterr().out.splitlines()[1]
-    run(_FlaskClient(api), out, argparse.Namespace(action="restore", session="FastSim", id=sw["id"]))
+    run(client, out, argparse.Namespace(action="restore", session="FastSim", id=sw["id"]))
     assert "V0.2.5 311 of FastSim restored" in capsys.readouterr().out
     # the parser knows the commands
     parser = argparse.ArgumentParser()
-    client_cli.add_commands(parser.add_subparsers(dest="command"))
+    client_commands.add_commands(parser.add_subparsers(dest="command"))
     assert parser.parse_args(["software", "retire", "FastSim", "3"]).id == 3
 
 

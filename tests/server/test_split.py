@@ -5,7 +5,10 @@ import re
 
 import pytest
 
-from server import client_cli, splitting
+from server import splitting
+from server.client.library import BadInput
+from server.client.output import Output
+from server.client.submissions import parse_bulk, print_plan, read_split_list
 
 from .conftest import event, new_token
 
@@ -237,7 +240,7 @@ def test_the_dry_run_shows_the_split_and_prepares_nothing(api, production):
     assert api.get(f"/requests/{request_id}").json["jobs"] == {}
     # `sbk submit --dry-run` prints it
     stream = io.StringIO()
-    client_cli.print_plan(client_cli.Output(False, stream=stream), plan)
+    print_plan(Output(stream=stream), plan)
     text = stream.getvalue()
     assert "Split: 4 slice(s), 3 files per job, of 10 input file(s); 0 already in jobs' slices" in text
     assert f"First slice(s): {', '.join(LFNS[0:3])} | {', '.join(LFNS[3:6])}" in text
@@ -357,15 +360,15 @@ def test_migration_13_adds_the_split_to_a_database_that_has_requests_and_jobs(ap
 
 
 def test_sbk_bulks_may_leave_runs_out_and_ask_for_repeated_slices(tmp_path):
-    assert client_cli.parse_bulk("request=7,sites=A+B,events=5,repeat") == {
+    assert parse_bulk("request=7,sites=A+B,events=5,repeat") == {
         "test": False, "log_to_db": False, "request": 7, "sites": ["A", "B"], "events": 5, "repeat_slices": True}
     good = tmp_path / "split.json"
     good.write_text('[["lfn:/a/1"], ["lfn:/a/2", "lfn:/a/3"]]')
-    assert client_cli._split_list(str(good)) == [["lfn:/a/1"], ["lfn:/a/2", "lfn:/a/3"]]
+    assert read_split_list(str(good)) == [["lfn:/a/1"], ["lfn:/a/2", "lfn:/a/3"]]
     for text in ("[[", '{"a": 1}'):
         bad = tmp_path / "bad.json"
         bad.write_text(text)
-        with pytest.raises(client_cli.BadInput, match="--split-list"):
-            client_cli._split_list(str(bad))
-    with pytest.raises(client_cli.BadInput, match="--split-list"):
-        client_cli._split_list(str(tmp_path / "missing.json"))
+        with pytest.raises(BadInput, match="--split-list"):
+            read_split_list(str(bad))
+    with pytest.raises(BadInput, match="--split-list"):
+        read_split_list(str(tmp_path / "missing.json"))

@@ -3,11 +3,14 @@ them, and every job's description carries them resolved (`payload.steps`). Throu
 databases; the same rules on the web desk and in `sbk`."""
 import argparse
 
-from server import client_cli
+from server.client import cli as client_commands
+from server.client.output import Output
+from server.client.productions import cmd_request
+from server.client.sessions import cmd_session
 from shared.jobdesc import parse_job_description
+from tests.client.inprocess import in_process
 
 from .conftest import make_production, submit
-from .test_sessions_manage import _FlaskClient
 
 SIM = {"name": "sim", "module": "fastsim"}
 DQ = {"name": "dq", "module": "dq", "parameters": {"min_events": "10"}, "args": ["bin/check-outputs", "--strict"]}
@@ -99,18 +102,18 @@ def test_a_chosen_template_cannot_change_or_go_and_unknown_ones_are_refused(api,
 def test_sbk_defines_a_step_and_a_request_chooses_it(api, production, capsys):
     """`sbk session step` and `sbk request create --step`, parsed by sbk's own parser."""
     parser = argparse.ArgumentParser()
-    client_cli.add_commands(parser.add_subparsers(dest="command"))
-    out, client = client_cli.Output(as_json=False), _FlaskClient(api)
-    client_cli.cmd_session(client, out, parser.parse_args(
+    client_commands.add_commands(parser.add_subparsers(dest="command"))
+    out, client = Output(), in_process(api)
+    cmd_session(client, out, parser.parse_args(
         ["session", "step", "FastSim", "dq", "--module", "dq", "--param", "min_events=5", "--arg", "bin/check"]))
     shown = capsys.readouterr().out
     assert "dq" in shown and "min_events" in shown and "bin/check" in shown
-    client_cli.cmd_request(client, out, parser.parse_args(
+    cmd_request(client, out, parser.parse_args(
         ["request", "create", "--production", "2010_July", "--from", str(production["request"]["id"]),
          "--param", "Analysis=Generics", "--param", "Generator=G3", "--param", "Geometry=DG_4",
          "--param", "Background=B", "--step", "dq",
          "--output-lfn", "lfn:/grid/superbvo.org/production/FastSim/2010_July/output/g3"]))
     rid = int(capsys.readouterr().out.split()[1])
     assert api.get(f"/requests/{rid}").json["steps"] == [{"template": "dq", "parameters": {}}]
-    client_cli.cmd_request(client, out, parser.parse_args(["request", "show", str(rid)]))
+    cmd_request(client, out, parser.parse_args(["request", "show", str(rid)]))
     assert "steps" in (shown := capsys.readouterr().out) and " dq" in shown

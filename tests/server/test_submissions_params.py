@@ -7,8 +7,10 @@ import threading
 
 import pytest
 
-from server import cli, client_cli, db
+from server import cli, db
 from server import models as m
+from server.client.library import BadInput
+from server.client.submissions import parse_bulk
 from tests.infra.postgres import free_port
 
 from .conftest import new_token
@@ -191,13 +193,13 @@ def test_concurrent_submissions_and_a_manager_make_one_test_request(app, api, pr
 
 def test_client_parse_bulk_reads_params():
     spec = "test,params=Analysis:X+Generator:Y,sites=A+B,runs=1,events=2,input=DIR:lfn:/in,output-sites=C"
-    assert client_cli.parse_bulk(spec) == {
+    assert parse_bulk(spec) == {
         "test": True, "log_to_db": False, "parameters": {"Analysis": "X", "Generator": "Y"}, "sites": ["A", "B"],
         "runs": 1, "events": 2, "input_mode": "DIR", "input_paths": ["lfn:/in"], "output_sites": ["C"]}
     for bad, words in (("params=Analysis,sites=A,runs=1,events=1", "NAME:VALUE"),
                        ("sites=A,runs=1,events=1", "no request \\(or params")):
-        with pytest.raises(client_cli.BadInput, match=words):
-            client_cli.parse_bulk(bad)
+        with pytest.raises(BadInput, match=words):
+            parse_bulk(bad)
 
 
 def test_sbk_submit_by_parameters_against_sbk_serve(api, production, db_url, tmp_path, monkeypatch, capsys):
