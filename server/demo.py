@@ -249,23 +249,19 @@ def define_production(api, release, jobs, events):
 
 
 def upload_release(release, site_config, root, api, env=None):
-    """Put the toy tarball on the SE through the wrapper's own transfer code, and register it;
-    with `env` (a secured SE's: the release manager's proxy) by the command-line tools in it."""
+    """Put the toy tarball on the SE through the wrapper's API for it (`wrapper.transfer.upload`),
+    and register it; with `env` (a secured SE's: the release manager's proxy) by the command-line
+    tools in that environment. Where it goes is read from the site config as the wrapper reads it."""
     from wrapper.siteconfig import load_site_config
-    from wrapper.transfer import CliTransfer, make_transfer
+    from wrapper.transfer import TransferError, upload
 
     site = load_site_config(site_config)
     base = site.se.urls[0] if site.se.urls else site.se.local_path
     surl = site.se.url(base, SOFTWARE_LFN)
-    if env is None:
-        transfer = make_transfer(surl)
-    else:
-        # gfal2 and XrdCl in this process read credentials from os.environ once; the tools in
-        # a subprocess take exactly this environment.
-        transfer = CliTransfer()
-        transfer.env = dict(env, XRD_CONNECTIONRETRY="1", XRD_CPUSEPGWRTRD="0")
-    transfer.mkdir(surl.rsplit("/", 1)[0])
-    transfer.copy_out(str(release.path), surl, timeout=60, adler32=release.adler32)
+    try:
+        upload(release.path, surl, release.adler32, env=env, timeout=60)
+    except TransferError as exc:
+        raise DemoError(f"cannot put the toy release on the SE: {exc}") from None
     api.call("POST", "/catalog/replicas", json={
         "lfn": SOFTWARE_LFN, "site": SITE, "surl": surl, "size": release.size,
         "adler32": release.adler32})

@@ -4,7 +4,7 @@
 out, so a batch system's SIGTERM during a stage-in of 8 files was acted on after
 all 8 were copied. `run_all` waits for the tasks *or* the job's cancel event
 (set by a stop): queued tasks are then dropped, running ones see the same event
-(transfers end at once, see wrapper/transfer.py) and are given `settle_s` to
+(transfers end at once, see wrapper/transfer/timeouts.py) and are given `settle_s` to
 return, after which the caller goes on without them.
 """
 import concurrent.futures

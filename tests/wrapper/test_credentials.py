@@ -241,8 +241,8 @@ def test_every_stage_moves_files_with_the_credential(secure_se, grid_pki, use_cr
         # A worker node runs one job a process, its credentials in the environment before its first
         # gfal2 context; this test process kept contexts that earlier tests made under other
         # environments (davix reads the CA directory when a context is made): start from none.
-        from wrapper import transfer
-        transfer._FREE_CONTEXTS.clear()
+        from wrapper.transfer import gfal2 as gfal2_transfer
+        gfal2_transfer._FREE_CONTEXTS.clear()
 
     assert stage_software(ctx, catalog=catalog).exe.read_bytes() == EXE
     (path,) = stage_inputs(ctx, catalog=catalog)

@@ -23,7 +23,7 @@ def pyz(tmp_path_factory):
 
 def test_the_archive_holds_packages_site_configs_and_tomli_sources(pyz):
     names = zipfile.ZipFile(pyz).namelist()
-    for needed in ("__main__.py", "wrapper/cli.py", "shared/errors.py",
+    for needed in ("__main__.py", "wrapper/cli.py", "wrapper/transfer/__init__.py", "shared/errors.py",
                    "site_configs/__init__.py", "site_configs/INFN-T1.toml", "tomli/_parser.py"):
         assert needed in names
     assert not [n for n in names if n.endswith((".so", ".pyc"))]

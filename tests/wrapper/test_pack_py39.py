@@ -76,6 +76,8 @@ def pyz(installed, tmp_path_factory):
 def test_pack_works_from_a_plain_pip_install_under_3_11(pyz):
     names = zipfile.ZipFile(pyz).namelist()
     assert {"__main__.py", "wrapper/cli.py", "tomli/__init__.py", "tomli/_parser.py"} <= set(names)
+    # the wrapper's subpackages too (setup.py's find_packages names them: "wrapper.*")
+    assert {"wrapper/transfer/__init__.py", "wrapper/transfer/gfal2.py"} <= set(names)
     assert not [n for n in names if n.endswith((".so", ".pyc"))]   # tomli's compiled twins stay behind
 
 
