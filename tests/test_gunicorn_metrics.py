@@ -134,7 +134,10 @@ def test_counters_add_up_across_two_workers_and_survive_a_dead_one(tmp_path, lau
     port = free_port()
     env = server_env(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     with serving(LAUNCHERS[launcher](port), env, port, tmp_path) as served:
-        before = metric(scrape(served.base), HEALTH)   # the start-up wait's own health check
+        # /health answers as soon as one worker is up: until the other answers too, requests go on
+        poll(lambda: hammer(served.base, 8) == [] and len(per_process(metrics_dir, HEALTH)) == 2, 30,
+             what="both workers answering")
+        before = metric(scrape(served.base), HEALTH)
         assert hammer(served.base, 64) == []
         assert metric(scrape(served.base), HEALTH) == before + 64
         counts = per_process(metrics_dir, HEALTH)
