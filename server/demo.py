@@ -32,6 +32,7 @@ import requests
 from shared.states import FINAL_STATUSES
 from .backends.base import Bunch, JobSpec
 from .backends.local import LocalBackend
+from .client.output import Output
 from .grid_pki import USER_DN, PKIError, demo_missing, make_demo_pki
 from .secure_se import start_secure_se
 from .toy_release import build_toy_release
@@ -282,14 +283,17 @@ def run_jobs(api, demo, job_ids, site_config, progress, timeout):
         progress.step(f"{len(specs)} jobs started with `severus run` (local backend)")
         deadline = time.monotonic() + timeout
         finals = {s.value for s in FINAL_STATUSES}
-        while True:
-            jobs = [api.call("GET", f"/jobs/{job_id}") for job_id in job_ids]
-            if all(j["status"] in finals for j in jobs):
-                return jobs
-            if time.monotonic() > deadline:
-                raise DemoError(f"jobs not final after {timeout:.0f} s: "
-                                + ", ".join(f"{j['runnum']} {j['status']}" for j in jobs))
-            time.sleep(0.2)
+        # a progress bar on a terminal (the client's own); nothing when piped
+        with Output().progress_bar("jobs final", len(job_ids)) as update:
+            while True:
+                jobs = [api.call("GET", f"/jobs/{job_id}") for job_id in job_ids]
+                update(sum(j["status"] in finals for j in jobs))
+                if all(j["status"] in finals for j in jobs):
+                    return jobs
+                if time.monotonic() > deadline:
+                    raise DemoError(f"jobs not final after {timeout:.0f} s: "
+                                    + ", ".join(f"{j['runnum']} {j['status']}" for j in jobs))
+                time.sleep(0.2)
     finally:
         backend.close()
 

@@ -6,6 +6,7 @@ direct-access mount, and the failures a manager must see on the server
 """
 import json
 import os
+import shlex
 import subprocess
 import sys
 import zlib
@@ -55,6 +56,16 @@ def test_demo_runs_a_production_and_everything_lands(tmp_path):
                 assert adler32_of(on_se) == r.file.adler32
                 assert on_se.stat().st_size == r.file.size
             assert m.JobLog.select().where(m.JobLog.job == job.id).count() == 1
+
+
+def test_demo_on_a_terminal_shows_a_progress_bar(tmp_path):
+    """On a terminal (`script` gives it a pty) `sbk demo` draws the client's progress bar of jobs final."""
+    command = shlex.join([sys.executable, "-m", "server.cli", "demo", "--open-se", "--jobs", "2",
+                          "--workdir", str(tmp_path / "demo")])
+    proc = subprocess.run(["script", "-q", "-e", "-c", command, "/dev/null"], capture_output=True, text=True,
+                          timeout=240, env=dict(os.environ, COLUMNS="100", TERM="xterm"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert "jobs final" in proc.stdout and "2/2" in proc.stdout and "2/2 jobs done" in proc.stdout
 
 
 @pytest.fixture(scope="module")
