@@ -368,6 +368,8 @@ def cmd_poll(settings, backends=None):
     ended = poll_once(settings, set(backends) if backends else None)
     print(f"sys-failed {len(ended)} job(s)" + (f": {' '.join(map(str, ended))}" if ended else ""))
     print(retries.one_shot(settings, backends))
-    staged = stages.run_due(settings, settings.public_url)
+    # a local backend's processes would belong to this short-lived command: left to the serving processes
+    staged = stages.run_due(settings, settings.public_url,
+                            [b for b in (backends or BACKENDS) if b != "local"])
     print(f"submitted {len(staged)} follow-up stage job(s)" + (f": {' '.join(map(str, staged))}" if staged else ""))
     return 0

@@ -47,7 +47,8 @@ REQUEST_SETTINGS = {
 REQUEST_TEST_DIRS = {"test_output_lfn": STR, "test_output_abs": STR, "same_output_dirs": BOOL}
 
 SCHEMAS = {
-    "Error": _obj({"error": STR, "message": STR}, ("error", "message")),
+    # request_id: the reply's X-Request-ID, also on every server log line of that request (server/logs.py)
+    "Error": _obj({"error": STR, "message": STR, "request_id": STR}, ("error", "message")),
     "ErrorCode": _obj({"code": INT, "status": {"type": "string", "enum": STATUSES}, "blame": STR,
                        "retryable": BOOL, "message": STR}),
     "Event": _obj({"attempt": {"type": "integer", "minimum": 1}, "seq": {"type": "integer", "minimum": 1},

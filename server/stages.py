@@ -216,9 +216,10 @@ def stage_payload(job, req, description):
     return description
 
 
-def submit_due(settings, base_url):
+def submit_due(settings, base_url, backends=None):
     """Submit the prepared stage jobs (the batch poller calls this): each claimed by this process, then
-    handed to the backend of its request's last job. Returns the ids submitted."""
+    handed to the backend of its request's last job (only those of `backends`, when given). Returns
+    the ids submitted."""
     from . import batch
     if not base_url:      # a cron's `sbk poll` without SBK_PUBLIC_URL: the descriptions would name no server
         log.warning("follow-up stage jobs may be due but no server URL is known for their descriptions: "
@@ -231,7 +232,7 @@ def submit_due(settings, base_url):
     by_backend = {}
     for job_id, request_id in due:
         name = _backend_of(request_id)
-        if not name:
+        if not name or (backends is not None and name not in backends):
             continue
         with db.write_transaction():
             claimed = m.Job.update(backend=name).where(
@@ -260,9 +261,9 @@ def _backend_of(request_id):
     return last.backend if last else None
 
 
-def run_due(settings, base_url):
+def run_due(settings, base_url, backends=None):
     """The poller's pass: prepare the stages whose condition holds (ends the server decided), then
-    submit what is prepared."""
+    submit what is prepared (through `backends` only, when given)."""
     with db.connection():
         waiting = [r for (r,) in m.Request.select(m.Request.id).where(m.Request.followup != {}).tuples()]
     for request_id in waiting:
@@ -270,4 +271,4 @@ def run_due(settings, base_url):
             after_job_end(request_id)
         except Exception:      # one request's trouble must not stop the others' stages
             log.exception("request %d: its follow-up stage could not be prepared", request_id)
-    return submit_due(settings, base_url)
+    return submit_due(settings, base_url, backends)

@@ -40,7 +40,7 @@ def test_each_group_gets_the_seed_privileges(client, api, production):
 @pytest.mark.parametrize("header", ["", "Bearer", "Basic abc", "Bearer sbku_unknown", "Bearer x"])
 def test_missing_or_unknown_tokens_get_401_or_403(client, header, production):
     r = client.get("/api/v1/jobs", headers={"Authorization": header} if header else {})
-    assert r.status_code in (401, 403) and set(r.json) == {"error", "message"}
+    assert r.status_code in (401, 403) and set(r.json) == {"error", "message", "request_id"}
 
 
 def test_tokens_are_stored_only_as_hashes(app, api, production):

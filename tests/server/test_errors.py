@@ -1,4 +1,4 @@
-"""Bad input is a 4xx with {"error", "message"}, never a 500 or a traceback."""
+"""Bad input is a 4xx with {"error", "message", "request_id"}, never a 500 or a traceback."""
 import pytest
 
 from .conftest import started_job
@@ -7,7 +7,7 @@ from .conftest import started_job
 @pytest.mark.parametrize("body", [b"", b"{", b"[1,2", b"\xff\xfe", b"null", b"42", b'"text"'])
 def test_malformed_json_is_400(api, production, body):
     r = api.post("/productions", data=body, content_type="application/json")
-    assert r.status_code == 400 and set(r.json) == {"error", "message"}
+    assert r.status_code == 400 and set(r.json) == {"error", "message", "request_id"}
 
 
 @pytest.mark.parametrize("body", [{"name": 5, "session": "FastSim", "version": "V0.2.5"},
@@ -30,7 +30,7 @@ def test_body_over_the_limit_is_413_json(api, production, app):
 def test_unknown_route_and_method_are_json(api):
     assert api.get("/nothing-here").json["error"] == "not-found"
     r = api.call("DELETE", "/jobs")
-    assert r.status_code == 405 and set(r.json) == {"error", "message"}
+    assert r.status_code == 405 and set(r.json) == {"error", "message", "request_id"}
 
 
 def test_huge_integers_in_paths_and_queries_are_4xx(api, production):

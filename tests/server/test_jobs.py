@@ -101,7 +101,7 @@ def test_job_monitor_refuses_bad_query_values_with_400(api, production):
                   {"request": "a,b"}, {"error_code": "1e3"}):
         r = api.get("/jobs", query_string=query)
         assert r.status_code == 400, (query, r.json)
-        assert set(r.json) == {"error", "message"}
+        assert set(r.json) == {"error", "message", "request_id"}
 
 
 def test_log_upload_and_download(app, api, production):

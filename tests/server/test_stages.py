@@ -146,3 +146,16 @@ def test_two_ends_at_once_make_one_stage(api, production):
         t.join(60)
     assert sorted(len(r) for r in results) == [0, 1], results
     assert len(stage_jobs(api, req["id"])) == 1
+
+
+def test_a_cron_poll_leaves_a_local_requests_stage_to_the_serving_processes(api, production):
+    """`sbk poll` from cron submits no stage job whose request ran on the local backend: its processes
+    would belong to the short-lived command (the serving process's poller submits them)."""
+    from server import models as m
+    req = stage_request(api, {"template": "merge"})
+    ids = submit(api, {"production": "2010_Stage", "request": req}, runs=1)["job_ids"]
+    run_job(api, ids[0])
+    m.Job.update(backend="local").where(m.Job.id.in_(ids)).execute()
+    (merge,) = stage_jobs(api, req["id"])
+    assert stages.submit_due(None, "http://sbk.example.org", backends=["slurm", "arc"]) == []
+    assert m.Job.get_by_id(merge["id"]).backend is None            # not claimed: still the poller's
