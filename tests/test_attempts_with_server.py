@@ -132,7 +132,10 @@ def se_files(se, directory):
     for dirpath, _, names in os.walk(directory):
         for name in names:
             path = Path(dirpath) / name
-            found[str(path.relative_to(se.export))] = path.stat().st_size
+            try:
+                found[str(path.relative_to(se.export))] = path.stat().st_size
+            except FileNotFoundError:   # renamed or removed since the listing (an upload finishing): not there
+                continue
     return found
 
 
