@@ -11,6 +11,8 @@ The rules of session management (the API and the sessions page both call these f
   and arguments) is changed or removed only while no request chooses it (409 step-in-use): the
   request's jobs are described from it, and a prepared job must run what was asked for.
 """
+import peewee as pw
+
 from shared import schema as s
 from shared.jobdesc import ADLER32_RE, NAME_RE
 
@@ -279,19 +281,23 @@ def step_users(session, name):
 def define_step_template(name, body):
     """Add step template to session `name`, or replace an unused one: (session, created)."""
     tname, module, parameters, args = read_step_template(body)
-    with db.write_transaction():
-        session = get_session(name)
-        template = m.StepTemplate.get_or_none(session=session, name=tname)
-        if template is None:
-            count = session.step_templates.count()
-            if count >= MAX_STEP_TEMPLATES:
-                raise conflict("too-many-steps", f"session {name} has {MAX_STEP_TEMPLATES} step templates already")
-            m.StepTemplate.create(session=session, name=tname, module=module, parameters=parameters, args=args,
-                                  position=count)
-            return session, True
-        _refuse_used_step(session, tname, "changed")
-        template.module, template.parameters, template.args = module, parameters, args
-        template.save()
+    try:
+        with db.write_transaction():
+            session = get_session(name)
+            template = m.StepTemplate.get_or_none(session=session, name=tname)
+            if template is None:
+                count = session.step_templates.count()
+                if count >= MAX_STEP_TEMPLATES:
+                    raise conflict("too-many-steps", f"session {name} has {MAX_STEP_TEMPLATES} step templates already")
+                m.StepTemplate.create(session=session, name=tname, module=module, parameters=parameters,
+                                      args=args, position=count)
+                return session, True
+            _refuse_used_step(session, tname, "changed")
+            template.module, template.parameters, template.args = module, parameters, args
+            template.save()
+    except pw.IntegrityError:   # the same step defined at the same moment (PostgreSQL's read committed)
+        raise conflict("step-defined-meanwhile", f"step {tname} of session {name} was defined at the same "
+                                                 "moment by another request: read it, then change it") from None
     return session, False
 
 

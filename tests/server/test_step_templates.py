@@ -117,3 +117,36 @@ def test_sbk_defines_a_step_and_a_request_chooses_it(api, production, capsys):
     assert api.get(f"/requests/{rid}").json["steps"] == [{"template": "dq", "parameters": {}}]
     cmd_request(client, out, parser.parse_args(["request", "show", str(rid)]))
     assert "steps" in (shown := capsys.readouterr().out) and " dq" in shown
+
+
+def test_the_same_new_step_defined_twice_at_once_is_one_template_never_a_500(api, production, monkeypatch):
+    """Two managers define the same new step at the same moment: one template, and the second gets
+    200 (SQLite serialises the two) or 409 step-defined-meanwhile (PostgreSQL: both read "none"
+    first, then the unique index decides), never a 500."""
+    import threading
+    from server import db, sessions
+    from server import models as m
+    from server.errors import ApiError
+    real, barrier = m.StepTemplate.get_or_none, threading.Barrier(2, timeout=20)
+
+    def both_read_first(*args, **kwargs):
+        row = real(*args, **kwargs)
+        if not db.is_sqlite():       # SQLite's BEGIN IMMEDIATE lets the second in only after the first
+            barrier.wait()
+        return row
+    monkeypatch.setattr(m.StepTemplate, "get_or_none", both_read_first)
+    results = []
+
+    def define():
+        with db.connection():
+            try:
+                results.append(sessions.define_step_template("FastSim", SIM)[1])
+            except ApiError as exc:
+                results.append((exc.status_code, exc.error))
+    threads = [threading.Thread(target=define) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results, key=str) in ([False, True], [(409, "step-defined-meanwhile"), True]), results
+    assert [t["name"] for t in api.get("/sessions/FastSim").json["steps"]] == ["sim"]
