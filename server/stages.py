@@ -23,6 +23,8 @@ import fnmatch
 import logging
 import posixpath
 
+import peewee as pw
+
 from shared import schema as s
 from shared.jobdesc import NAME_RE
 from shared.lifecycle import FINAL
@@ -265,7 +267,11 @@ def run_due(settings, base_url, backends=None):
     """The poller's pass: prepare the stages whose condition holds (ends the server decided), then
     submit what is prepared (through `backends` only, when given)."""
     with db.connection():
-        waiting = [r for (r,) in m.Request.select(m.Request.id).where(m.Request.followup != {}).tuples()]
+        # only the requests whose stage has no jobs yet (one indexed EXISTS each): a stage started
+        # or done is not looked at again at every poll
+        staged = m.Job.select(m.Job.id).where((m.Job.request == m.Request.id) & (m.Job.stage != ""))
+        waiting = [r for (r,) in m.Request.select(m.Request.id).where(
+            (m.Request.followup != {}) & ~pw.fn.EXISTS(staged)).tuples()]
     for request_id in waiting:
         try:
             after_job_end(request_id)

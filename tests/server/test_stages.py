@@ -159,3 +159,20 @@ def test_a_cron_poll_leaves_a_local_requests_stage_to_the_serving_processes(api,
     (merge,) = stage_jobs(api, req["id"])
     assert stages.submit_due(None, "http://sbk.example.org", backends=["slurm", "arc"]) == []
     assert m.Job.get_by_id(merge["id"]).backend is None            # not claimed: still the poller's
+
+
+def test_the_poll_looks_only_at_requests_whose_stage_has_no_jobs(api, production, monkeypatch):
+    """run_due evaluates a request's stage until its jobs exist, then no more (each poll would
+    otherwise read every request that ever had a follow-up stage)."""
+    req = stage_request(api, {"template": "merge"})
+    ids = submit(api, {"production": "2010_Stage", "request": req}, runs=1)["job_ids"]
+    looked = []
+    monkeypatch.setattr(stages, "after_job_end", lambda request_id: looked.append(request_id) or [])
+    stages.run_due(None, "")
+    assert req["id"] in looked                         # waiting for its job: looked at (its test twin too)
+    monkeypatch.undo()
+    run_job(api, ids[0])                               # its stage is made
+    monkeypatch.setattr(stages, "after_job_end", lambda request_id: looked.append(request_id) or [])
+    looked.clear()
+    stages.run_due(None, "")
+    assert req["id"] not in looked and req["test_request"] in looked
