@@ -106,8 +106,10 @@ def test_missing_site_config_is_002_and_the_server_is_told(tmp_path, event_serve
 
 
 def _payload_of(proc):
-    """The wrapper's payload processes, once they are there."""
-    return poll(lambda: children_matching(proc.pid, "PacProduction"), timeout=60,
+    """The wrapper's payload processes, once they are there: the simulation's own command line (a
+    bare "PacProduction" also matched a short-lived process of the software stage, now and then gone
+    before the test signalled it)."""
+    return poll(lambda: children_matching(proc.pid, "PacProduction --events"), timeout=60,
                 what="the payload process")
 
 
