@@ -14,15 +14,19 @@ from server import demo as d
 
 from .conftest import ROOT, run_wrapper, wrapper_command
 
-schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathesis into .venv")
+try:
+    import schemathesis
+except ImportError:   # only the fuzz test needs it; the hostile-input tests below run without
+    schemathesis = None
 pytestmark = pytest.mark.timeout(900)
 
+if schemathesis is not None:
+    @schemathesis.serializer("application/gzip")
+    def gzip_bytes(ctx, value):
+        return value if isinstance(value, bytes) else str(value).encode()
 
-@schemathesis.serializer("application/gzip")
-def gzip_bytes(ctx, value):
-    return value if isinstance(value, bytes) else str(value).encode()
 
-
+@pytest.mark.skipif(schemathesis is None, reason="pip install schemathesis into .venv")
 def test_schemathesis_on_the_served_spec_finds_no_500_and_no_hang(world, full, figures):
     schema = schemathesis.openapi.from_url(world.server.url + "/api/v1/openapi.json")
     # A Developer of its own: the fuzz calls DELETE /tokens/{id} and PATCH /users/{name} with any
