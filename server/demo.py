@@ -75,6 +75,7 @@ class Demo:
     storage: str = ""       # which SE, for the results
     job_env: dict = None    # the jobs' environment on a secured SE: the node's credential
     upload_env: dict = None  # the release manager's, to put the release there
+    se_door: str = ""       # the SE's first door in the site config (a URL, or a direct-access path)
 
     def stop(self):
         if self.server is not None:
@@ -128,7 +129,8 @@ def start_server(demo, db_url, progress):
 
 
 def start_storage(demo, progress, want_xrootd=True):
-    """A real XRootD SE when installed, else a plain directory used as a direct-access SE."""
+    """A real XRootD SE when installed, else a plain directory used as a direct-access SE; the
+    path of the site config naming it."""
     if want_xrootd and xrootd_available():
         try:
             demo.se = start_se(demo.base / "se", name="sbk-demo")
@@ -149,7 +151,7 @@ def start_storage(demo, progress, want_xrootd=True):
             print("xrootd is not installed: using a local directory as a direct-access SE", file=sys.stderr)
     demo.storage = (f"open XRootD SE {demo.se.root_url} (no credentials)" if demo.se
                     else f"a local directory as a direct-access SE ({root})")
-    return write_site_config(demo, se), root
+    return write_site_config(demo, se)
 
 
 def start_secure_storage(demo, progress):
@@ -185,6 +187,7 @@ def write_site_config(demo, se, require=None):
     configs = demo.base / "site_configs"
     configs.mkdir(exist_ok=True)
     lines = [f'name = "{SITE}"', "", "[se]"]
+    demo.se_door = (se.get("urls") or [se.get("local_path")])[0]
     for key, value in se.items():
         rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]" if isinstance(value, list) else f'"{value}"'
         lines.append(f"{key} = {rendered}")
@@ -197,7 +200,7 @@ def write_site_config(demo, se, require=None):
 
 def choose_storage(demo, progress, args):
     """The secured SE when it can run, else the open one with one line saying why: (site config,
-    local root of a direct-access SE or None, the demo's PKI or None)."""
+    the demo's PKI or None)."""
     # Without xrootd at all start_storage says so itself (and uses a directory).
     if not args.open_se and not args.no_xrootd and xrootd_available():
         missing = demo_missing()
@@ -205,14 +208,13 @@ def choose_storage(demo, progress, args):
         if not missing:
             try:
                 site_config, pki = start_secure_storage(demo, progress)
-                return site_config, None, pki
+                return site_config, pki
             except DemoError as exc:
                 why = f"did not start: {exc}"
                 demo.stop()
                 demo.se = demo.job_env = demo.upload_env = None
         print(f"sbk demo: the secured SE {why}; using the open XRootD SE", file=sys.stderr)
-    site_config, root = start_storage(demo, progress, want_xrootd=not args.no_xrootd)
-    return site_config, root, None
+    return start_storage(demo, progress, want_xrootd=not args.no_xrootd), None
 
 
 class Api:
@@ -249,16 +251,15 @@ def define_production(api, release, jobs, events):
     return request
 
 
-def upload_release(release, site_config, root, api, env=None):
-    """Put the toy tarball on the SE through the wrapper's API for it (`wrapper.transfer.upload`),
-    and register it; with `env` (a secured SE's: the release manager's proxy) by the command-line
-    tools in that environment. Where it goes is read from the site config as the wrapper reads it."""
-    from wrapper.siteconfig import load_site_config
+def upload_release(release, door, api, env=None):
+    """Put the toy tarball on the SE through the wrapper's documented API for it
+    (`wrapper.transfer.upload`), and register it. `door`: the SE's first door in the site config
+    (a URL, or a direct-access path); the release goes below it at its LFN's path under the
+    site's lfn_prefix, the site config's rule for physical names. `env`: a secured SE's (the
+    release manager's proxy)."""
     from wrapper.transfer import TransferError, upload
 
-    site = load_site_config(site_config)
-    base = site.se.urls[0] if site.se.urls else site.se.local_path
-    surl = site.se.url(base, SOFTWARE_LFN)
+    surl = door.rstrip("/") + SOFTWARE_LFN[len(f"lfn:{LFN_PREFIX}"):]
     try:
         upload(release.path, surl, release.adler32, env=env, timeout=60)
     except TransferError as exc:
@@ -330,11 +331,11 @@ def main(argv=None):
     demo = Demo(base=base)
     started = time.monotonic()
     try:
-        site_config, root, pki = choose_storage(demo, progress, args)
+        site_config, pki = choose_storage(demo, progress, args)
         start_server(demo, f"sqlite:///{base / 'sbk.db'}", progress)
         api = Api(demo.url, demo.token)
         release = build_toy_release(base)
-        upload_release(release, site_config, root, api, env=demo.upload_env)
+        upload_release(release, demo.se_door, api, env=demo.upload_env)
         progress.step(f"toy FastSim release {release.adler32} on the SE and in the catalog")
         request = define_production(api, release, args.jobs, args.events)
         progress.step(f"production {PRODUCTION}, request {request['id']} valid")

@@ -34,7 +34,7 @@ def live(tmp_path_factory, arc_ce_slurm, arc_slurm_cluster):  # noqa: F811
     progress = d.Progress()
     with pytest.MonkeyPatch.context() as mp:
         try:
-            site_config, root = d.start_storage(demo, progress)
+            site_config = d.start_storage(demo, progress)
             with open(site_config, "a") as fh:
                 fh.write(f'\n[ce]\nurl = "{ce.url}"\nqueue = "{ce.queue}"\n')
             for key, value in {"SBK_BACKEND_ARC_CERT": str(ce.cert), "SBK_BACKEND_ARC_KEY": str(ce.key),
@@ -46,7 +46,7 @@ def live(tmp_path_factory, arc_ce_slurm, arc_slurm_cluster):  # noqa: F811
             d.start_server(demo, f"sqlite:///{base / 'sbk.db'}", progress)
             api = d.Api(demo.url, demo.token)
             release = build_toy_release(base)
-            d.upload_release(release, site_config, root, api)
+            d.upload_release(release, demo.se_door, api)
             request = d.define_production(api, release, jobs=2, events=100)
             yield {"demo": demo, "api": api, "release": release, "request": request, "base": base,
                    "ce": ce, "slurm": arc_slurm_cluster}

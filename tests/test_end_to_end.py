@@ -75,11 +75,11 @@ def live(tmp_path_factory):
     demo = d.Demo(base=base)
     progress = d.Progress()
     try:
-        site_config, root = d.start_storage(demo, progress)
+        site_config = d.start_storage(demo, progress)
         d.start_server(demo, f"sqlite:///{base / 'sbk.db'}", progress)
         api = d.Api(demo.url, demo.token)
         release = build_toy_release(base)
-        d.upload_release(release, site_config, root, api)
+        d.upload_release(release, demo.se_door, api)
         d.define_production(api, release, jobs=1, events=100)
         yield {"demo": demo, "api": api, "release": release, "site_config": site_config,
                "export": demo.se.export, "base": base}

@@ -35,7 +35,7 @@ def slurm_world(base, slurm_cluster, jobs=2, **env):
     progress = d.Progress()
     with pytest.MonkeyPatch.context() as mp:
         try:
-            site_config, root = d.start_storage(demo, progress)
+            site_config = d.start_storage(demo, progress)
             for key, value in {"SBK_BACKEND_SLURM_CONF": str(slurm_cluster.conf),
                                "SBK_BACKEND_SITE_CONFIGS": str(site_config.parent),
                                "SBK_BACKEND_SANDBOX_DIR": str(base / "sandboxes"),
@@ -44,7 +44,7 @@ def slurm_world(base, slurm_cluster, jobs=2, **env):
             d.start_server(demo, f"sqlite:///{base / 'sbk.db'}", progress)
             api = d.Api(demo.url, demo.token)
             release = build_toy_release(base)
-            d.upload_release(release, site_config, root, api)
+            d.upload_release(release, demo.se_door, api)
             request = d.define_production(api, release, jobs=jobs, events=100)
             yield {"demo": demo, "api": api, "release": release, "request": request, "base": base,
                    "slurm": slurm_cluster, "site_configs": site_config.parent}

@@ -88,7 +88,7 @@ def server_world(base, **env):
     sbk = Sbk(base)
     sbk.env.update(env)
     try:
-        site_config, root = d.start_storage(demo, d.Progress())
+        site_config = d.start_storage(demo, d.Progress())
         out = subprocess.run(d.sbk_command() + ["user", "add", "mgr", "--groups", "Developer"],
                              env=sbk.env, capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert out.returncode == 0, out.stderr
@@ -96,7 +96,7 @@ def server_world(base, **env):
         sbk.start()
         api = d.Api(sbk.url, sbk.token)
         release = build_toy_release(base)
-        d.upload_release(release, site_config, root, api)
+        d.upload_release(release, demo.se_door, api)
         d.define_production(api, release, jobs=1, events=50)
         yield {"demo": demo, "sbk": sbk, "api": api, "release": release, "site_config": site_config,
                "export": demo.se.export, "versions": iter(range(1, 100))}

@@ -32,6 +32,8 @@ import json
 import logging
 import math
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -353,13 +355,18 @@ class ArcBackend(Backend):
             return self.wrapper
         with self._lock:
             if self._packed is None or not self._packed.is_file():
-                from wrapper.pack import build_pyz
                 out = Path(self.workdir or bunch.workdir) / PYZ_NAME
                 out.parent.mkdir(parents=True, exist_ok=True)
+                # through the wrapper's own door, `severus pack`, as a site admin packs it
                 try:
-                    self._packed = build_pyz(out)
-                except (OSError, RuntimeError) as exc:
+                    done = subprocess.run([sys.executable, "-m", "wrapper", "pack", "-o", str(out)],
+                                          capture_output=True, text=True, timeout=120)
+                except (OSError, subprocess.TimeoutExpired) as exc:
                     raise BackendError(f"cannot pack the wrapper for the CE: {exc}") from exc
+                if done.returncode != 0:
+                    last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                    raise BackendError(f"cannot pack the wrapper for the CE: {last}")
+                self._packed = out
             return self._packed
 
 

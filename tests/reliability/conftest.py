@@ -244,7 +244,7 @@ def make_world(base, se, env, db_url=None, site_extra=""):
         api = server.api()
         site_config = write_site_config(base / f"{d.SITE}.toml", se, extra=site_extra)
         release = build_toy_release(base)
-        d.upload_release(release, site_config, se.export, api)
+        d.upload_release(release, se.root_url, api)
         api.call("POST", "/sessions", json={
             "name": "FastSim", "payload_module": "fastsim",
             "parameters": [{"name": name} for name in d.PARAMETERS]})

@@ -45,7 +45,7 @@ def world(tmp_path_factory):
     sbk.env.update(SBK_BACKEND_SITE_CONFIGS=str(base / "site_configs"), SBK_BACKEND_SANDBOX_DIR=str(base / "sandboxes"),
                    SBK_BACKEND_LOCAL_MAX_PARALLEL="4", SBK_CLEANUP_INTERVAL_S="0")
     try:
-        site_config, root = d.start_storage(demo, d.Progress())
+        site_config = d.start_storage(demo, d.Progress())
         out = subprocess.run(d.sbk_command() + ["user", "add", "newcomer", "--groups", "Developer"],
                              env=sbk.env, capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert out.returncode == 0, out.stderr
@@ -53,7 +53,7 @@ def world(tmp_path_factory):
         sbk.start()
         release = build_toy_release(base)
         # the release manager's step, outside the desk: the tarball on the SE and in the catalog
-        d.upload_release(release, site_config, root, d.Api(sbk.url, sbk.token))
+        d.upload_release(release, demo.se_door, d.Api(sbk.url, sbk.token))
         yield sbk.url, sbk.token, release, d.Api(sbk.url, sbk.token)
     finally:
         sbk.stop()
