@@ -28,10 +28,10 @@ A split bulk's `runs` is optional: without it every pending slice becomes a job,
 bulk's sites in order, in contiguous shares as equal as they go; with it, at most `runs` jobs per
 site, and the slices left over wait for the next submission (the summary's `left`).
 """
-import posixpath
 from dataclasses import dataclass
 
 from shared import schema as s
+from shared.jobdesc import input_name_clash
 
 from . import catalog
 from . import models as m
@@ -164,15 +164,23 @@ def _pending_elements(req, explicit, repeat, where, given):
 
 def _check_names(piece, number, where, explicit):
     """A job's LIST inputs land in its work dir by file name: two of one name cannot share a slice."""
-    names = {}
-    for lfn in piece:
-        base = posixpath.basename(lfn)
-        if base in names:
-            message = (f"'{where}split': slice {number} holds {names[base]} and {lfn}, one file name" if explicit
-                       else f"slice {number} would hold {names[base]} and {lfn}: a job stages its inputs by "
-                            "file name, and these share one")
-            raise (bad_request(message) if explicit else conflict("input-name-clash", message))
-        names[base] = lfn
+    clash = input_name_clash(piece)
+    if clash:
+        message = (f"'{where}split': slice {number} holds {clash[0]} and {clash[1]}, one file name" if explicit
+                   else f"slice {number} would hold {clash[0]} and {clash[1]}: a job stages its inputs by "
+                        "file name, and these share one")
+        raise (bad_request(message) if explicit else conflict("input-name-clash", message))
+
+
+def check_unsplit_names(req, where):
+    """An unsplit LIST request gives each job all its input paths: two of one file name are a 400 (the
+    wrapper would refuse the job's description, shared/jobdesc.py)."""
+    clash = input_name_clash(req.input_paths) if req.input_mode == "LIST" else None
+    if clash:
+        name = f"request {req.id}" if req.id else f"'{where}input_paths'"
+        raise bad_request(f"{name} gives one job {clash[0]} and {clash[1]}, one file name: a job stages its "
+                          f"LIST inputs by file name; put them in different jobs with '{where}split' or the "
+                          "request's files_per_job")
 
 
 def directory_files(lfn_dir):

@@ -240,6 +240,7 @@ def _plan(main, bulks):
                 given[key] = splitting.given_files(req)
             split = splitting.plan_split(req, bulk.split, bulk.repeat_slices, where, given[key])
         if split is None:
+            splitting.check_unsplit_names(req, where)
             if bulk.runs is None:
                 raise s.SchemaError(f"missing field '{where}runs' (only a split request's bulk may leave it "
                                     "out: one job per slice)")

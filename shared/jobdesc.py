@@ -5,6 +5,7 @@ is strict: unknown fields, wrong types and paths that escape their root are
 refused, so a mistake is caught before any work starts.
 """
 import json
+import posixpath
 from dataclasses import dataclass, field, asdict
 from typing import Mapping, Optional, Tuple
 
@@ -245,6 +246,10 @@ def _parse(d):
     if len(paths) < want[0] or (want[1] is not None and len(paths) > want[1]):
         count = "no paths" if want[1] == 0 else ("exactly one path" if want[1] == 1 else "at least one path")
         raise s.SchemaError(f"'input.paths' must hold {count} in mode {mode}")
+    clash = input_name_clash(paths) if mode == "LIST" else None
+    if clash:
+        raise s.SchemaError(f"'input.paths' hold {clash[0]} and {clash[1]}, one file name: a LIST job stages "
+                            "its inputs by file name (put them in different jobs)")
     input_ = Input(mode=mode, paths=paths)
     o = s.section(d, "output")
     s.refuse_unknown(o, ("lfn_dir", "sites", "patterns"), "output.")
@@ -285,6 +290,19 @@ def _parse(d):
         container = ContainerRequest(image=image)
     return JobDescription(job=job, server=server, software=software, payload=payload,
                           input=input_, output=output, log=log, limits=limits, container=container)
+
+
+def input_name_clash(paths):
+    """The first two of `paths` with one file name, or None. A job's LIST inputs land in its work dir by
+    file name, so such a pair would overwrite each other; refused, not kept apart in subdirectories, so
+    that a payload always finds its inputs by their names (the server refuses such a job at submission)."""
+    seen = {}
+    for lfn in paths:
+        base = posixpath.basename(lfn)
+        if base in seen:
+            return seen[base], lfn
+        seen[base] = lfn
+    return None
 
 
 def _software_path(sw):

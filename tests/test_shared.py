@@ -77,6 +77,8 @@ def test_contract_example_parses_and_round_trips():
     ({"input": {"mode": "FILE", "paths": []}}, "exactly one path in mode FILE"),
     ({"input": {"mode": "NONE", "paths": ["lfn:/a"]}}, "no paths in mode NONE"),
     ({"input": {"mode": "LIST", "paths": ["lfn:/a", "lfn:/b/../../c"]}}, "input.paths[1]"),
+    ({"input": {"mode": "LIST", "paths": ["lfn:/a/x.root", "lfn:/b/y.root", "lfn:/c/x.root"]}},
+     "'input.paths' hold lfn:/a/x.root and lfn:/c/x.root"),
     ({"output": {"patterns": ["../*.root"]}}, "output.patterns["),
     ({"output": {"patterns": []}}, "'output.patterns' must not be empty"),
     ({"payload": {"env": {"1BAD": "x"}}}, "not a valid environment variable name"),

@@ -1,12 +1,16 @@
 """Input stage-in in every mode, over root://, http://, dav:// and direct access, and its faults."""
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from shared.errors import InputChecksumMismatch, InputError, InputNotFound, ScratchSpaceError
+from tests.factories import job_description_dict
 from wrapper.client import ServerUnreachable
 from wrapper.inputs import stage_inputs
 from wrapper.transfer import make_transfer
@@ -244,3 +248,16 @@ def test_a_catalog_failure_in_a_long_list_is_one_input_error(area, catalog, make
     with pytest.raises(InputError, match="catalog: the catalog went away"):
         stage_inputs(ctx, catalog=catalog)
 
+
+
+def test_a_list_of_two_files_of_one_name_is_refused_at_the_description_before_any_work(tmp_path):
+    """LIST inputs land in inputs/ by file name: two of one name would overwrite each other (issue 18)."""
+    clash = [lfn("a/same.root"), lfn("b/same.root")]
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(job_description_dict(input={"mode": "LIST", "paths": clash})))
+    proc = subprocess.run([sys.executable, "-m", "wrapper", "run", str(job), "--workdir", str(tmp_path / "w")],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("E001") and clash[0] in line and clash[1] in line
+    assert not (tmp_path / "w").exists()
