@@ -2,8 +2,11 @@
 
 Each migration runs once, in order, inside one write transaction; a database
 at version N gets N+1 ... latest and keeps its data. A new schema change is a
-new function appended to MIGRATIONS (playhouse.migrate for column changes),
-never an edit of an old one.
+new function appended to MIGRATIONS, never an edit of an old one. Each names
+its tables, columns and indexes as they were when it was written
+(server/frozen_tables.py, explicit SQL), never through today's models: a new
+database then gets the same schema as an old one upgraded
+(tests/server/test_migrations.py compares both with today's models).
 """
 import logging
 
@@ -11,6 +14,7 @@ import peewee as pw
 from playhouse.migrate import SchemaMigrator
 
 from . import db
+from . import frozen_tables as frozen
 from . import models as m
 
 log = logging.getLogger("sbk.db")
@@ -22,7 +26,14 @@ UPGRADE_LOCK_KEY = 0x5B4
 
 def _create_v1():
     """The whole SBK4 model."""
-    m.database.create_tables(m.ALL_MODELS, safe=True)
+    m.database.create_tables(frozen.V1, safe=True)
+
+
+def _create_indexes(table, *indexes):
+    """Plain indexes on `table`, each a tuple of column names, named as peewee names the models' ones."""
+    for columns in indexes:
+        m.database.execute_sql(f'CREATE INDEX IF NOT EXISTS "{table}_{"_".join(columns)}" ON "{table}" '
+                               f'({", ".join(columns)})')
 
 
 def _seed_groups():
@@ -35,7 +46,7 @@ def _seed_groups():
 
 def _search_indexes():
     """Job monitor indexes: substring search of Job.search, user + error code, gjid."""
-    m.Job._schema.create_indexes(safe=True)
+    _create_indexes("job", ("user_id", "error_code", "runnum"), ("gjid",))
     table, fts = m.Job._meta.table_name, m.JOB_SEARCH_FTS
     if not db.is_sqlite():
         # `search LIKE '%term%'` is served by a trigram GIN index (the test clusters are superuser;
@@ -61,7 +72,7 @@ def _search_indexes():
 
 def _create_site_checks():
     """Node check results reported by `severus check --report`."""
-    m.database.create_tables([m.SiteCheck], safe=True)
+    m.database.create_tables([frozen.SiteCheck], safe=True)
 
 
 # The job monitor's indexes ending in runnum (models.Job.Meta) as of migration 5.
@@ -87,12 +98,13 @@ def _covering_page_indexes():
 
 def _summary_indexes():
     """Indexes that answer the detail pages' counts and sums without reading jobs (models.Job.Meta)."""
-    m.Job._schema.create_indexes(safe=True)
+    _create_indexes("job", ("request_id", "status"), ("site_id", "production_id", "events"),
+                    ("status", "finished_at", "events"))
 
 
 def _removals():
     """Removal requests: files on SEs no catalog entry names, for the server to delete."""
-    m.database.create_tables([m.Removal], safe=True)
+    m.database.create_tables([frozen.Removal], safe=True)
     # Both are looked up by surl: a removal waits while a replica names its file, and one
     # file is asked for once. PostgreSQL: a hash index (a long multibyte surl can pass btree's row limit).
     for model in (m.Replica, m.Removal):
@@ -121,18 +133,18 @@ def _site_session_activity():
     m.Site.update(last_activity=m.Site.last_submission).where(m.Site.last_activity.is_null()).execute()
 
 
-def _add_missing_columns(model, names):
-    """Add `names` of `model` to its table where missing (a database made by migration 1 of a newer
-    model has them already).
+def _add_missing_columns(table, **fields):
+    """Add `fields` (name: a peewee field, as the migration adding them defines it) to `table` where
+    missing (a database made by the migration 1 of a version before it was frozen has them already).
 
     A NOT NULL column with a default is added with its default in the ALTER TABLE itself (both
     databases take it): playhouse would add it on SQLite by rebuilding the table, and dropping the
     old table cascades to the rows that refer to it (SQLite refuses, "database table is locked",
     as soon as a request has jobs)."""
-    table = model._meta.table_name
+    model = frozen.columns(table, **fields)
     present = {c.name for c in m.database.get_columns(table)}
     migrator = SchemaMigrator.from_database(m.database.obj)
-    for name in names:
+    for name in fields:
         field = model._meta.fields[name]
         if field.column_name in present:
             continue
@@ -202,11 +214,12 @@ END $$ LANGUAGE plpgsql;
 
 def _job_counts():
     """Sessions' user settings, token labels and expiry, retired releases, site resets, and the job counters."""
-    _add_missing_columns(m.User, ["auto_sub"])
-    _add_missing_columns(m.ApiToken, ["label", "expires_at"])
-    _add_missing_columns(m.Software, ["retired"])
-    _add_missing_columns(m.Site, ["failed_reset_at"])
-    m.database.create_tables([m.JobCount], safe=True)
+    _add_missing_columns("user", auto_sub=pw.BooleanField(default=True))
+    _add_missing_columns("api_token", label=pw.CharField(max_length=64, default=""),
+                         expires_at=pw.DateTimeField(null=True))
+    _add_missing_columns("software", retired=pw.BooleanField(default=False))
+    _add_missing_columns("site", failed_reset_at=pw.DateTimeField(null=True))
+    m.database.create_tables([frozen.JobCount], safe=True)
     job, c = m.Job._meta.table_name, m.JobCount._meta.table_name
     changed = " OR ".join(f"old.{col} IS {'NOT' if db.is_sqlite() else 'DISTINCT FROM'} new.{col}"
                           for col in COUNTED)
@@ -239,40 +252,40 @@ def _job_counts():
 
 def _request_resources():
     """Requests' cores and memory per job, for the batch system's request."""
-    _add_missing_columns(m.Request, ["cores", "memory_mb"])
+    _add_missing_columns("request", cores=pw.IntegerField(default=1), memory_mb=pw.DoubleField(default=0.0))
 
 
 def _shared_areas_and_images():
     """A release in a read-only shared area (Software.path) and a session's container image."""
-    _add_missing_columns(m.Software, ["path"])
-    _add_missing_columns(m.Session, ["container_image"])
+    _add_missing_columns("software", path=pw.CharField(max_length=1024, default=""))
+    _add_missing_columns("session", container_image=pw.CharField(max_length=1024, default=""))
 
 
 def _retries():
     """Requests' retry policy, a job's scheduled retry and automatic retries, an attempt's origin (issue 15)."""
-    _add_missing_columns(m.Request, ["max_attempts", "retry_backoff_s"])
-    _add_missing_columns(m.Job, ["retry_at", "retries"])
-    _add_missing_columns(m.Attempt, ["automatic"])
-    table = m.Job._meta.table_name
-    m.database.execute_sql(f"CREATE INDEX IF NOT EXISTS {table}_retry_at ON {table} (retry_at)")
+    _add_missing_columns("request", max_attempts=pw.IntegerField(default=3),
+                         retry_backoff_s=pw.DoubleField(default=600.0))
+    _add_missing_columns("job", retry_at=pw.DoubleField(null=True), retries=pw.IntegerField(default=0))
+    _add_missing_columns("attempt", automatic=pw.BooleanField(default=False))
+    _create_indexes("job", ("retry_at",))
 
 
 def _splitting():
     """A request's split (files per job) and each job's own input slice (issue 15)."""
-    _add_missing_columns(m.Request, ["files_per_job"])
-    _add_missing_columns(m.Job, ["input_paths"])   # nullable: a plain ADD COLUMN
+    _add_missing_columns("request", files_per_job=pw.IntegerField(default=0))
+    _add_missing_columns("job", input_paths=pw.TextField(null=True))   # JSON; nullable: a plain ADD COLUMN
 
 
 def _step_templates():
     """Sessions' step templates and the steps a request chooses (issue 15)."""
-    m.database.create_tables([m.StepTemplate], safe=True)
-    _add_missing_columns(m.Request, ["steps"])
+    m.database.create_tables([frozen.StepTemplate], safe=True)
+    _add_missing_columns("request", steps=pw.TextField(default="[]"))   # JSON
 
 
 def _followup_stages():
     """Requests' follow-up stages and the stage a job runs for (issue 15)."""
-    _add_missing_columns(m.Request, ["followup"])
-    _add_missing_columns(m.Job, ["stage"])
+    _add_missing_columns("request", followup=pw.TextField(default="{}"))   # JSON
+    _add_missing_columns("job", stage=pw.CharField(max_length=64, default=""))
 
 
 MIGRATIONS = (
@@ -314,7 +327,7 @@ def upgrade():
     with db.connection():
         with db.write_transaction():
             db.advisory_lock(UPGRADE_LOCK_KEY)
-            m.database.create_tables([m.SchemaVersion], safe=True)
+            m.database.create_tables([frozen.SchemaVersion], safe=True)
             done = {row.version for row in m.SchemaVersion.select(m.SchemaVersion.version)}
             for number, migrate in MIGRATIONS:
                 if number not in done:

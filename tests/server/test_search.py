@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from server import create_app, db, migrations
+from server import frozen_tables as f
 from server import models as m
 from server import monitor_totals
 
@@ -105,18 +106,18 @@ def sbk(*args):
 
 
 def version_2_jobs():
-    """Five jobs written the way a version-2 server wrote them (its routes need no later table)."""
-    session = m.Session.create(name="FastSim")
-    software = m.Software.create(session=session, name="App", version="V1", lfn="lfn:/a.tjz", adler32="1a2b3c4d",
+    """Five jobs written the way a version-2 server wrote them: through its tables (frozen_tables)."""
+    session = f.Session.create(name="FastSim")
+    software = f.Software.create(session=session, name="App", version="V1", lfn="lfn:/a.tjz", adler32="1a2b3c4d",
                                  workdir="w", exe="e")
-    production = m.Production.create(name="2010_July", session=session, software=software)
-    request = m.Request.create(production=production, parameters={"Generator": "B0B0bar_SL"}, params_key="k",
+    production = f.Production.create(name="2010_July", session=session, software=software)
+    request = f.Request.create(production=production, parameters='{"Generator":"B0B0bar_SL"}', params_key="k",
                                output_lfn="lfn:/out")
-    user = m.User.create(name="dev")
+    user = f.User.create(name="dev")
     for k, site in enumerate(["INFN-T1"] * 3 + ["INFN-TORINO"] * 2):
-        site_row, _ = m.Site.get_or_create(name=site)
+        site_row, _ = f.Site.get_or_create(name=site)
         runnum = 10000003 + k
-        m.Job.create(runnum=runnum, events=100, request=request, production=production, session=session,
+        f.Job.create(runnum=runnum, events=100, request=request, production=production, session=session,
                      site=site_row, user=user, search=f"2010_july dev b0b0bar_sl {site.lower()} {runnum}")
 
 
