@@ -1,8 +1,8 @@
 """`severus check`: the site admin's node test, each check OK / WARNING / CRITICAL / UNKNOWN.
 
 Checks run in order and each is timed: python, optional modules, site config,
-scratch space, SE access mode, the SE round trip (with `write_test`), and the
-server with its clock. A check that cannot run because an earlier one failed
+the site's stage-out fallback sites, scratch space, SE access mode, the SE
+round trip (with `write_test`), and the server with its clock. A check that cannot run because an earlier one failed
 is UNKNOWN. `nagios_line()` folds them into one Nagios plugin line with
 perfdata; `exit_code()` gives the plain command its three-digit code.
 `report()` posts `result_dict()` to the server, which keeps it as the site's
@@ -95,6 +95,7 @@ def run_checks(options):
     """Every check in order; a list of CheckResult."""
     node = _Node()
     checks = [("python", _check_python), ("modules", _check_modules), ("site config", _check_site),
+              ("fallback sites", _check_fallback_sites),
               ("scratch", _check_scratch), ("credentials", _check_credentials), ("access", _check_access)]
     if options.write_test:
         checks.append(("se round trip", _check_round_trip))
@@ -195,6 +196,18 @@ def _check_site(options, node):
     return (f"{node.site.name} from {node.site.source} (access {se.access}, "
             f"{len(se.urls)} url(s){', local_path ' + se.local_path if se.local_path else ''}"
             f"{', probe_file ' + se.probe_file if se.probe_file else ''})"), ()
+
+
+def _check_fallback_sites(options, node):
+    """The site's stage-out fallback sites have their configuration on this node (a job checks it too)."""
+    from .siteconfig import check_fallback_sites
+    if node.site is None:
+        raise _Outcome(UNKNOWN, "not tested: no site configuration", SiteConfigError.code)
+    try:
+        check_fallback_sites(node.site)
+    except SiteConfigError as exc:
+        raise _Outcome(CRITICAL, exc.one_line(), exc.code) from None
+    return ", ".join(node.site.fallback_sites) or "none", ()
 
 
 def _check_scratch(options, node):

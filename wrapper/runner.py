@@ -37,6 +37,7 @@ from shared.states import Step
 from . import modules
 from . import payload as payload_mod
 from .pool import Cancelled
+from .siteconfig import check_fallback_sites
 
 log = logging.getLogger("severus.runner")
 
@@ -309,6 +310,8 @@ class _Job:
         # The payload's steps first: a module this node lacks or a missing parameter is the job
         # description's fault (001), found before any transfer.
         self.plan_steps()
+        # A fallback site this node cannot write to would only be skipped at stage-out: the site's fault now.
+        check_fallback_sites(self.ctx.site, self.ctx.site_config_dirs)
         ws = self.ctx.workdir
         probe = ws / ".severus-write-test"
         try:

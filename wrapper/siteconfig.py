@@ -315,6 +315,27 @@ def find_site_config(name, extra_dirs=()):
     raise SiteConfigError(f"no site configuration for {name}")
 
 
+def find_other_site(site, name, extra_dirs=()):
+    """Another site's configuration as `site`'s node finds it: beside `site`'s own file first."""
+    if name == site.name:
+        return site
+    dirs = tuple(extra_dirs)
+    if site.source and Path(site.source).is_file():
+        dirs = (str(Path(site.source).parent),) + dirs
+    return find_site_config(name, dirs)
+
+
+def check_fallback_sites(site, extra_dirs=()):
+    """Each stage-out fallback site of `site` has a good configuration on this node, else
+    SiteConfigError (002) naming it: found by the node checks, not skipped at stage-out."""
+    for name in site.fallback_sites:
+        try:
+            find_other_site(site, name, extra_dirs)
+        except SiteConfigError as exc:
+            raise SiteConfigError(f"stage-out fallback site {name} (stageout.fallback_sites of {site.source}) "
+                                  f"is unusable on this node: {exc}") from None
+
+
 def resolve_site_config(site=None, site_config=None):
     """The command line's choice: a file, else a name from --site or the environment."""
     if site_config:

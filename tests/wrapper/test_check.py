@@ -130,6 +130,26 @@ def test_scratch_below_the_site_minimum_is_critical_003(tmp_path):
     assert scratch["state"] == "CRITICAL" and "site minimum 100000 GB" in scratch["reason"]
 
 
+def test_a_fallback_site_without_its_configuration_is_a_bad_site_config_002(tmp_path):
+    export = tmp_path / "mount"
+    export.mkdir()
+    mark_se(export)
+    site = write_site(tmp_path / "MAIN.toml", "MAIN", local_path=str(export), access="direct", probe_file=PROBE_FILE)
+    site.write_text(site.read_text() + '[stageout]\nfallback_sites = ["GHOST-SITE"]\n')
+    done = severus_check("--site-config", str(site), "--workdir", str(tmp_path), "--json")
+    assert done.returncode == 2, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    bad = [c for c in result["checks"] if c["state"] != "OK"]
+    assert [(c["state"], c["code"]) for c in bad] == [("CRITICAL", 2)], bad
+    assert bad[0]["reason"].startswith("E002 ") and "GHOST-SITE" in bad[0]["reason"]
+    assert result["site"] == "MAIN"          # the site itself loaded: a --report still names it
+    # Its configuration beside the site's own: the node is fine.
+    write_site(tmp_path / "GHOST-SITE.toml", "GHOST-SITE", local_path=str(export), access="direct")
+    done = severus_check("--site-config", str(site), "--workdir", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^OK\s+fallback sites\s+\S+ s  GHOST-SITE$", done.stdout, re.M), done.stdout
+
+
 def test_bad_site_config_and_unreachable_server(tmp_path):
     bad = tmp_path / "BAD.toml"
     bad.write_text('name = "BAD"\n[se]\nlfn_prefix = 3\n')
