@@ -58,8 +58,8 @@ def test_xrootd_se_up_is_ok_then_down_is_critical(fresh_se, tmp_path, sbk_server
     result = json.loads(up.stdout)
     states = {c["name"]: c for c in result["checks"]}
     assert result["state"] == "OK" and result["site"] == "XRD-SITE"
-    assert list(states) == ["python", "modules", "site config", "scratch", "credentials", "access", "se round trip",
-                           "server"]
+    assert list(states) == ["python", "modules", "site config", "fallback sites", "scratch", "credentials", "access",
+                           "se round trip", "server"]
     assert states["access"]["reason"].startswith("protocol for write") and fresh_se.root_url in states["access"]["reason"]
     trip = states["se round trip"]["reason"]
     assert re.match(r"protocol write, stat, adler32 [0-9a-f]{8}, read, delete of \d+ B", trip)
@@ -70,7 +70,7 @@ def test_xrootd_se_up_is_ok_then_down_is_critical(fresh_se, tmp_path, sbk_server
     nagios = severus_check("--site-config", str(site), "--write-test", "--nagios", "--workdir", str(tmp_path))
     assert nagios.returncode == 0 and nagios.stdout.count("\n") == 1
     assert NAGIOS_RE.match(nagios.stdout.strip()), nagios.stdout
-    assert nagios.stdout.startswith("SEVERUS OK - XRD-SITE: 7 checks OK, access protocol |")
+    assert nagios.stdout.startswith("SEVERUS OK - XRD-SITE: 8 checks OK, access protocol |")
 
     fresh_se.stop()
     down = severus_check("--site-config", str(site), "--write-test", "--nagios", "--workdir", str(tmp_path))
@@ -183,8 +183,8 @@ def test_report_keeps_the_check_on_the_server_as_the_sites_last(xrootd_se, tmp_p
     last = api.call("GET", "/sites/XRD-REPORT")["last_check"]
     assert sent["reason"] == f"kept by {sbk_server.url} as check {last['id']} of XRD-REPORT"
     assert last["status"] == "OK" and last["node"] == socket.gethostname() and last["reported_by"] == "demo"
-    assert [c["name"] for c in last["checks"]] == ["python", "modules", "site config", "scratch", "credentials",
-                                                   "access", "se round trip", "server"]
+    assert [c["name"] for c in last["checks"]] == ["python", "modules", "site config", "fallback sites", "scratch",
+                                                   "credentials", "access", "se round trip", "server"]
     kept = {c["name"]: c for c in last["checks"]}
     assert re.match(r"protocol write, stat, adler32 [0-9a-f]{8}, read, delete", kept["se round trip"]["reason"])
     assert [(c["name"], c["state"], c["reason"]) for c in last["checks"]] == \
