@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps venv demo test test-quick bench reliability pack clean
+.PHONY: deps venv demo test test-quick bench bench-quick bench-scale reliability pack clean
 
 deps:
 	@scripts/install-deps
@@ -25,8 +25,17 @@ test: venv
 pack: venv
 	$(VENV)/bin/severus pack -o severus.pyz
 
+# Fails on a missed goal; one summary table at the end (bench/gate.py).
 bench: venv
 	$(PY) -m bench
+
+# Small sizes, one repeat, every goal at half (~2 minutes): CI runs it after the tests.
+bench-quick: venv
+	$(PY) -m bench --quick
+
+# A million jobs, 300,000 running, heartbeats at PanDA's rate for 10 minutes (~15 minutes; not in `bench`).
+bench-scale: venv
+	$(PY) -m bench.bench_scale
 
 reliability: venv
 	$(PY) -m pytest tests/reliability -q -p no:cacheprovider --reliability-full

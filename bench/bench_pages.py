@@ -2,15 +2,16 @@
 
     python -m bench.bench_pages [--quick] [--db sqlite,postgresql]
 
-1,000,000 jobs (100,000 with --quick) bulk-loaded as bench_server's job monitor
+1,000,000 jobs (20,000 with --quick) bulk-loaded as bench_server's job monitor
 benchmark loads them (6 productions, 12 sites, 8 users), then each page fetched
 through the real app by a signed-in Developer (Flask test client: routing, the
 session cookie, the queries, Jinja), p50/p95 over repetitions. The reference,
 in the same process, is a bare Flask route returning the same page's bytes: what
 any page of that size costs here before our queries and templates.
 
-Goal: p95 <= 100 ms of server time for every page on both databases (the
-issue's figure). The ratio to the reference is printed for the record.
+Goal (issue 17): the productions list, the biggest site and home <= 1.5x the bare
+route serving their bytes, on both databases (best of the repetitions, spread
+printed: bench/gate.py). Every other page's figures are printed for the record.
 """
 import argparse
 import os
@@ -23,8 +24,10 @@ import time
 from flask import Flask
 
 from bench.bench_server import Databases, bulk_load, close_db, load_avg, percentile
+from bench.gate import Gate
 
-GOAL_MS = 100.0
+GOAL = ("<=", 1.5)
+GATED = ("home", "productions", "big site")
 
 
 def pages(setup):
@@ -83,10 +86,10 @@ def bare_reference(body, reps):
     return timed(app.test_client(), "/page", reps)[0]
 
 
-def bench(kind, dbs, quick):
+def bench(gate, kind, dbs, quick):
     from server import db
     from server.auth import add_user
-    n = 100_000 if quick else 1_000_000
+    n = 20_000 if quick else 1_000_000
     reps = 5 if quick else 20
     app, load_s, setup = bulk_load(dbs.new(kind), n)
     with app.app_context(), db.connection():
@@ -95,42 +98,37 @@ def bench(kind, dbs, quick):
     print(f"\nPages, {kind}: {n:,} jobs bulk-loaded in {load_s:.1f} s; {reps} repetitions; "
           f"server time p50/p95 ms (Flask test client); {load_avg()}")
     print(f"  {'page':<24} {'bytes':>8} {'ours':>15} {'bare route':>15} {'ratio p50':>9}")
-    worst = 0.0
     csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
     for name, path, *form in pages(setup):
         form = dict(form[0], csrf=csrf) if form else None
         timed(client, path, 1, form)   # the first of a kind warms templates and plans
         ours, body = timed(client, path, reps, form)
         bare = bare_reference(body, reps)
-        p95 = 1000 * percentile(ours, 95)
-        worst = max(worst, p95)
-        print(f"  {name:<24} {len(body):>8} {1000 * percentile(ours, 50):>6.1f}/{p95:<7.1f} "
+        print(f"  {name:<24} {len(body):>8} {1000 * percentile(ours, 50):>6.1f}/{1000 * percentile(ours, 95):<7.1f} "
               f"{1000 * percentile(bare, 50):>6.2f}/{1000 * percentile(bare, 95):<7.2f} "
-              f"{percentile(ours, 50) / max(percentile(bare, 50), 1e-9):>9.0f}"
-              + ("  NOT met" if p95 > GOAL_MS else ""))
+              f"{percentile(ours, 50) / max(percentile(bare, 50), 1e-9):>9.0f}")
+        if name in GATED:
+            gate.add(f"page {name} at {n:,} jobs, {kind}, vs a bare route serving its bytes",
+                     [1000 * t for t in ours], [1000 * t for t in bare], GOAL, unit="ms")
     close_db()
-    ok = worst <= GOAL_MS
-    print(f"  goal p95 <= {GOAL_MS:g} ms for every page: worst {worst:.1f} ms: {'met' if ok else 'NOT met'}")
-    return ok
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100k jobs, 5 repetitions")
+    parser.add_argument("--quick", action="store_true", help="20k jobs, 5 repetitions, goals at half")
     parser.add_argument("--db", default="sqlite,postgresql", help="comma list: sqlite, postgresql")
     args = parser.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="bench-pages-")
     dbs = Databases(tmp)
-    print(f"bench_pages ({'quick' if args.quick else 'full'}), {os.cpu_count()} cores; {load_avg()}")
-    ok = True
+    gate = Gate("bench_pages", args.quick)
+    gate.start()
     try:
         for kind in [k.strip() for k in args.db.split(",") if k.strip()]:
-            ok &= bench(kind, dbs, args.quick)
+            bench(gate, kind, dbs, args.quick)
     finally:
         dbs.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nbench_pages: {'all goals met' if ok else 'some goals NOT met'}; {load_avg()}")
-    return 0 if ok else 1
+    return gate.finish()
 
 
 if __name__ == "__main__":

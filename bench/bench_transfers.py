@@ -3,14 +3,15 @@
     python -m bench.bench_transfers [--quick] [--size-mb N] [--files N] [--file-kb K] [--repeat R]
 
 1. stage-in of one big file (verified .part + rename) vs the best xrdcp download
-   (its default and with XRD_CPUSEPGWRTRD=0); goal >= 0.9
+   (its default and with XRD_CPUSEPGWRTRD=0); goal >= 1.0
 2. LIST mode with many small files, checksums verified, vs one
-   `xrdcp --parallel 4 SRC... DIR/`; goal >= 0.8
+   `xrdcp --parallel 4 SRC... DIR/`; goal >= 1.2
 3. stage-out of one big file (temporary name, SE size+adler32, rename) vs the
-   best xrdcp upload; goal >= 0.8
+   best xrdcp upload; goal >= 1.5
 
-A ratio is xrdcp's time over ours (1.0 = as fast as xrdcp). Each figure is the
-best of `--repeat` runs, so page-cache warm-up does not decide the result.
+A ratio is our rate over xrdcp's (xrdcp's time over ours: 1.0 = as fast as xrdcp).
+Each figure is the best of `--repeat` runs, so page-cache warm-up does not decide
+the result; the spread of the runs is printed (bench/gate.py's summary).
 """
 import argparse
 import logging
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.gate import Gate  # noqa: E402
 from server.xrootd_se import start_se  # noqa: E402
 from shared.jobdesc import parse_job_description  # noqa: E402
 from wrapper.catalog import FileEntry, Replica  # noqa: E402
@@ -36,7 +38,10 @@ from wrapper.siteconfig import load_site_config  # noqa: E402
 from wrapper.stageout import stage_outputs  # noqa: E402
 
 PREFIX = "/grid/bench.vo"
-GOALS = {"stage-in": 0.9, "list": 0.8, "stage-out": 0.8}
+GOALS = {"stage-in": 1.0, "list": 1.2, "stage-out": 1.5}
+MEASURES = {"stage-in": "stage-in of {size}, verified, vs the best xrdcp",
+            "list": "LIST stage-in of {files}, verified, vs xrdcp --parallel 4",
+            "stage-out": "stage-out of {size}, verified by the SE, vs the best xrdcp upload"}
 
 
 class DictCatalog:
@@ -53,7 +58,7 @@ class DictCatalog:
 
 
 def best_of(repeat, fn, before=None):
-    """The shortest of `repeat` runs of fn() (before() runs untimed ahead of each)."""
+    """The times of `repeat` runs of fn() (before() runs untimed ahead of each)."""
     times = []
     for _ in range(repeat):
         if before:
@@ -61,7 +66,7 @@ def best_of(repeat, fn, before=None):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
 
 
 def clean(workdirs):
@@ -147,17 +152,22 @@ class Bench:
         self.se.stop()
 
 
-def report(name, xrdcp_s, ours_s, nbytes, nfiles):
-    ratio = xrdcp_s / ours_s
+def report(gate, name, xrdcp_s, ours_s, nbytes, nfiles, label):
+    """One goal row: rates (MB/s) of every run, so the ratio is xrdcp's time over ours."""
     mb = nbytes / 1e6
-    verdict = "ok" if ratio >= GOALS[name] else "BELOW GOAL"
-    print(f"{name:10s} xrdcp {xrdcp_s:7.3f} s {mb / xrdcp_s:8.0f} MB/s {nfiles / xrdcp_s:7.0f} files/s | "
-          f"severus {ours_s:7.3f} s {mb / ours_s:8.0f} MB/s {nfiles / ours_s:7.0f} files/s | "
-          f"ratio {ratio:5.2f} (goal >= {GOALS[name]}) {verdict}", flush=True)
-    return ratio >= GOALS[name]
+    print(f"{name:10s} xrdcp {min(xrdcp_s):7.3f} s {mb / min(xrdcp_s):8.0f} MB/s {nfiles / min(xrdcp_s):7.0f} files/s | "
+          f"severus {min(ours_s):7.3f} s {mb / min(ours_s):8.0f} MB/s {nfiles / min(ours_s):7.0f} files/s | "
+          f"ratio {min(xrdcp_s) / min(ours_s):5.2f}", flush=True)
+    return gate.add(MEASURES[name].format(**label), [mb / t for t in ours_s], [mb / t for t in xrdcp_s],
+                    (">=", GOALS[name]), unit="MB/s")
 
 
-def bench_stage_in(b, size, repeat):
+def _fastest(times):
+    """xrdcp's better setting: the runs of the one with the shortest run."""
+    return min(times.values(), key=min)
+
+
+def bench_stage_in(gate, b, size, repeat):
     src = b.base / "big.root"
     write_file(src, size)
     lfn = b.publish("in/big.root", src)
@@ -169,7 +179,7 @@ def bench_stage_in(b, size, repeat):
             dest.unlink()   # each run writes a new file, as ours does
 
     times = {pc: best_of(repeat, lambda pc=pc: xrdcp([url, str(dest)], pc), no_dest) for pc in (True, False)}
-    print(f"stage-in   xrdcp default {times[True]:.3f} s, XRD_CPUSEPGWRTRD=0 {times[False]:.3f} s")
+    print(f"stage-in   xrdcp default {min(times[True]):.3f} s, XRD_CPUSEPGWRTRD=0 {min(times[False]):.3f} s")
     dest.unlink()
 
     workdirs = []
@@ -179,10 +189,11 @@ def bench_stage_in(b, size, repeat):
         workdirs.append(ctx.workdir)
         stage_inputs(ctx, catalog=b.catalog)
 
-    return report("stage-in", min(times.values()), best_of(repeat, ours, clean(workdirs)), size, 1)
+    return report(gate, "stage-in", _fastest(times), best_of(repeat, ours, clean(workdirs)), size, 1,
+                  {"size": f"{size >> 20} MiB"})
 
 
-def bench_list(b, files, file_kb, repeat):
+def bench_list(gate, b, files, file_kb, repeat):
     lfns, urls = [], []
     for i in range(files):
         src = b.base / "small" / f"f{i:04d}.root"
@@ -206,10 +217,11 @@ def bench_list(b, files, file_kb, repeat):
         workdirs.append(ctx.workdir)
         assert len(stage_inputs(ctx, catalog=b.catalog)) == files
 
-    return report("list", t_xrdcp, best_of(repeat, ours, clean(workdirs)), files * file_kb * 1024, files)
+    return report(gate, "list", t_xrdcp, best_of(repeat, ours, clean(workdirs)), files * file_kb * 1024, files,
+                  {"files": f"{files} x {file_kb} KiB"})
 
 
-def bench_stage_out(b, size, repeat):
+def bench_stage_out(gate, b, size, repeat):
     src = b.base / "up.root"
     write_file(src, size)
     n = [0]
@@ -219,7 +231,7 @@ def bench_stage_out(b, size, repeat):
         xrdcp(["--path", str(src), f"{b.root}/xrdcp-out/{n[0]}/up.root"], pc)
 
     times = {pc: best_of(repeat, lambda pc=pc: xrdcp_up(pc)) for pc in (True, False)}
-    print(f"stage-out  xrdcp default {times[True]:.3f} s, XRD_CPUSEPGWRTRD=0 {times[False]:.3f} s")
+    print(f"stage-out  xrdcp default {min(times[True]):.3f} s, XRD_CPUSEPGWRTRD=0 {min(times[False]):.3f} s")
     shutil.rmtree(b.area / "xrdcp-out")
 
     def ours():
@@ -227,14 +239,8 @@ def bench_stage_out(b, size, repeat):
         os.link(src, ctx.workdir / "up.root")   # the payload's output, without a copy
         stage_outputs(ctx, [ctx.workdir / "up.root"], catalog=b.catalog)
 
-    return report("stage-out", min(times.values()), best_of(repeat, ours), size, 1)
-
-
-def loadavg():
-    """The load beside the figures: on a shared 2-core machine other work decides much of them
-    (verifying costs CPU that xrdcp does not spend, so a busy machine lowers our ratios most)."""
-    one, five, _ = os.getloadavg()
-    return f"loadavg {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+    return report(gate, "stage-out", _fastest(times), best_of(repeat, ours), size, 1,
+                  {"size": f"{size >> 20} MiB"})
 
 
 def memory_dir(size):
@@ -248,7 +254,8 @@ def memory_dir(size):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.bench_transfers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 MiB and 100 x 100 KiB, one run each")
+    parser.add_argument("--quick", action="store_true", help="100 x 100 KiB, one run each, goals at half (the"
+                        " big file stays 1 GiB: xrdcp's fixed costs dominate a small one, so its ratios differ)")
     parser.add_argument("--size-mb", type=int, default=1024, help="big file size in MiB (default 1024)")
     parser.add_argument("--files", type=int, default=500, help="small files for LIST (default 500)")
     parser.add_argument("--file-kb", type=int, default=100, help="small file size in KiB (default 100)")
@@ -258,22 +265,23 @@ def main(argv=None):
                                       " room, so disk write-back does not decide the figures)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.size_mb, args.files, args.repeat = 64, 100, 1
+        args.files, args.repeat = 100, 1
     logging.basicConfig(level=logging.WARNING)
+    gate = Gate("bench_transfers", args.quick)
+    gate.start()
     base = Path(tempfile.mkdtemp(prefix="severus-bench-", dir=args.dir or memory_dir(args.size_mb << 20)))
     b = Bench(base, args.parallel)
     try:
         print(f"in {base}; SE {b.se.root_url}; big file {args.size_mb} MiB; {args.files} x {args.file_kb} KiB; "
-              f"best of {args.repeat}; {loadavg()}", flush=True)
-        results = [bench_stage_in(b, args.size_mb << 20, args.repeat),
-                   bench_list(b, args.files, args.file_kb, args.repeat),
-                   bench_stage_out(b, args.size_mb << 20, args.repeat)]
+              f"best of {args.repeat}", flush=True)
+        bench_stage_in(gate, b, args.size_mb << 20, args.repeat)
+        bench_list(gate, b, args.files, args.file_kb, args.repeat)
+        bench_stage_out(gate, b, args.size_mb << 20, args.repeat)
     finally:
         b.stop()
         shutil.rmtree(base, ignore_errors=True)
-    # Goals are reported, not enforced: a loaded machine must not fail `make bench`.
-    print(("all goals met" if all(results) else "some goals not met") + f"; {loadavg()}", flush=True)
-    return 0
+    # Ratios to xrdcp run in the same process and moment: the gate holds on a busy machine too.
+    return gate.finish()
 
 
 if __name__ == "__main__":
