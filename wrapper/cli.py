@@ -59,6 +59,8 @@ def _parser():
 
     k = sub.add_parser("pack", help="build the single-file wrapper severus.pyz")
     k.add_argument("-o", "--output", default="severus.pyz")
+    k.add_argument("--module", action="append", default=[], metavar="FILE",
+                   help="a site's payload module file (mysim.py) to put in the archive; repeatable")
 
     y = sub.add_parser("replay", help="deliver a job's journal to the server")
     y.add_argument("journal", help="a severus-journal.jsonl")
@@ -174,7 +176,7 @@ def cmd_check(args):
 def cmd_pack(args):
     from .pack import build_pyz
     try:
-        out = build_pyz(args.output)
+        out = build_pyz(args.output, modules=args.module)
     except (OSError, RuntimeError) as exc:
         raise WrapperError(f"cannot build {args.output}: {exc}") from None
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")

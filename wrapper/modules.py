@@ -13,10 +13,16 @@ site can add its own without touching this file:
         def argv(self, job): ...      # job.step: its parameters, args and env
     # setup.py: entry_points={"severus.payload_modules": ["mysim = mypkg:MyModule"]}
 
+or, for severus.pyz (where no entry point is installed), packed into it:
+`severus pack --module mysim.py` (wrapper/pack.py) puts the file in the archive's
+`severus_site_modules` package, whose MODULES names it; it is looked up after
+the built-in modules and before the entry points.
+
 A job is one or more steps (shared/jobdesc.py `Payload.steps_to_run()`);
 `plan_steps()` finds every step's module and checks its parameters before any
 transfer, so a bad step is 001 at the first node check, not after staging.
 """
+import importlib
 import os
 import posixpath
 from dataclasses import dataclass
@@ -29,6 +35,7 @@ from . import container as ct
 from .payload import PayloadSpec
 
 ENTRY_POINT_GROUP = "severus.payload_modules"
+PACKED_PACKAGE = "severus_site_modules"    # in severus.pyz: a site's modules, `severus pack --module`
 PROGRESS_FILE = "severus-progress"
 
 
@@ -205,19 +212,36 @@ def _entry_points(group):
     return list(eps.get(group, ()))  # Python 3.9: a dict of groups
 
 
+def packed_modules():
+    """{name: "file:Class"} of the payload modules packed into this severus.pyz; {} elsewhere."""
+    try:
+        packed = importlib.import_module(PACKED_PACKAGE)
+    except ImportError:
+        return {}
+    return dict(getattr(packed, "MODULES", {}))
+
+
+def _load_packed(value):
+    stem, _, cls = value.partition(":")
+    return getattr(importlib.import_module(f"{PACKED_PACKAGE}.{stem}"), cls)
+
+
 def find_module(name) -> PayloadModule:
-    """An instance of the payload module called `name`; unknown name → 001."""
+    """An instance of the payload module called `name`: built in, packed into severus.pyz, or a
+    site's entry point; unknown name → 001."""
     if name in MODULES:
         return MODULES[name]()
-    for ep in _entry_points(ENTRY_POINT_GROUP):
-        if ep.name == name:
-            try:
-                cls = ep.load()
-            except Exception as exc:  # a site's broken plugin: say which one and why
-                raise JobDescriptionError(f"payload module {name} ({ep.value}) "
-                                          f"cannot be loaded: {exc}") from None
-            return cls()
-    known = sorted(set(MODULES) | {ep.name for ep in _entry_points(ENTRY_POINT_GROUP)})
+    packed, eps = packed_modules(), _entry_points(ENTRY_POINT_GROUP)
+    found = [(value, lambda value=value: _load_packed(value)) for n, value in packed.items() if n == name]
+    found += [(ep.value, ep.load) for ep in eps if ep.name == name]
+    if found:
+        value, load = found[0]
+        try:
+            cls = load()
+        except Exception as exc:  # a site's broken plugin: say which one and why
+            raise JobDescriptionError(f"payload module {name} ({value}) cannot be loaded: {exc}") from None
+        return cls()
+    known = sorted(set(MODULES) | set(packed) | {ep.name for ep in eps})
     raise JobDescriptionError(f"unknown payload module {name!r} (known: {', '.join(known)})")
 
 

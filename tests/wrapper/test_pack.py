@@ -96,3 +96,84 @@ def test_pyz_runs_a_job_in_protocol_mode_through_xrdcp_without_gfal2(pyz, tmp_pa
     on_se = area.path / "production/FastSim/out/10000003.root.1"   # the attempt in the name
     assert adler32(on_se.read_bytes()) == out["adler32"]
     assert not (node.se / "production/FastSim/out").exists()   # nothing went the direct way
+
+
+# ---------------------------------------------------------------------- a site's own payload modules
+
+SITE_MODULE = '''\
+"""A site's payload module: writes the step's Label into <runnum>.root (no software of its own needed)."""
+from wrapper.modules import PayloadModule
+
+
+class LabelSim(PayloadModule):
+    name = "labelsim"
+    required_parameters = ("Label",)
+
+    def argv(self, job):
+        return ("sh", "-c", 'printf %s "$1" > "$2.root"', "labelsim", job.step.parameters["Label"],
+                str(job.desc.job.runnum))
+'''
+
+
+def pack_with(tmp_path, *modules):
+    return subprocess.run([sys.executable, "-m", "wrapper", "pack", "-o", str(tmp_path / "site.pyz"),
+                           *[a for m in modules for a in ("--module", str(m))]],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_a_module_packed_with_the_pyz_runs_a_job_and_is_checked_before_any_transfer(tmp_path, event_server):
+    module = tmp_path / "labelsim.py"
+    module.write_text(SITE_MODULE)
+    packed = pack_with(tmp_path, module)
+    assert packed.returncode == 0, packed.stderr
+    pyz = tmp_path / "site.pyz"
+    assert "severus_site_modules/labelsim.py" in zipfile.ZipFile(pyz).namelist()
+    python = (PYTHON3, "-I", "-S", str(pyz))
+
+    node = Node(tmp_path / "good", event_server,
+                payload={"module": "labelsim", "parameters": {"Label": "written by a site module"}})
+    proc = subprocess.run(node.argv(python=python), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert event_server.finals()[0]["report"]["payload"]["module"] == "labelsim"
+    on_se = node.se / "production/FastSim/out/10000003.root.1"
+    assert on_se.read_text() == "written by a site module"
+
+    # Its required parameter missing: 001 at the node checks, before the software comes down.
+    node = Node(tmp_path / "bad", event_server, payload={"module": "labelsim", "parameters": {}})
+    proc = subprocess.run(node.argv(python=python), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "E001" in proc.stderr and "labelsim needs parameter(s) Label" in proc.stderr
+    assert not (node.workdir / "software").exists()
+    # A module the pyz does not hold: the refusal lists the packed one among those it knows.
+    node = Node(tmp_path / "unknown", event_server, payload={"module": "nosuchsim", "parameters": {}})
+    proc = subprocess.run(node.argv(python=python), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "unknown payload module 'nosuchsim'" in proc.stderr, proc.stderr
+    assert "labelsim" in proc.stderr.split("known:")[1]
+
+
+@pytest.mark.parametrize("source, words", [
+    ("def broken(:\n", "cannot be imported: SyntaxError"),
+    ("import no_such_module_here\n", "cannot be imported: ModuleNotFoundError"),
+    ("X = 1\n", "defines no payload module (a subclass of wrapper.modules.PayloadModule with a name)"),
+    (SITE_MODULE.replace('"labelsim"', '"fastsim"'), "'fastsim' is a built-in payload module"),
+])
+def test_a_bad_module_file_is_refused_by_pack_in_one_line(tmp_path, source, words):
+    module = tmp_path / "sitemod.py"
+    module.write_text(source)
+    proc = pack_with(tmp_path, module)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("E002 ") and str(module) in line and words in line, line
+    assert not (tmp_path / "site.pyz").exists()
+
+
+def test_pack_refuses_a_missing_file_and_two_modules_of_one_name(tmp_path):
+    proc = pack_with(tmp_path, tmp_path / "nope.py")
+    (line,) = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and line.startswith("E002 ") and "nope.py" in line, line
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / f"mod_{sub}.py").write_text(SITE_MODULE)
+    proc = pack_with(tmp_path, tmp_path / "a" / "mod_a.py", tmp_path / "b" / "mod_b.py")
+    (line,) = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "labelsim" in line and "mod_a.py" in line and "mod_b.py" in line, line
