@@ -20,6 +20,10 @@ MAX_BATCH = 1000
 MAX_BATCH_BYTES = 1024 * 1024
 MAX_REPORT_BYTES = 256 * 1024
 MAX_TAIL_LINES = 100
+# Metrics a running event's probe carries while copies run (a stage-in, a stage-out): the bytes the
+# running copies have moved, their sizes (0: unknown) and their rate in MB/s since they began. The
+# server's job view shows them (server/jobs.py transfer_progress); absent when no copy runs.
+TRANSFER_BYTES, TRANSFER_TOTAL_BYTES, TRANSFER_RATE = "transfer_bytes", "transfer_total_bytes", "transfer_rate_mb_s"
 
 
 @dataclass(frozen=True)

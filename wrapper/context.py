@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List
 from shared.jobdesc import JobDescription
 from .client import ServerClient
 from .siteconfig import SiteConfig, find_site_config
+from .transfer.progress import Progress
 
 
 def _no_note(message):
@@ -90,6 +91,8 @@ class JobContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     # What this attempt wrote on SEs and nobody registered (stage-out's all or nothing, the undo of a stop).
     writes: Writes = field(default_factory=Writes)
+    # The bytes of the copies running now, for heartbeats (wrapper/transfer/progress.py).
+    progress: Progress = field(default_factory=Progress)
     # Files it could not delete and the server was not told of: the final report's `removals`.
     removals: List[dict] = field(default_factory=list)
     site_config_dirs: tuple = ()

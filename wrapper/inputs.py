@@ -72,7 +72,8 @@ def fetch_entry(ctx, sources, entry, dest, adler32=None):
     for transfer, url in sources.candidates(entry):
         try:
             copy_with_retries(transfer, "in", url, part, size=entry.size, config=ctx.site.transfer,
-                              record=ctx.transfers.append, adler32=expected, cancel=ctx.cancel)
+                              record=ctx.transfers.append, adler32=expected, cancel=ctx.cancel,
+                              progress=ctx.progress)
             os.replace(part, dest)
             return dest
         except TransferError as exc:

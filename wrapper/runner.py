@@ -263,6 +263,7 @@ class _Job:
         """Metrics and stdout tail for heartbeats (called from the sender thread)."""
         metrics = {"wrapper_wct_s": round(time.monotonic() - self.start, 1)}
         metrics.update(self.payload_metrics())
+        metrics.update(self.ctx.progress.metrics())   # a stage's running copies: bytes moved, of, rate
         watch = self.watch
         return metrics, (watch.stdout_tail(20) if watch is not None else [])
 

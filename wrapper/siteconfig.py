@@ -69,6 +69,9 @@ class TransferConfig:
     timeout_max_s: float = 10800.0
     probe_timeout_s: float = 5.0  # access detection's stat of an endpoint
     tool: str = "auto"            # auto | gfal2 | cli
+    # A copy that moved no byte for this long is given up (its try ends as a timeout, retried as
+    # one), well before a big file's size-based timeout; 0: never (wrapper/transfer/progress.py).
+    stall_s: float = 600.0
 
     def timeout_for(self, size_bytes):
         """PanDA-style: a dead server fails early, a big file gets its time."""

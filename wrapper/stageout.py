@@ -124,7 +124,7 @@ def store_file(ctx, targets, path, lfn, physical_lfn=None, cancel=None):
 
         try:
             stored_adler32 = copy_with_retries(transfer, "out", path, tmp, size=size, config=ctx.site.transfer,
-                                               record=ctx.transfers.append, verify=verify,
+                                               record=ctx.transfers.append, verify=verify, progress=ctx.progress,
                                                cancel=_cancel(ctx, cancel))
             _replace(transfer, tmp, final)
         except TransferError as exc:

@@ -114,7 +114,8 @@ def cmd_job(client, out, args):
                ("wct (s)", job["wct"]), ("prepared", job["prepared_at"]), ("submitted", job["submitted_at"]),
                ("started", job["started_at"]), ("finished", job["finished_at"]),
                ("queue time", duration(job.get("queue_s"))), ("run time", duration(job.get("run_s"))),
-               ("last heartbeat", job["last_heartbeat"]), ("log", job["log"]), ("inputs", _job_inputs(job))])
+               ("last heartbeat", job["last_heartbeat"]), ("transferring", transfer_text(job.get("transfer_progress"))),
+               ("log", job["log"]), ("inputs", _job_inputs(job))])
     if (job.get("input") or {}).get("split"):   # a split request's job: the slice it was given
         out.line("\nINPUT SLICE")
         for lfn in job["input"]["paths"]:
@@ -139,6 +140,16 @@ def cmd_job(client, out, args):
     if log_text is not None:
         out.line("\nLOG")
         out.line(log_text.rstrip())
+
+
+def transfer_text(progress):
+    """A staging job's copies as its last heartbeat told them: '52,428,800 of 209,715,200 bytes (25.0%)
+    at 48.2 MB/s (RUNNING-03, as of <time>)'; '-' when none runs."""
+    if not progress:
+        return "-"
+    moved, total = progress["bytes"], progress.get("total_bytes")
+    text = f"{moved:,} of {total:,} bytes ({100 * moved / total:.1f}%)" if total else f"{moved:,} bytes"
+    return f"{text} at {progress.get('rate_mb_s')} MB/s ({progress.get('step')}, as of {progress.get('at')})"
 
 
 def _job_inputs(job):

@@ -3,15 +3,18 @@ record per try, so the final report shows the exact transfer that failed."""
 import time
 
 from .errors import TransferError
+from .progress import watched
 from .timeouts import check_cancel
 
 
 def copy_with_retries(transfer, direction, source, destination, *, size, config, record,
-                      adler32=None, verify=None, cancel=None):
+                      adler32=None, verify=None, cancel=None, progress=None):
     """Copy (direction "in" or "out") with the size-based timeout, retries and backoff;
     `verify(adler32)` may raise TransferError after a copy; return the verified adler32.
     `cancel` (an Event) ends the running try at once (recorded) and the backoff, with
-    TransferError("cancelled"); set before the call, nothing is tried and nothing recorded."""
+    TransferError("cancelled"); set before the call, nothing is tried and nothing recorded.
+    Each try is watched (wrapper/transfer/progress.py): its bytes go to `progress` (the job's,
+    for heartbeats), and a try that moved nothing for `config.stall_s` ends as a "timeout"."""
     timeout = config.timeout_for(size)
     tries = 1 + int(config.retries)
     remote = source if direction == "in" else destination
@@ -20,10 +23,13 @@ def copy_with_retries(transfer, direction, source, destination, *, size, config,
         start = time.monotonic()
         error = None
         try:
-            if direction == "in":
-                value = transfer.copy_in(source, destination, timeout, adler32=adler32, cancel=cancel)
-            else:
-                value = transfer.copy_out(source, destination, timeout, adler32=adler32, cancel=cancel)
+            probe = transfer.progress_probe(direction, source, destination)
+            with watched(f"copy {source} -> {destination}", probe, size, config.stall_s, progress,
+                         cancel) as copy_cancel:
+                if direction == "in":
+                    value = transfer.copy_in(source, destination, timeout, adler32=adler32, cancel=copy_cancel)
+                else:
+                    value = transfer.copy_out(source, destination, timeout, adler32=adler32, cancel=copy_cancel)
             if verify is not None:
                 verify(value)
             return value

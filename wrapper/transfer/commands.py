@@ -35,6 +35,16 @@ class CliTransfer(Transfer):
         env.update(XRD_CONNECTIONRETRY="1", XRD_CPUSEPGWRTRD="0", GFAL_PYTHONBIN=GFAL_PYTHONBIN)
         env.setdefault("XRD_REQUESTTIMEOUT", "60")
         self.env = env
+        self._uploads = {}   # (src, dst) -> the pid of the command uploading it, when watched
+
+    def progress_probe(self, direction, source, destination):
+        """An upload's bytes: what its command has written (/proc/<pid>/io `wchar`: the socket
+        fills and stops taking bytes when the SE stalls); None where there is no /proc."""
+        if direction == "in" or is_local(destination):
+            return super().progress_probe(direction, source, destination)
+        key = (str(source), str(destination))
+        self._uploads[key] = None
+        return lambda: _written_bytes(self._uploads.get(key))
 
     def tool_for(self, url):
         return "xrdcp" if is_root(url) else "gfal-copy"
@@ -43,9 +53,9 @@ class CliTransfer(Transfer):
         # A session of its own: at the deadline the whole group goes (gfal-* run python children).
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, env=self.env, start_new_session=True, **kw)
 
-    def _run(self, args, what, timeout=None, cancel=None):
+    def _run(self, args, what, timeout=None, cancel=None, started=None):
         """Run a command to its end; its stdout, or TransferError. By `timeout`, or at once when
-        `cancel` is set, its process group is killed."""
+        `cancel` is set, its process group is killed. `started(pid)` is told the command's pid."""
         timeout = timeout or self.namespace_timeout
         check_cancel(cancel, what)
         deadline = time.monotonic() + timeout
@@ -53,6 +63,8 @@ class CliTransfer(Transfer):
             proc = self._popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as exc:
             raise TransferError("failed", f"{what}: cannot run {args[0]}: {exc.strerror}") from None
+        if started is not None:
+            started(proc.pid)
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -84,7 +96,10 @@ class CliTransfer(Transfer):
             if adler32:
                 args += ["-K", f"adler32:{adler32}", "--checksum-mode", "target"]
             args += [file_url(src) if is_local(src) else src, file_url(dst) if is_local(dst) else dst]
-        self._run(args, what, timeout, cancel)
+        key = (str(src), str(dst))
+        watched = key in self._uploads   # progress_probe reads the command's written bytes
+        self._run(args, what, timeout, cancel, started=(lambda pid: self._uploads.__setitem__(key, pid))
+                  if watched else None)
 
     bulk_parallel = True
 
@@ -280,6 +295,21 @@ def _split_root(url):
     """root://host:port//abs/path -> ("root://host:port", "/abs/path")."""
     parts = urllib.parse.urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}", "/" + parts.path.lstrip("/")
+
+
+def _written_bytes(pid):
+    """The bytes process `pid` has written (wchar of /proc/<pid>/io); 0 before it started, None
+    where that cannot be read."""
+    if pid is None:
+        return 0
+    try:
+        with open(f"/proc/{pid}/io") as fh:
+            for line in fh:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _kill_group(proc):

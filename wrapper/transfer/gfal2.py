@@ -46,6 +46,7 @@ class Gfal2Transfer(Transfer):
         import gfal2           # lazy: the wrapper imports only the stdlib at import time
         self._gfal2 = gfal2
         self._local = threading.local()
+        self._moved = {}   # (src, dst) -> bytes an upload has moved, from gfal2's monitor callback
 
     def _context(self):
         lease = getattr(self._local, "lease", None)
@@ -77,13 +78,26 @@ class Gfal2Transfer(Transfer):
             return run_bounded(what, timeout, destinations, cancel,
                                lambda dsts: _Gfal2CopyWorker(self._gfal2, work, dsts))
 
+    def progress_probe(self, direction, source, destination):
+        if direction == "in" or is_local(destination):
+            return super().progress_probe(direction, source, destination)
+        key = (str(source), str(destination))
+        self._moved[key] = 0   # _copy's monitor callback moves it on (dict writes are atomic)
+        return lambda: self._moved.get(key)
+
     def _copy(self, src, dst, timeout, adler32, *, cancel=None):
         gfal2 = self._gfal2
         src_url = file_url(src) if is_local(src) else src
         dst_url = file_url(dst) if is_local(dst) else dst
+        key = (str(src), str(dst))
+
+        def monitor(_src, _dst, _average, _instant, moved, _elapsed):
+            self._moved[key] = moved
 
         def work(ctx):
             params = self._params(ctx, timeout)
+            if key in self._moved:   # watched (progress_probe): gfal2 reports the bytes moved
+                params.monitor_callback = monitor
             if adler32:
                 # target mode: one checksum, computed by the destination, compared with the known value.
                 params.set_checksum(gfal2.checksum_mode.target, "adler32", adler32)

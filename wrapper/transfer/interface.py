@@ -15,6 +15,7 @@ from pathlib import Path
 from ..checksum import TrailingAdler32, adler32_file
 from .errors import TransferError
 from .timeouts import check_cancel
+from .urls import is_local, plain_path
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,15 @@ class Transfer:
             raise TransferError("checksum", f"copy {local_path} -> {url}: the SE computes adler32 {stored},"
                                             f" the file has {expected}")
         return stored
+
+    def progress_probe(self, direction, source, destination):
+        """A callable giving the bytes a copy (direction "in" or "out") has moved so far, or None
+        when that cannot be measured (the stall watch, heartbeats: wrapper/transfer/progress.py).
+        Here: the size of a local destination (a download, an upload to a mounted SE)."""
+        if direction == "out" and not is_local(destination):
+            return lambda: None
+        path = plain_path(destination)
+        return lambda: _size_or_zero(path)
 
     def _copy(self, src, dst, timeout, adler32, *, cancel=None):
         """One copy; with `adler32`, the destination's checksum, computed where it lands, must match.
@@ -153,6 +163,14 @@ def remove(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _size_or_zero(path):
+    """A destination's size; 0 before the tool made it (or after a failure removed it)."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _local_adler32(path):

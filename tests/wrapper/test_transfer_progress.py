@@ -1,0 +1,197 @@
+"""A copy's bytes are watched (wrapper/transfer/progress.py): heartbeats carry them, and a copy
+that moved nothing for `[transfer] stall_s` is given up long before its size-based timeout,
+whatever the tool: the stall logic on a fake clock, a POSIX source that stops, and a real
+XRootD SE frozen with SIGSTOP under gfal2 and the command-line tools, both directions."""
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from wrapper.siteconfig import SiteConfigError, TransferConfig, parse_site_config
+from wrapper.transfer import CliTransfer, Gfal2Transfer, PosixTransfer, TransferError, copy_with_retries
+from wrapper.transfer.progress import BYTES, RATE, TOTAL, Progress, StallWatch
+from .conftest import adler32
+from .test_transfer_timeouts import Call, abandoned_copies_end, unblock_fifo
+from ..waiting import poll
+
+MIB = 1 << 20
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_count_unchanged_for_stall_s_is_a_stall_and_any_change_starts_again():
+    clock = FakeClock()
+    watch = StallWatch(10, clock)
+    assert not watch.seen(0)
+    clock.now += 9.9
+    assert not watch.seen(0)
+    clock.now += 0.1
+    assert watch.seen(0)
+    assert "no bytes moved for 10 s (at 0 of 500 bytes" in watch.describe(500)
+    assert not watch.seen(1)           # one byte moved: the wait starts again
+    clock.now += 9.9
+    assert not watch.seen(1)
+    clock.now += 0.2
+    assert watch.seen(1)
+
+
+def test_an_unmeasurable_count_or_a_zero_stall_s_never_stalls():
+    clock = FakeClock()
+    unknown, off = StallWatch(10, clock), StallWatch(0, clock)
+    unknown.seen(None)
+    off.seen(5)
+    clock.now += 1000
+    assert not unknown.seen(None) and not off.seen(5)
+
+
+def test_progress_sums_the_running_copies_and_forgets_ended_ones():
+    clock = FakeClock()
+    progress = Progress(clock)
+    assert progress.metrics() == {}
+    a, b = progress.begin(1_000_000), progress.begin(None)
+    clock.now += 2
+    progress.moved(a, 500_000)
+    progress.moved(b, 100_000)
+    assert progress.metrics() == {BYTES: 600_000, TOTAL: 1_000_000, RATE: 0.3}
+    progress.end(a)
+    progress.end(b)
+    assert progress.metrics() == {}
+
+
+def test_stall_s_is_a_site_setting_with_a_ten_minute_default():
+    base = {"name": "X-T2", "se": {"lfn_prefix": "/grid/x", "local_path": "/tmp"}}
+    assert parse_site_config(base).transfer.stall_s == 600.0
+    assert parse_site_config(dict(base, transfer={"stall_s": 30})).transfer.stall_s == 30.0
+    with pytest.raises(SiteConfigError, match="transfer.stall_s"):
+        parse_site_config(dict(base, transfer={"stall_s": "ten"}))
+
+
+class TricklingFifo:
+    """A FIFO whose writer sends `first` bytes, then `more` bytes every `every` s for `for_s` s,
+    and holds it open (a source that stops moving) until `close`."""
+
+    def __init__(self, path, first, more=0, every=0.2, for_s=0.0):
+        os.mkfifo(path)
+        self.path = path
+        self.stop = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._write, args=(first, more, every, for_s), daemon=True)
+        self.thread.start()
+
+    def _write(self, first, more, every, for_s):
+        fd = os.open(self.path, os.O_WRONLY)   # waits for the copy to open it
+        try:
+            self.sent += os.write(fd, b"f" * first)
+            end = time.monotonic() + for_s
+            while more and time.monotonic() < end and not self.stop.wait(every):
+                self.sent += os.write(fd, b"m" * more)
+            self.stop.wait()
+        finally:
+            os.close(fd)
+
+    def close(self):
+        self.stop.set()
+        unblock_fifo(self.path)
+
+
+def test_a_copy_that_stops_moving_is_given_up_at_stall_s_not_at_its_timeout(tmp_path):
+    """3 MiB arrive, then nothing: the try ends ~stall_s after the last byte as a timeout that
+    names the stall, the heartbeats' figure showed the bytes meanwhile, and no partial file stays."""
+    source = TricklingFifo(tmp_path / "src.fifo", first=3 * MIB)
+    dst = tmp_path / "in" / "f.bin.part"
+    progress, records = Progress(), []
+    config = TransferConfig(retries=0, timeout_base_s=60, stall_s=1.5)
+    try:
+        call = Call(lambda: copy_with_retries(PosixTransfer(), "in", str(source.path), dst, size=10_000_000,
+                                              config=config, record=records.append, adler32="00000001",
+                                              progress=progress))
+        seen = poll(lambda: progress.metrics().get(BYTES), 10, "the copy's bytes in the progress")
+        assert seen == 3 * MIB and progress.metrics()[TOTAL] == 10_000_000
+        error = call.error_within(10, "a copy that stopped moving")
+        assert error.kind == "timeout" and f"stalled: no bytes moved for 1.5 s (at {3 * MIB} of 10000000 bytes" in \
+            error.message, error
+        assert 1.5 <= call.ended - call.began < 1.5 + 3.0, call.ended - call.began   # not the 61 s timeout
+        assert not dst.exists()
+        (record,) = records
+        assert record["error"].startswith("timeout") and "stalled" in record["error"], record
+        assert progress.metrics() == {}
+    finally:
+        source.close()
+    abandoned_copies_end("a stalled POSIX copy")
+
+
+def test_a_slow_copy_that_keeps_moving_is_not_a_stall(tmp_path):
+    """A MiB every 0.3 s for 3 s with stall_s 1: slow is not stalled; the copy ends when the
+    source does, with the bytes the writer sent. (POSIX copies read whole 1 MiB blocks.)"""
+    source = TricklingFifo(tmp_path / "slow.fifo", first=MIB, more=MIB, every=0.3, for_s=3.0)
+    dst = tmp_path / "slow.bin"
+    config = TransferConfig(retries=0, timeout_base_s=60, stall_s=1.0)
+    try:
+        call = Call(lambda: copy_with_retries(PosixTransfer(), "in", str(source.path), dst, size=12 * MIB,
+                                              config=config, record=lambda r: None))
+        poll(lambda: source.sent >= 8 * MIB, 10, "the writer to trickle 3 s of bytes")
+        source.close()
+        assert call.done.wait(10), "a slow copy still running 10 s after its source ended"
+    finally:
+        source.close()
+    assert call.error is None, call.error
+    assert dst.stat().st_size == source.sent
+
+
+@pytest.fixture()
+def frozen_se(fresh_se):
+    """The test's own XRootD SE, stopped with SIGSTOP (a hung storage node) until the test ends."""
+    os.kill(fresh_se.pid, signal.SIGSTOP)
+    try:
+        yield fresh_se
+    finally:
+        os.kill(fresh_se.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("tool", ["gfal2", "cli"])
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_a_copy_to_or_from_a_frozen_xrootd_se_is_given_up_at_stall_s(frozen_se, tmp_path, tool, direction):
+    """The SE's process is stopped: the connection is accepted by the kernel and no byte ever
+    moves. XrdCl would wait for XRD_REQUESTTIMEOUT and the size-based timeout is 300 s; the try
+    ends as a stall after ~stall_s, the tool's process group killed, no local file left."""
+    transfer = Gfal2Transfer() if tool == "gfal2" else CliTransfer()
+    local = tmp_path / "local.bin"
+    url = f"{frozen_se.root_url}/stall/f.bin"
+    if direction == "out":
+        local.write_bytes(os.urandom(4_000_000))
+        src, dst, checksum = str(local), url, adler32(local.read_bytes())
+    else:
+        src, dst, checksum = url, tmp_path / "got.bin", "00000001"
+    records = []
+    config = TransferConfig(retries=0, timeout_base_s=300, stall_s=2.0)
+    call = Call(lambda: copy_with_retries(transfer, direction, src, dst, size=4_000_000, config=config,
+                                          record=records.append, adler32=checksum))
+    error = call.error_within(30, f"a {tool} copy ({direction}) against a frozen SE")
+    assert isinstance(error, TransferError) and error.kind == "timeout", error
+    assert "stalled: no bytes moved for 2 s" in error.message, error
+    assert 2.0 <= call.ended - call.began < 2.0 + 6.0, call.ended - call.began
+    if direction == "in":
+        assert not os.path.exists(dst)
+    assert records[0]["error"].startswith("timeout: ") and "stalled" in records[0]["error"]
+    if tool == "cli":   # the command's process group was killed: no xrdcp of ours is left
+        poll(lambda: not [p for p in os.listdir("/proc") if p.isdigit() and _is_child_xrdcp(p)], 10,
+             "the killed xrdcp to be gone")
+
+
+def _is_child_xrdcp(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/comm") as fh:
+            comm = fh.read().strip()
+    except OSError:
+        return False
+    return comm == "xrdcp" and int(fields[1]) == os.getpid()   # ppid
