@@ -33,6 +33,8 @@ setup(
         # sbk's client: tables and progress bars on a terminal, `sbk completion bash|zsh`.
         "rich>=13; python_version >= '3.11'",
         "shtab>=1.6; python_version >= '3.11'",
+        # The API's typed definitions: they validate requests and make /api/v1/openapi.json (server/api/schemas/).
+        "pydantic>=2.6; python_version >= '3.11'",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout", "vermin", "openapi-spec-validator", "tomli",

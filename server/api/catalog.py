@@ -9,6 +9,9 @@ from .. import models as m
 from ..errors import ApiError, not_found
 from .params import json_body, query_text
 
+from . import schemas as S
+from .endpoint import endpoint
+
 bp = Blueprint("catalog", __name__)
 
 MANAGER = "create-productions"
@@ -25,6 +28,7 @@ def _replica(body, where=""):
 
 
 @bp.post("/catalog/replicas")
+@endpoint("Register a replica, or a list all or nothing (reply {files, created}); a job's newer attempt replaces its older attempts' replicas", body=S.Replica, many=1000, status=201, reply=S.Registered, auth="job-or-user", replies=((200, "already registered", S.Registered),), errors=((409, "replica-mismatch, attempt-superseded or attempt-ended"),))
 def register_replica():
     """One replica, or a list registered all or nothing (a job's outputs in one call)."""
     kind, who = auth.job_or_user(MANAGER)
@@ -42,6 +46,7 @@ def register_replica():
 
 
 @bp.delete("/catalog/replicas")
+@endpoint("Delete a replica (`lfn` and `site` required)", query=S.ReplicaQuery, reply=S.ReplicaDeleted, auth="job-or-user")
 def delete_replica():
     kind, who = auth.job_or_user(MANAGER)
     lfn, site = query_text("lfn", 1024), query_text("site", 64)
@@ -59,6 +64,7 @@ def _reader():
 
 
 @bp.get("/catalog/replicas")
+@endpoint("Replicas of an LFN (`lfn` required)", query=S.LfnQuery, reply=S.CatalogFile, auth="job-or-user")
 def get_replicas():
     _reader()
     lfn = query_text("lfn", 1024)
@@ -71,6 +77,7 @@ def get_replicas():
 
 
 @bp.get("/catalog/files")
+@endpoint("Files below an LFN directory (`dir` required)", query=S.DirQuery, reply=S.CatalogFiles, auth="job-or-user")
 def list_files():
     _reader()
     directory = query_text("dir", 1024)

@@ -5,6 +5,7 @@ from flask import request
 
 from shared import schema as s
 from ..errors import bad_request
+from .endpoint import validate_body
 
 
 def json_body(kind=dict):
@@ -14,7 +15,7 @@ def json_body(kind=dict):
         raise bad_request("the body must be valid JSON", "invalid-json")
     if not isinstance(data, kind):
         raise bad_request("the body must be a JSON object", "invalid-json")
-    return data
+    return validate_body(data)
 
 
 def query_int(name, default=None, lo=0, hi=s.MAX_INT):

@@ -6,6 +6,9 @@ from .. import models as m
 from ..productions import get_production, production_dict
 from .params import json_body, query_text
 
+from . import schemas as S
+from .endpoint import endpoint
+
 bp = Blueprint("productions", __name__)
 
 MANAGER = "create-productions"
@@ -13,6 +16,7 @@ MANAGER = "create-productions"
 
 @bp.get("/productions")
 @auth.require("monitoring")
+@endpoint("Productions", query=S.ProductionQuery, reply=S.Productions)
 def list_productions():
     query = m.Production.select().order_by(m.Production.name)
     session = query_text("session", 64)
@@ -26,12 +30,14 @@ def list_productions():
 
 @bp.get("/productions/<name>")
 @auth.require("monitoring")
+@endpoint("A production", reply=S.Production)
 def show_production(name):
     return jsonify(production_dict(get_production(name)))
 
 
 @bp.post("/productions")
 @auth.require(MANAGER)
+@endpoint("Create a production and its _test twin (create-productions) with a release that is not retired (no revision: the newest not retired); 409 duplicate-production or release-retired", body=S.ProductionIn, status=201, reply=S.Production, links=(("name", "/name"),))
 def create_production():
     main = productions.create_production(auth.current_principal().user, json_body())
     return jsonify(production_dict(main)), 201
@@ -39,5 +45,6 @@ def create_production():
 
 @bp.patch("/productions/<name>")
 @auth.require(MANAGER)
+@endpoint("Open or close a production and its _test twin, or change its note", body=S.ProductionPatch, reply=S.Production)
 def update_production(name):
     return jsonify(production_dict(productions.update_production(name, json_body())))

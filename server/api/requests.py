@@ -9,6 +9,9 @@ from .. import models as m
 from ..production_requests import get_request, request_dict
 from .params import json_body, query_int, query_text
 
+from . import schemas as S
+from .endpoint import endpoint
+
 bp = Blueprint("requests", __name__)
 
 MANAGER = "create-requests"
@@ -16,6 +19,7 @@ MANAGER = "create-requests"
 
 @bp.get("/requests")
 @auth.require("monitoring")
+@endpoint("Production requests", query=S.RequestQuery, reply=S.Requests)
 def list_requests():
     query = m.Request.select().order_by(m.Request.id)
     production = query_text("production", 128)
@@ -34,12 +38,14 @@ def list_requests():
 
 @bp.get("/requests/<id:request_id>")
 @auth.require("monitoring")
+@endpoint("A request", reply=S.Request)
 def show_request(request_id):
     return jsonify(request_dict(get_request(request_id)))
 
 
 @bp.post("/requests")
 @auth.require(MANAGER)
+@endpoint("Create a request and its test twin", body=S.RequestIn, status=201, reply=S.Request, links=(("request_id", "/id"),))
 def create_request():
     req, test_req = production_requests.create_request(auth.current_principal().user, json_body())
     return jsonify(request_dict(req, test_req)), 201
@@ -47,6 +53,7 @@ def create_request():
 
 @bp.patch("/requests/<id:request_id>")
 @auth.require(MANAGER)
+@endpoint("Change status (open, valid, running, closed) or settings", body=S.RequestPatch, reply=S.Request)
 def update_request(request_id):
     req, twin = production_requests.update_request(request_id, json_body())
     return jsonify(request_dict(req, twin))
@@ -54,6 +61,7 @@ def update_request(request_id):
 
 @bp.delete("/requests/<id:request_id>")
 @auth.require(MANAGER)
+@endpoint("Delete a request that has no jobs (create-requests), with its test request unless that one has jobs; 409 request-has-jobs, test-request (delete its request instead) or production-closed", reply=S.RequestDeleted)
 def delete_request(request_id):
     """Delete a request that has no jobs (production_requests.delete_request says which go)."""
     return jsonify(production_requests.delete_request(request_id))

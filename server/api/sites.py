@@ -9,6 +9,9 @@ from ..errors import ApiError
 from ..sites import SITE_ADMIN, check_dict, checks_of, get_site, site_dict
 from .params import json_body, query_int
 
+from . import schemas as S
+from .endpoint import endpoint
+
 bp = Blueprint("sites", __name__)
 
 CHECK_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
@@ -20,24 +23,28 @@ MAX_CHECKS = 64
 
 @bp.get("/sites")
 @auth.require("monitoring")
+@endpoint("Sites", reply=S.Sites)
 def list_sites():
     return jsonify({"sites": [site_dict(x) for x in m.Site.select().order_by(m.Site.name)]})
 
 
 @bp.get("/sites/<name>")
 @auth.require("monitoring")
+@endpoint("A site with its switches", reply=S.Site)
 def show_site(name):
     return jsonify(site_dict(get_site(name), full=True))
 
 
 @bp.post("/sites")
 @auth.require(SITE_ADMIN)
+@endpoint("Create a site", body=S.SiteIn, status=201, reply=S.Site, links=(("name", "/name"),))
 def create_site():
     return jsonify(site_dict(sites.create_site(json_body()), full=True)), 201
 
 
 @bp.patch("/sites/<name>")
 @auth.require(SITE_ADMIN)
+@endpoint("Thresholds, bunch size, description, switches", body=S.SitePatch, reply=S.Site)
 def update_site(name):
     return jsonify(site_dict(sites.update_site(name, json_body()), full=True))
 
@@ -84,6 +91,7 @@ def read_check(body, site_name):
 
 @bp.post("/sites/<name>/checks")
 @auth.require(SITE_ADMIN)
+@endpoint("Keep a node's `severus check --report` (expert-submission; body at most 64 KiB); the site shows the newest as `last_check`", body=S.SiteCheckIn, status=201, reply=S.SiteCheck)
 def post_check(name):
     # Tighter than the server-wide body limit. werkzeug cuts a chunked body at max_content_length
     # without a word, so read one byte past the limit to tell "too large" from "bad JSON".
@@ -98,6 +106,7 @@ def post_check(name):
 
 @bp.get("/sites/<name>/checks")
 @auth.require("monitoring")
+@endpoint("A site's node checks, newest first (`limit`, default 20)", query=S.LimitQuery, reply=S.SiteChecks)
 def list_checks(name):
     site = get_site(name)
     limit = query_int("limit", 20, lo=1, hi=1000)

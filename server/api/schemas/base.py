@@ -1,0 +1,72 @@
+"""The three kinds of definition (a body, a query, a reply), their field helpers, and the public ones."""
+from typing import List, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.lifecycle import COMMANDS
+from shared.schema import MAX_INT
+from shared.states import Status
+
+STATUS = Literal[tuple(s.value for s in Status)]
+COMMAND = Optional[Literal[tuple(COMMANDS)]]
+INPUT_MODE = Literal["DIR", "FILE", "LIST", "NONE"]
+BACKEND = Literal["local", "slurm", "htcondor"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+
+
+class Body(BaseModel):
+    """A request body: exactly these fields, JSON types only (no "3" for 3)."""
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class Query(BaseModel):
+    """Query parameters: strings in the URL, read as their type; others are ignored (or the route's)."""
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+class Reply(BaseModel):
+    """A reply: these fields at least (a client must accept more)."""
+    model_config = ConfigDict(extra="allow")
+
+
+def Int(lo=0, hi=MAX_INT, **kw):
+    return Field(ge=lo, le=hi, **kw)
+
+
+def Str(max_len=4096, **kw):
+    return Field(max_length=max_len, **kw)
+
+
+def Name(max_len=64, **kw):
+    """A name as shared/jobdesc.py NAME_RE allows (sessions, sites, productions, modules)."""
+    return Field(max_length=max_len, pattern=NAME_PATTERN, **kw)
+
+
+class Error(Reply):
+    error: str = Field(description="kebab-case reason")
+    message: str = Field(description="one sentence; a bad field is named")
+    # the reply's X-Request-ID, also on every server log line of that request (server/logs.py)
+    request_id: Optional[str] = None
+
+
+class Health(Reply):
+    status: str
+
+
+class ErrorCode(Reply):
+    code: int
+    status: str
+    blame: str
+    retryable: bool
+    message: str
+
+
+class Me(Reply):
+    name: str
+    groups: List[str]
+    privileges: List[str]
+    auto_sub: bool
+
+
+class MePatch(Body):
+    auto_sub: bool
