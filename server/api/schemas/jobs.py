@@ -131,6 +131,15 @@ class AttemptInfo(Reply):
     created_at: Optional[str]
 
 
+class TransferProgress(Reply):
+    """A running job's copies as its last heartbeat told them (server/jobs.py transfer_progress)."""
+    bytes: int
+    total_bytes: Optional[int] = Field(description="null: unknown")
+    rate_mb_s: Optional[float]
+    step: Optional[str]
+    at: Optional[str]
+
+
 class Job(JobSummary):
     """A job with its history, outputs, logs, report, input, removals, times and retries."""
     history: List[HistoryEvent]
@@ -140,6 +149,8 @@ class Job(JobSummary):
     report: Optional[Dict[str, Any]]
     input: JobInput
     removals: List[Removal]
+    transfer_progress: Optional[TransferProgress] = Field(None, description="null: the job is not running or "
+                                                                            "no copy was running")
     queue_s: Optional[float]
     run_s: Optional[float]
     max_attempts: int
@@ -267,7 +278,7 @@ class CatalogFile(Reply):
 
 class CatalogFiles(Reply):
     files: List[CatalogFile]
-    created: Optional[bool] = None
+    created: Optional[int] = Field(None, description="how many replicas were new")
 
 
 class Registered(Reply):
@@ -277,7 +288,7 @@ class Registered(Reply):
     adler32: Optional[str] = None
     replicas: Optional[List[ReplicaAt]] = None
     files: Optional[List[CatalogFile]] = None
-    created: Optional[bool] = None
+    created: Optional[int] = Field(None, description="how many replicas were new")
 
 
 class LfnQuery(Query):

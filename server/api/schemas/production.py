@@ -313,7 +313,6 @@ class Submission(Body):
 
 class PlanRow(Reply):
     site: str
-    site_id: int
     jobs: int
     first_runnum: int
     last_runnum: int
