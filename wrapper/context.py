@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List
 from shared.jobdesc import JobDescription
 from .client import ServerClient
 from .siteconfig import SiteConfig, find_site_config
-from .transfer.progress import Progress
+from .transfer import Progress
 
 
 def _no_note(message):

@@ -27,7 +27,7 @@ from .catalog import Catalog, FileEntry, Replica
 from .client import ServerError
 from .pool import run_all
 from .transfer import (TransferError, attempt_record, bulk_transfer_for, copy_with_retries, make_transfer,
-                       part_path)
+                       part_path, watched)
 
 INPUT_DIR = "inputs"
 GB = 1e9
@@ -141,11 +141,16 @@ def _bulk_pass(ctx, sources, items):
         transfer, members = chunk
         start = time.monotonic()
         try:
-            timeout = ctx.site.transfer.timeout_for(sum(e.size for e, _, _ in members))
-            # Each file appears at its destination only verified (copy_in_many's promise).
-            results = transfer.copy_in_many([(url, dest, e.adler32) for e, dest, url in members],
-                                            timeout, parallel=parallel, sizes=[e.size for e, _, _ in members],
-                                            cancel=ctx.cancel)
+            size = sum(e.size for e, _, _ in members)
+            timeout = ctx.site.transfer.timeout_for(size)
+            # Watched as one copy: its bytes in the heartbeats, given up when they stall (then each file alone).
+            probe = transfer.bulk_progress_probe([(dest, e.size) for e, dest, _ in members])
+            with watched(f"bulk copy of {len(members)} files", probe, size, ctx.site.transfer.stall_s,
+                         ctx.progress, ctx.cancel) as cancel:
+                # Each file appears at its destination only verified (copy_in_many's promise).
+                results = transfer.copy_in_many([(url, dest, e.adler32) for e, dest, url in members],
+                                                timeout, parallel=parallel, sizes=[e.size for e, _, _ in members],
+                                                cancel=cancel)
         except TransferError as exc:
             results = [exc] * len(members)
         seconds = time.monotonic() - start

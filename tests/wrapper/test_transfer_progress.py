@@ -11,9 +11,14 @@ import pytest
 
 from wrapper.siteconfig import SiteConfigError, TransferConfig, parse_site_config
 from wrapper.transfer import CliTransfer, Gfal2Transfer, PosixTransfer, TransferError, copy_with_retries
+from wrapper.transfer import watched
+from wrapper.transfer.interface import DownloadsProbe
 from wrapper.transfer.progress import BYTES, RATE, TOTAL, Progress, StallWatch
-from .conftest import adler32
+from shared.errors import InputError
+from wrapper.inputs import stage_inputs
+from .conftest import adler32, lfn
 from .test_transfer_timeouts import Call, abandoned_copies_end, unblock_fifo
+from ..proxies import TcpProxy
 from ..waiting import poll
 
 MIB = 1 << 20
@@ -195,3 +200,71 @@ def _is_child_xrdcp(pid):
     except OSError:
         return False
     return comm == "xrdcp" and int(fields[1]) == os.getpid()   # ppid
+
+
+def test_a_bulk_copy_s_bytes_are_counted_under_each_file_s_name_on_the_way(tmp_path):
+    """Whole at its path, as <path>.part, or in a bulk xrdcp's hidden staging directory."""
+    paths = [tmp_path / name for name in ("a", "b", "c", "d")]
+    probe = DownloadsProbe([(p, 100) for p in paths], staging_prefixes=(".severus-bulk-",))
+    assert probe() == 0
+    paths[0].write_bytes(b"x" * 100)                      # whole
+    (tmp_path / "b.part").write_bytes(b"x" * 40)          # on its way through .part
+    (tmp_path / ".severus-bulk-1").mkdir()
+    (tmp_path / ".severus-bulk-1" / "c").write_bytes(b"x" * 7)   # in the staging directory
+    assert probe() == 147
+    paths[0].unlink()                                     # counted once whole, never looked at again
+    assert probe() == 147 and str(paths[0]) not in probe.pending
+
+
+@pytest.mark.parametrize("tool", ["gfal2", "cli"])
+def test_a_bulk_copy_from_a_frozen_xrootd_se_is_given_up_at_stall_s(frozen_se, tmp_path, tool):
+    """As stage-in's bulk pass watches it: 10 files, no byte ever comes; given up after stall_s, not
+    at the size-based timeout, and neither a file, a .part nor a staging directory stays. (gfal2's
+    bulk over http: a gfal2 2.21 bulk copy over root:// cancelled against a hung server crashes the
+    process once the server answers again, stall or not; stage-in's root:// bulk is xrdcp's.)"""
+    transfer = Gfal2Transfer() if tool == "gfal2" else CliTransfer()
+    base = frozen_se.http_url if tool == "gfal2" else frozen_se.root_url
+    items = [(f"{base}/bulk/f{i}.bin", tmp_path / "in" / f"f{i}.bin", "00000001") for i in range(10)]
+    began = time.monotonic()
+    call = Call(lambda: _bulk_watched(transfer, items, 2.0))
+    error = call.error_within(30, f"a {tool} bulk copy against a frozen SE")
+    assert error.kind == "timeout" and "bulk copy of 10 files: stalled: no bytes moved for 2 s" in error.message, error
+    assert 2.0 <= call.ended - began < 2.0 + 6.0, call.ended - began
+    assert os.listdir(tmp_path / "in") == []
+
+
+def _bulk_watched(transfer, items, stall_s):
+    probe = transfer.bulk_progress_probe([(path, 1000) for _, path, _ in items])
+    with watched(f"bulk copy of {len(items)} files", probe, 10_000, stall_s) as cancel:
+        return transfer.copy_in_many(items, 300, parallel=4, sizes=[1000] * len(items), cancel=cancel)
+
+
+def test_a_stage_in_whose_door_goes_silent_mid_bulk_ends_022_after_stall_s(area, catalog, make_site, make_ctx,
+                                                                             tmp_path):
+    """12 files through one `xrdcp --parallel 2` behind a door that goes silent after 200 kB: the
+    bulk is given up after stall_s, each file tried alone stalls too, and the stage ends 022 naming
+    the stall within seconds, not at the 300 s timeouts; nothing partial is left in the inputs."""
+    proxy = TcpProxy(area.se.root_port, stall_after=200_000)
+    try:
+        site = make_site("SITE-A", urls=[proxy.url(area.path)], access="protocol", parallel=2, retries=0,
+                         stall_s=2, timeout_base_s=300)
+        files = {f"silent/f{i}.root": os.urandom(50_000 + i) for i in range(12)}
+        for rel, data in files.items():
+            area.put(rel, data)
+            catalog.add(lfn(rel), site.name, site.se.url(site.se.urls[0], lfn(rel)), data=data)
+        ctx = make_ctx(site, input={"mode": "LIST", "paths": [lfn(r) for r in sorted(files)]})
+        began = time.monotonic()
+        with pytest.raises(InputError) as failed:
+            stage_inputs(ctx, catalog=catalog)
+        took = time.monotonic() - began
+    finally:
+        proxy.close()
+    assert failed.value.code == 22 and "stalled: no bytes moved for 2 s" in str(failed.value), failed.value
+    assert proxy.stalled.is_set() and took < 2 * 2 + 10, took
+    bulk = [t for t in ctx.transfers if "bulk" in t]
+    assert bulk and all("bulk copy of" in t["error"] and "stalled" in t["error"] for t in bulk), bulk
+    alone = [t for t in ctx.transfers if "bulk" not in t]
+    assert alone and all(t["error"].startswith("timeout: ") and "stalled" in t["error"] for t in alone), alone
+    # No partial file: no .part, no staging directory; a file verified before the stall keeps its name.
+    left = {p.name: p.read_bytes() for p in (ctx.workdir / "inputs").rglob("*")}
+    assert all(files.get(f"silent/{name}") == data for name, data in left.items()), sorted(left)

@@ -8,7 +8,8 @@
 The rooms: `interface` (Transfer, what downloads share), `errors` (TransferError, kind one
 of not_found / checksum / timeout / failed / cancelled / auth, and `classify_error`),
 `attempts` (`copy_with_retries`: the size-based timeout, retries with backoff and one
-attempt record per try), `timeouts` (every copy ends by its deadline whatever the tool does,
+attempt record per try), `progress` (the bytes of running copies for heartbeats, and the
+stall watch that gives up a copy that moved nothing for `[transfer] stall_s`), `timeouts` (every copy ends by its deadline whatever the tool does,
 and at once when its `cancel` is set), one module per implementation (`gfal2` with its
 context pool, `posix`, `commands`), `urls`. What the rest of the wrapper uses is imported
 from here: `make_transfer` chooses the implementation for a URL, `bulk_transfer_for` the
@@ -26,12 +27,13 @@ from .errors import TransferError, classify_error
 from .gfal2 import Gfal2Transfer, gfal2_available
 from .interface import RemoteStat, Transfer, part_path
 from .posix import PosixTransfer
+from .progress import Progress, watched
 from .timeouts import copies_left_behind
 from .urls import is_local, is_root
 
 __all__ = ["CliTransfer", "Gfal2Transfer", "PosixTransfer", "RemoteStat", "Transfer", "TransferError",
            "attempt_record", "bulk_transfer_for", "classify_error", "copies_left_behind", "copy_with_retries",
-           "make_transfer", "part_path", "upload"]
+           "make_transfer", "part_path", "upload", "Progress", "watched"]
 
 
 def make_transfer(url, tool="auto"):

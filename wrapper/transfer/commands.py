@@ -16,11 +16,12 @@ import urllib.parse
 
 from ..checksum import normalize_adler32, settled_adler32, unchanged
 from .errors import TransferError, classify_error
-from .interface import RemoteStat, Transfer, publish
+from .interface import DownloadsProbe, RemoteStat, Transfer, publish
 from .timeouts import CANCEL_POLL_S, check_cancel
 from .urls import file_url, is_local, is_root
 
 GFAL_PYTHONBIN = "/usr/bin/python3"   # gfal-* scripts run /usr/bin/python otherwise (INFRA.md)
+BULK_STAGING_PREFIX = ".severus-bulk-"   # a bulk xrdcp's hidden directory beside its files
 
 
 class CliTransfer(Transfer):
@@ -52,6 +53,9 @@ class CliTransfer(Transfer):
     def _popen(self, args, **kw):
         # A session of its own: at the deadline the whole group goes (gfal-* run python children).
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, env=self.env, start_new_session=True, **kw)
+
+    def bulk_progress_probe(self, items):
+        return DownloadsProbe(items, (BULK_STAGING_PREFIX,))
 
     def _run(self, args, what, timeout=None, cancel=None, started=None):
         """Run a command to its end; its stdout, or TransferError. By `timeout`, or at once when
@@ -122,7 +126,7 @@ class CliTransfer(Transfer):
         for batch in _distinct_name_batches(names):
             check_cancel(cancel, f"bulk copy of {len(batch)} files")
             # Beside the first file: a rename moves no bytes within one file system.
-            staging = tempfile.mkdtemp(prefix=".severus-bulk-", dir=parents[batch[0]])
+            staging = tempfile.mkdtemp(prefix=BULK_STAGING_PREFIX, dir=parents[batch[0]])
             try:
                 temps = {i: os.path.join(staging, names[i]) for i in batch}
                 sources = os.path.join(staging, ".sources")

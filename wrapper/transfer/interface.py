@@ -79,6 +79,10 @@ class Transfer:
         path = plain_path(destination)
         return lambda: _size_or_zero(path)
 
+    def bulk_progress_probe(self, items):
+        """copy_in_many's progress_probe: the bytes of (local path, size) downloads written so far."""
+        return DownloadsProbe(items)
+
     def _copy(self, src, dst, timeout, adler32, *, cancel=None):
         """One copy; with `adler32`, the destination's checksum, computed where it lands, must match.
         It ends by `timeout` (TransferError "timeout") and at once when `cancel` is set ("cancelled")."""
@@ -163,6 +167,45 @@ def remove(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+class DownloadsProbe:
+    """The bytes many downloads (local path, size) have written so far, under whichever name each
+    has on the way: its path, `<path>.part`, or its name in a hidden staging directory beside it
+    whose name starts with one of `staging_prefixes` (a bulk xrdcp's). A file whole at its path is
+    counted once and not looked at again (a bulk of thousands of small files)."""
+
+    def __init__(self, items, staging_prefixes=()):
+        self.pending = {os.fspath(path): size for path, size in items}
+        self.staging_prefixes = tuple(staging_prefixes)
+        self.done = 0
+
+    def __call__(self):
+        staged = self._staged()
+        moving = 0
+        for path, size in list(self.pending.items()):
+            got = _size_or_zero(path)
+            if got == size:
+                self.done += size
+                del self.pending[path]
+                continue
+            parent, name = os.path.split(path)
+            moving += max(got, _size_or_zero(path + ".part"),
+                          *(_size_or_zero(os.path.join(d, name)) for d in staged.get(parent, ())))
+        return self.done + moving
+
+    def _staged(self):
+        """Each parent directory's staging directories, read once a call."""
+        if not self.staging_prefixes:
+            return {}
+        staged = {}
+        for parent in {os.path.dirname(path) for path in self.pending}:
+            try:
+                staged[parent] = [e.path for e in os.scandir(parent or ".")
+                                  if e.name.startswith(self.staging_prefixes) and e.is_dir()]
+            except OSError:
+                staged[parent] = []
+        return staged
 
 
 def _size_or_zero(path):
