@@ -16,18 +16,44 @@ from server.backends.slurm import _batch_state, _task_records
 from tests.infra.slurm import slurm_cluster  # noqa: F401 (session fixture)
 
 # Stand-in for `severus run`: records when it ran and where, then exits with the code the job asks for.
+# With "rendezvous": N (the bunch's size), it first waits until it sees another job running, and then
+# until that one has seen a partner too (or every other job has ended): two jobs the pool starts
+# together run at once, whatever the interpreters' start-up takes.
 FAKE_WRAPPER = '''
 import json, os, sys, time
 args = sys.argv[1:]
 assert args[0] == "run", args
 desc = json.load(open(args[1]))
-test = desc["test"]
+test, me = desc["test"], desc["job"]["id"]
 start = time.time()
 time.sleep(test.get("sleep", 0))
+met, runs = None, os.path.join(test["markers"], "running")
+touch = lambda name: open(os.path.join(runs, name), "w").close()
+if test.get("rendezvous"):
+    os.makedirs(runs, exist_ok=True)
+    touch("%d.start" % me)
+    partner, deadline = None, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        names = set(os.listdir(runs))
+        if partner is None:
+            others = [n[:-6] for n in names if n.endswith(".start") and n[:-6] + ".end" not in names
+                      and n != "%d.start" % me]
+            if others:
+                partner = others[0]
+                touch("%d.saw" % me)
+        if partner is not None and partner + ".saw" in names:
+            met = True
+            break
+        if partner is None and sum(n.endswith(".end") for n in names) == test["rendezvous"] - 1:
+            met = False   # the last one, alone
+            break
+        time.sleep(0.02)
 os.makedirs(test["markers"], exist_ok=True)
-with open(os.path.join(test["markers"], "%d.json" % desc["job"]["id"]), "w") as out:
-    json.dump({"start": start, "end": time.time(), "cwd": os.getcwd(), "args": args,
+with open(os.path.join(test["markers"], "%d.json" % me), "w") as out:
+    json.dump({"start": start, "end": time.time(), "met": met, "cwd": os.getcwd(), "args": args,
                "site_config": open(args[args.index("--site-config") + 1]).read()}, out)
+if test.get("rendezvous"):
+    touch("%d.end" % me)
 sys.exit(test.get("exit", 0))
 '''
 SITE_TOML = 'name = "TEST-SITE"\n'
@@ -108,7 +134,7 @@ def test_wrapper_argv_forms(tmp_path):
 
 def test_local_pool_never_runs_more_than_max_parallel(tmp_path, fake_wrapper):
     backend = LocalBackend(max_parallel=2, wrapper=fake_wrapper)
-    bunch = make_bunch(tmp_path, [{"sleep": 0.3}] * 5)
+    bunch = make_bunch(tmp_path, [{"rendezvous": 5}] * 5)
     gjids = backend.submit(bunch)
     assert sorted(gjids) == [1, 2, 3, 4, 5] and all(g.startswith("local:") for g in gjids.values())
     states = wait_states(backend, list(gjids.values()), final)
@@ -119,6 +145,8 @@ def test_local_pool_never_runs_more_than_max_parallel(tmp_path, fake_wrapper):
     for _, kind in sorted(stamps, key=lambda e: (e[0], e[1])):   # an end before a start at the same instant
         running += kind
         most = max(most, running)
+    # the first two met each other (the pool started both), and no third ever ran beside them
+    assert marker(tmp_path, 1)["met"] and marker(tmp_path, 2)["met"]
     assert most == 2
     backend.close()
 

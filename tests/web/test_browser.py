@@ -106,6 +106,18 @@ def sign_in(driver, url, token, path="/"):
     driver.find_element(By.ID, "signin-button").click()
 
 
+@pytest.fixture()
+def signed_in(served, browser):
+    """The browser signed in afresh as the demo's manager (no cookie left by another test): the server's URL.
+    Each test then stands alone, whichever ran before it."""
+    url, token = served
+    browser.get(url + "/signin")
+    browser.delete_all_cookies()
+    sign_in(browser, url, token, "/jobs")
+    wait_for(lambda: browser.current_url.endswith("/jobs") and rows(browser))
+    return url
+
+
 def rows(driver):
     """The job monitor's visible rows as {column: text}."""
     out = []
@@ -128,12 +140,8 @@ def test_sign_in_is_required_and_a_wrong_token_refused(served, browser, shots):
     assert browser.find_element(By.ID, "signed-in-as").text == "demo"
 
 
-def test_job_monitor_lists_filters_sorts_and_pages(served, browser, shots):
-    url, token = served
-    browser.get(url + "/jobs")
-    if "/signin" in browser.current_url:
-        sign_in(browser, url, token, "/jobs")
-    wait_for(lambda: rows(browser))
+def test_job_monitor_lists_filters_sorts_and_pages(signed_in, browser, shots):
+    url = signed_in
     listed = rows(browser)
     assert len(listed) == 7 and "7 jobs found" in browser.find_element(By.ID, "total").text
     assert [int(r["runnum"]) for r in listed] == sorted((int(r["runnum"]) for r in listed), reverse=True)
@@ -173,8 +181,8 @@ def test_job_monitor_lists_filters_sorts_and_pages(served, browser, shots):
     assert cells and not any(c.is_displayed() for c in cells)
 
 
-def test_job_detail_shows_history_outputs_and_log(served, browser, shots):
-    url, _ = served
+def test_job_detail_shows_history_outputs_and_log(signed_in, browser, shots):
+    url = signed_in
     browser.get(url + "/jobs?status=done&sort=runnum")
     first = rows(browser)[0]["runnum"]
     browser.find_element(By.LINK_TEXT, first).click()
@@ -189,8 +197,8 @@ def test_job_detail_shows_history_outputs_and_log(served, browser, shots):
     browser.save_screenshot(str(shots / "job.png"))
 
 
-def test_productions_show_request_counts(served, browser, shots):
-    url, _ = served
+def test_productions_show_request_counts(signed_in, browser, shots):
+    url = signed_in
     browser.get(url + "/productions")
     table = browser.find_element(By.ID, "productions").text
     assert PRODUCTION in table and "1 Request (0 open, 0 valid, 1 running, 0 closed)" in table
@@ -200,15 +208,15 @@ def test_productions_show_request_counts(served, browser, shots):
     browser.save_screenshot(str(shots / "productions.png"))
 
 
-def test_sites_show_thresholds_and_escape_markup(served, browser):
-    url, _ = served
+def test_sites_show_thresholds_and_escape_markup(signed_in, browser):
+    url = signed_in
     browser.get(url + "/sites")
     row = browser.find_element(By.XPATH, f"//table[@id='sites']//tr[td/a[text()='{SECOND_SITE}']]").text
     assert "500" in row and "3" in row and "second <b>site</b>" in row   # shown as text, not markup
 
 
-def test_charts_draw_bars(served, browser, shots):
-    url, _ = served
+def test_charts_draw_bars(signed_in, browser, shots):
+    url = signed_in
     browser.get(url + "/charts")
     by_site = browser.find_elements(By.CSS_SELECTOR, "svg#jobs-by-site rect.bar")
     assert len(by_site) == 4   # DEMO-T1 done; DEMO-T2 failed, running, prepared

@@ -11,6 +11,7 @@ from wrapper.siteconfig import TransferConfig
 from wrapper.transfer import (CliTransfer, Gfal2Transfer, PosixTransfer, TransferError,
                               bulk_transfer_for, classify_error, copy_with_retries, make_transfer, upload)
 from wrapper.transfer import commands, interface
+from ..startup import interpreter_startup_s
 from .conftest import adler32, closed_port
 
 IMPLEMENTATIONS = [("gfal2", "root"), ("gfal2", "http"), ("gfal2", "dav"),
@@ -69,8 +70,10 @@ def test_dead_endpoint_fails_within_seconds(tool, scheme):
     start = time.monotonic()
     with pytest.raises(TransferError) as exc:
         transfer.stat(url)
-    assert time.monotonic() - start < 10
+    took = time.monotonic() - start
     assert exc.value.kind in ("failed", "timeout")
+    # gfal-stat is a Python program: its start-up is what a busy machine stretches
+    assert took < 10 + 2 * interpreter_startup_s(), took
 
 
 def test_every_attempt_is_recorded_and_retried(area, tmp_path):
