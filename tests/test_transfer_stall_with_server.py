@@ -6,9 +6,7 @@ size-based timeout, and no partial input is left in the work dir.
 """
 import os
 import re
-import signal
 import subprocess
-import threading
 import time
 import zlib
 
@@ -17,6 +15,7 @@ import requests
 
 from server import demo as d
 from .test_wrapper_with_server import ROOT, finish, job, poll, server_world, start_wrapper
+from .wrapper.test_transfer_progress import Throttle
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -30,35 +29,6 @@ INPUT_REL = "production/stall/input"
 def world(tmp_path_factory):
     with server_world(tmp_path_factory.mktemp("stall")) as world:
         yield world
-
-
-class Throttle:
-    """Slows the SE's xrootd to a crawl (~10 MB/s here) by letting it run a few ms of every 300 ms,
-    until `freeze` leaves it stopped; `release` lets it run again for good."""
-
-    def __init__(self, pid):
-        self.pid = pid
-        self.frozen = threading.Event()
-        self.released = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.frozen.is_set() and not self.released.is_set():
-            os.kill(self.pid, signal.SIGCONT)
-            self.released.wait(0.002)
-            os.kill(self.pid, signal.SIGSTOP)
-            self.released.wait(0.3)
-
-    def freeze(self):
-        self.frozen.set()
-        self.thread.join()
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def release(self):
-        self.released.set()
-        self.thread.join()
-        os.kill(self.pid, signal.SIGCONT)
 
 
 def put_input(world, tmp_path, name):
@@ -128,7 +98,7 @@ def test_a_stage_in_shows_its_bytes_then_a_stall_ends_it_022_long_before_its_tim
     lfn = put_input(world, tmp_path, f"big-{tool}.dat")
     job_id, desc = prepare_input_job(world, f"STALL_{tool}", lfn)
     cfg = site_config(world, tmp_path / "site.toml", tool)
-    throttle = Throttle(world["demo"].se.pid)
+    throttle = Throttle(world["demo"].se.pid, every_s=0.3)   # ~10 MB/s here: seconds for 96 MiB
     proc = start_wrapper(tmp_path, desc, cfg)
     try:
         # A heartbeat of the stage-in with some bytes, not all: the server's view of the copy.
@@ -150,10 +120,10 @@ def test_a_stage_in_shows_its_bytes_then_a_stall_ends_it_022_long_before_its_tim
         poll(lambda: job(world, job_id)["step"] == "RUNNING-07" or job(world, job_id)["status"] != "running",
              60, "the stalled stage-in to be given up")
         given_up_after = time.monotonic() - frozen_at
-        throttle.release()   # the log goes to the SE now
+        throttle.thaw()   # the log goes to the SE now
         code, out, err = finish(proc, timeout=120)
     finally:
-        throttle.release()
+        throttle.thaw()
         if proc.poll() is None:
             proc.kill()
             proc.communicate()

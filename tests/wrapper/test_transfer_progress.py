@@ -14,9 +14,10 @@ from wrapper.transfer import CliTransfer, Gfal2Transfer, PosixTransfer, Transfer
 from wrapper.transfer import watched
 from wrapper.transfer.interface import DownloadsProbe
 from wrapper.transfer.progress import BYTES, RATE, TOTAL, Progress, StallWatch
-from shared.errors import InputError
+from shared.errors import InputError, StageOutError
 from wrapper.inputs import stage_inputs
-from .conftest import adler32, lfn
+from wrapper.stageout import match_outputs, stage_outputs
+from .conftest import adler32, lfn, make_area, site_for
 from .test_transfer_timeouts import Call, abandoned_copies_end, unblock_fifo
 from ..proxies import TcpProxy
 from ..waiting import poll
@@ -268,3 +269,62 @@ def test_a_stage_in_whose_door_goes_silent_mid_bulk_ends_022_after_stall_s(area,
     # No partial file: no .part, no staging directory; a file verified before the stall keeps its name.
     left = {p.name: p.read_bytes() for p in (ctx.workdir / "inputs").rglob("*")}
     assert all(files.get(f"silent/{name}") == data for name, data in left.items()), sorted(left)
+
+
+class Throttle:
+    """Lets an SE's xrootd run a few ms of every `every_s` (SIGCONT/SIGSTOP): a crawl, until `freeze`
+    leaves it stopped; `thaw` lets it run for good."""
+
+    def __init__(self, pid, every_s=0.1):
+        self.pid, self.every_s = pid, every_s
+        self.frozen, self.thawed = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.frozen.is_set() and not self.thawed.is_set():
+            os.kill(self.pid, signal.SIGCONT)
+            self.thawed.wait(0.002)
+            os.kill(self.pid, signal.SIGSTOP)
+            self.thawed.wait(self.every_s)
+
+    def freeze(self):
+        self.frozen.set()
+        self.thread.join()
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        self.thawed.set()
+        self.thread.join()
+        os.kill(self.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("tool", ["gfal2", "cli"])
+def test_a_stage_out_that_stops_moving_ends_040_and_its_upload_is_removed(fresh_se, catalog, make_site,
+                                                                          make_ctx, tool):
+    """An upload under way when the SE freezes: the try ends ~stall_s later naming the stall (not
+    at its 300 s timeout), stage-out ends 040, and once the SE answers again the existing failure
+    path deletes the partial upload: nothing of it stays on the SE."""
+    area = make_area(fresh_se)
+    site = site_for(make_site, area, "root", retries=0, stall_s=2, timeout_base_s=300, tool=tool)
+    ctx = make_ctx(site)
+    (ctx.workdir / "big.root").write_bytes(os.urandom(64 * MIB))
+    throttle = Throttle(fresh_se.pid)
+    try:
+        call = Call(lambda: stage_outputs(ctx, match_outputs(ctx), catalog=catalog))
+        upload = area.path / "out" / "run1" / "big.root.1.severus-upload"
+        poll(lambda: upload.exists() and upload.stat().st_size > 0, 60, "the upload to be under way")
+        throttle.freeze()
+        frozen_at = time.monotonic()
+        poll(lambda: ctx.transfers, 30, "the stalled try's record")
+        given_up_after = time.monotonic() - frozen_at
+        throttle.thaw()   # the failure path's delete goes through now
+        assert call.done.wait(60), "stage-out still running after the SE answered again"
+    finally:
+        throttle.thaw()
+    assert isinstance(call.error, StageOutError) and call.error.code == 40, call.error
+    assert "stalled: no bytes moved for 2 s" in str(call.error), call.error
+    assert given_up_after < 2 + 6, given_up_after
+    (record,) = ctx.transfers
+    assert record["error"].startswith("timeout: ") and record["seconds"] < 300, record
+    assert os.listdir(area.path / "out" / "run1") == []
