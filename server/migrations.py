@@ -39,9 +39,9 @@ def _create_indexes(table, *indexes):
 def _seed_groups():
     """The seed's groups and their privileges."""
     for name, privileges in m.GROUP_PRIVILEGES.items():
-        group, _ = m.Group.get_or_create(name=name)
+        group, _ = frozen.Group.get_or_create(name=name)
         for privilege in privileges:
-            m.GroupPrivilege.get_or_create(group=group, privilege=privilege)
+            frozen.GroupPrivilege.get_or_create(group=group, privilege=privilege)
 
 
 def _search_indexes():
@@ -115,22 +115,24 @@ def _removals():
 
 def _site_session_activity():
     """A site's last activity per session (SiteSession.last_activity), and a start for both."""
-    table = m.SiteSession._meta.table_name
-    if "last_activity" not in {c.name for c in m.database.get_columns(table)}:
-        # (a database made by migration 1 of a newer model has the column already)
-        SchemaMigrator.from_database(m.database.obj).add_column(
-            table, "last_activity", pw.DateTimeField(null=True)).run()
+    _add_missing_columns("site_session", last_activity=pw.DateTimeField(null=True))
+    # the table as this migration leaves it (rows are written through it, not today's model)
+    site_session = frozen.columns("site_session", site=pw.IntegerField(column_name="site_id"),
+                                  session=pw.IntegerField(column_name="session_id"),
+                                  enabled=pw.BooleanField(default=True), supported=pw.BooleanField(default=True),
+                                  last_activity=pw.DateTimeField(null=True))
     # Until now nothing wrote a last activity. The newest job prepared at a site for a session stands
     # in for its last submission; a site's own last submission was recorded all along.
-    newest = (m.Job.select(m.Job.site, m.Job.session, m.fn.MAX(m.Job.prepared_at))
-              .group_by(m.Job.site, m.Job.session).tuples())
+    job = frozen.Job
+    newest = job.select(job.site, job.session, m.fn.MAX(job.prepared_at)).group_by(job.site, job.session).tuples()
     for site_id, session_id, when in newest:
         if isinstance(when, str):   # SQLite gives an aggregate's text as it is stored
-            when = m.Job.prepared_at.python_value(when)
-        m.SiteSession.insert(site=site_id, session=session_id, last_activity=when).on_conflict(
-            conflict_target=[m.SiteSession.site, m.SiteSession.session],
-            update={m.SiteSession.last_activity: when}, where=m.SiteSession.last_activity.is_null()).execute()
-    m.Site.update(last_activity=m.Site.last_submission).where(m.Site.last_activity.is_null()).execute()
+            when = job.prepared_at.python_value(when)
+        site_session.insert(site=site_id, session=session_id, last_activity=when).on_conflict(
+            conflict_target=[site_session.site, site_session.session],
+            update={site_session.last_activity: when}, where=site_session.last_activity.is_null()).execute()
+    site = frozen.Site
+    site.update(last_activity=site.last_submission).where(site.last_activity.is_null()).execute()
 
 
 def _add_missing_columns(table, **fields):
@@ -243,7 +245,7 @@ def _job_counts():
         m.database.execute_sql(f"CREATE TRIGGER {c}_delete AFTER DELETE ON {job} "
                                f"FOR EACH ROW EXECUTE FUNCTION {c}_row()")
     # the jobs already there, counted once (the table is rebuilt: the upgrade runs in one transaction)
-    m.JobCount.delete().execute()
+    frozen.JobCount.delete().execute()
     m.database.execute_sql(
         f"INSERT INTO {c} (request_id, production_id, site_id, user_id, status, jobs, events, wct) "
         f"SELECT request_id, MIN(production_id), site_id, COALESCE(user_id, 0), status, COUNT(*), SUM(events), "
@@ -328,11 +330,11 @@ def upgrade():
         with db.write_transaction():
             db.advisory_lock(UPGRADE_LOCK_KEY)
             m.database.create_tables([frozen.SchemaVersion], safe=True)
-            done = {row.version for row in m.SchemaVersion.select(m.SchemaVersion.version)}
+            done = {row.version for row in frozen.SchemaVersion.select(frozen.SchemaVersion.version)}
             for number, migrate in MIGRATIONS:
                 if number not in done:
                     log.info("applying schema migration %d (%s)", number, migrate.__doc__)
                     migrate()
-                    m.SchemaVersion.create(version=number)
+                    frozen.SchemaVersion.create(version=number)
                     applied.append(number)
     return applied
