@@ -57,7 +57,7 @@ def create_software(name):
     return jsonify(software_dict(sessions.create_software(name, json_body()))), 201
 
 
-@bp.patch("/sessions/<name>/software/<int:software_id>")
+@bp.patch("/sessions/<name>/software/<id:software_id>")
 @auth.require(MANAGER)
 @endpoint("Edit a release while no production uses it (409 release-used), retire it while no open production uses it (409 release-in-use), or restore it (`retired` false); create-productions", body=S.SoftwarePatch, reply=S.Software)
 def update_software(name, software_id):

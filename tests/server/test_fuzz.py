@@ -2,10 +2,11 @@
 document (status code, content type, body schema; never a 500), input the document refuses is refused,
 and the create -> read -> update links (sessions, productions, requests, sites, tokens, users) hold.
 
-Bounded for CI: a few examples per operation and short scenarios (~1 minute per database on 2 cores).
+Bounded for CI: 20 examples per operation, 10 of bad input, 40 scenarios of 8 steps (~45 s per database on
+a busy 2-core machine).
 """
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from .conftest import started_job
@@ -19,7 +20,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 pytestmark = pytest.mark.timeout(600)
 
 CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES, NEGATIVE_EXAMPLES, SCENARIOS, STEPS = 8, 4, 15, 6
+EXAMPLES, NEGATIVE_EXAMPLES, SCENARIOS, STEPS = 20, 10, 40, 8
 FUZZ = dict(deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
 JOB_TOKEN_OPERATIONS = ("/jobs/{job_id}/attempt", "/jobs/{job_id}/events", "/jobs/{job_id}/removals",
                         "/jobs/{job_id}/log")
@@ -116,7 +117,9 @@ def test_created_resources_are_read_and_changed_through_their_links(schema, api,
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             case.validate_response(response, checks=CONFORMANCE)
 
-    Scenario.run(settings=settings(max_examples=SCENARIOS, stateful_step_count=STEPS, **FUZZ))
+    # no shrinking: the database keeps what earlier scenarios made, so a replay would not draw the same steps
+    Scenario.run(settings=settings(max_examples=SCENARIOS, stateful_step_count=STEPS, phases=[Phase.generate],
+                                   **FUZZ))
     # the scenarios went past the creates: something created (or listed) was then read or changed by name
     followed = {(method, path) for method, path, status in answered if status < 300 and "{" in path}
     assert followed, sorted(set(answered))
