@@ -8,6 +8,7 @@ query is checked when the route starts (under @auth.require), the body when the 
 """
 import dataclasses
 import functools
+import typing
 from typing import List, Optional
 
 import pydantic
@@ -111,10 +112,25 @@ def _path(loc):
     return out
 
 
+def _field(kind, loc):
+    """The FieldInfo at `loc` in model `kind` (through lists, dicts and Optional), or None."""
+    info = None
+    for part in loc:
+        while typing.get_origin(kind) is not None and not hasattr(kind, "model_fields"):
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind = args[-1] if args else None   # Optional[X] -> X, List[X] -> X, Dict[K, V] -> V
+        if isinstance(part, int) or not hasattr(kind, "model_fields"):
+            continue
+        info = kind.model_fields.get(part)
+        if info is None:
+            return None
+        kind = info.annotation
+    return info
+
+
 def _bounds(kind, loc):
-    """(ge, le) of a top-level field of model `kind`, for "must be between" messages."""
-    fields = getattr(kind, "model_fields", {})
-    info = fields.get(loc[0]) if len(loc) == 1 and isinstance(loc[0], str) else None
+    """(ge, le) of the field at `loc`, for "must be between" messages."""
+    info = _field(kind, loc)
     lo = hi = None
     for meta in getattr(info, "metadata", ()):
         lo = meta.ge if getattr(meta, "ge", None) is not None else lo

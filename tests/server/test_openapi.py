@@ -132,3 +132,25 @@ def test_every_field_a_reply_carries_is_declared(client, api, production):
             assert r.json["transfer_progress"]["bytes"] == 100, r.json["transfer_progress"]
     assert not undeclared, "\n".join(undeclared)
     assert len(answered) >= 35
+
+
+def test_a_refused_input_names_its_field_in_one_line(api, production):
+    cases = [
+        ("post", "/requests", {"json": {"production": production["production"], "events_per_job": "10"}},
+         "field 'events_per_job' must be an integer"),
+        ("post", "/requests", {"json": {"production": production["production"], "cores": 0}},
+         "field 'cores' must be between 1 and 1024"),
+        ("post", "/submissions", {"json": {"production": production["production"],
+                                           "bulks": [{"sites": ["INFN-T1"], "events": -1}]}},
+         "field 'bulks[0].events' must be between 0"),
+        ("patch", f"/requests/{production['request']['id']}", {"json": {"steps": [{"template": "x", "params": {}}]}},
+         "field 'steps[0].params' is not a known field"),
+        ("post", "/sites", {"json": {"name": "X", "colour": "red"}}, "field 'colour' is not a known field"),
+        ("get", "/requests?limit=0", {}, "query parameter 'limit' must be between 1 and 10000"),
+        ("get", "/jobs?per_page=x", {}, "query parameter 'per_page' must be an integer"),
+    ]
+    for method, path, kw, words in cases:
+        r = getattr(api, method)(path, **kw)
+        assert r.status_code == 400 and r.json["error"] == "schema-error", (path, r.json)
+        assert words in r.json["message"] and "\n" not in r.json["message"], (path, r.json["message"])
+        assert r.json["request_id"]
