@@ -1,5 +1,5 @@
 """The three kinds of definition (a body, a query, a reply), their field helpers, and the public ones."""
-from typing import List, Literal, Optional
+from typing import Annotated, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -7,10 +7,13 @@ from shared.lifecycle import COMMANDS
 from shared.schema import MAX_INT
 from shared.states import Status
 
+from ...backends import BACKENDS
+
 STATUS = Literal[tuple(s.value for s in Status)]
 COMMAND = Optional[Literal[tuple(COMMANDS)]]
 INPUT_MODE = Literal["DIR", "FILE", "LIST", "NONE"]
-BACKEND = Literal["local", "slurm", "htcondor"]
+# server/batch.py backend_name checks it (a 400 bad-request listing them); the document lists them
+BACKEND = Annotated[str, Field(json_schema_extra={"enum": sorted(BACKENDS)})]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 
 
