@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document of /api/v1, made from the routes' declarations (server/api/endpoint.py) and
 their typed definitions (server/api/schemas.py): what validates the input is what the document says."""
 import copy
+import inspect
 import functools
 import re
 
@@ -10,7 +11,7 @@ from flask import current_app
 from shared.schema import MAX_INT
 
 from .api.endpoint import declaration
-from .api.schemas import Error
+from .api.schemas import Error, Query
 
 PREFIX = "/api/v1"
 JSON = "application/json"
@@ -82,6 +83,9 @@ def _operation(components, method, rule, declared, view):
     for code, description in sorted(errors.items()):
         responses[str(code)] = {"description": description, "content": components.content(Error)}
     op = {"summary": declared.summary, "operationId": f"{method}_{view.__name__}", "responses": responses}
+    explained = inspect.getdoc(declared.query) if declared.query is not None else None
+    if explained and explained != inspect.getdoc(Query):
+        op["description"] = explained   # what a query's parameters mean together (the job monitor's filters)
     if declared.auth:
         op["security"] = [{"bearer": []}]
     params = [_path_parameter(rule, name) for name in re.findall(r"<(?:\w+:)?(\w+)>", rule.rule)]
