@@ -28,7 +28,12 @@ def _replica(body, where=""):
 
 
 @bp.post("/catalog/replicas")
-@endpoint("Register a replica, or a list all or nothing (reply {files, created}); a job's newer attempt replaces its older attempts' replicas", body=S.Replica, many=1000, status=201, reply=S.Registered, auth="job-or-user", replies=((200, "already registered", S.Registered),), errors=((409, "replica-mismatch, attempt-superseded or attempt-ended"),))
+@endpoint(
+    "Register a replica, or a list all or nothing (reply {files, created}); a job's newer attempt "
+    "replaces its older attempts' replicas",
+    body=S.Replica, many=1000, status=201, reply=S.Registered, auth="job-or-user",
+    replies=((200, "already registered", S.Registered),),
+    errors=((409, "replica-mismatch, attempt-superseded or attempt-ended"),))
 def register_replica():
     """One replica, or a list registered all or nothing (a job's outputs in one call)."""
     kind, who = auth.job_or_user(MANAGER)
@@ -46,7 +51,9 @@ def register_replica():
 
 
 @bp.delete("/catalog/replicas")
-@endpoint("Delete a replica (`lfn` and `site` required)", query=S.ReplicaQuery, reply=S.ReplicaDeleted, auth="job-or-user")
+@endpoint(
+    "Delete a replica (`lfn` and `site` required)",
+    query=S.ReplicaQuery, reply=S.ReplicaDeleted, auth="job-or-user")
 def delete_replica():
     kind, who = auth.job_or_user(MANAGER)
     lfn, site = query_text("lfn", 1024), query_text("site", 64)
@@ -77,7 +84,9 @@ def get_replicas():
 
 
 @bp.get("/catalog/files")
-@endpoint("Files below an LFN directory (`dir` required)", query=S.DirQuery, reply=S.CatalogFiles, auth="job-or-user")
+@endpoint(
+    "Files below an LFN directory (`dir` required)",
+    query=S.DirQuery, reply=S.CatalogFiles, auth="job-or-user")
 def list_files():
     _reader()
     directory = query_text("dir", 1024)

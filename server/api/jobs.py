@@ -25,7 +25,9 @@ MAX_PER_PAGE = 1000
 
 @bp.get("/jobs")
 @auth.require("monitoring")
-@endpoint("Job monitor query; deep pages by `after` (the previous page's `next`) rather than `page`", reply=S.JobPage, query=S.JobListQuery)
+@endpoint(
+    "Job monitor query; deep pages by `after` (the previous page's `next`) rather than `page`",
+    reply=S.JobPage, query=S.JobListQuery)
 def list_jobs():
     sort = query_text("sort", 32) or "runnum"
     plan = monitor.monitor_query(sort)
@@ -50,7 +52,9 @@ def get_job(job_id):
 
 @bp.get("/jobs/<id:job_id>/description")
 @auth.require(*SUBMITTERS)
-@endpoint("The job description, its token redacted (reading never voids the token of a copy already shipped)", reply=S.JobDescription, errors=((422, "the stored settings make no valid description"),))
+@endpoint(
+    "The job description, its token redacted (reading never voids the token of a copy already shipped)",
+    reply=S.JobDescription, errors=((422, "the stored settings make no valid description"),))
 def get_description(job_id):
     """The description with its token redacted: reading never breaks a shipped copy."""
     return jsonify(jobs.job_description(jobs.get_job(job_id), base_url()))
@@ -58,21 +62,30 @@ def get_description(job_id):
 
 @bp.post("/jobs/<id:job_id>/token")
 @auth.require(*SUBMITTERS)
-@endpoint("A new token for a prepared or submitted job (the old one gets 401; recorded as an activity); the description carrying it. 409 once the job started", reply=S.JobDescription, errors=((422, "the stored settings make no valid description"),))
+@endpoint(
+    "A new token for a prepared or submitted job (the old one gets 401; recorded as an activity); the "
+    "description carrying it. 409 once the job started",
+    reply=S.JobDescription, errors=((422, "the stored settings make no valid description"),))
 def rotate_token(job_id):
     """A new token for a prepared or submitted job (recorded); the description that carries it."""
     return jsonify(jobs.rotate_token(job_id, auth.current_principal().user, base_url()))
 
 
 @bp.get("/jobs/<id:job_id>/attempt")
-@endpoint("The fence, asked before stage-out and registration (job token): 409 attempt-superseded or attempt-ended when the attempt may write nothing more", reply=S.AttemptState, auth="job", errors=((409, "attempt-superseded or attempt-ended"),))
+@endpoint(
+    "The fence, asked before stage-out and registration (job token): 409 attempt-superseded or "
+    "attempt-ended when the attempt may write nothing more",
+    reply=S.AttemptState, auth="job", errors=((409, "attempt-superseded or attempt-ended"),))
 def get_attempt(job_id):
     """The fence: 200 while the token's attempt is current and the job runs, else 409."""
     return jsonify(jobs.attempt_state(job_id, auth.job_attempt(job_id)))
 
 
 @bp.post("/jobs/<id:job_id>/removals")
-@endpoint("Files an attempt wrote and could not delete, for the server to delete (job token of any attempt of the job; only names of that job's outputs and logs)", body=S.RemovalIn, many=1000, reply=S.RemovalsFiled, auth="job")
+@endpoint(
+    "Files an attempt wrote and could not delete, for the server to delete (job token of any attempt of "
+    "the job; only names of that job's outputs and logs)",
+    body=S.RemovalIn, many=1000, reply=S.RemovalsFiled, auth="job")
 def post_removals(job_id):
     """Files an attempt wrote and could not delete (any attempt of the job, superseded included)."""
     attempt = auth.job_attempt(job_id)
@@ -83,7 +96,9 @@ def post_removals(job_id):
 
 
 @bp.post("/jobs/<id:job_id>/events")
-@endpoint("A wrapper's events (job token); shared/events.py reads them", body=S.Event, many=1000, body_validated=False, reply=S.EventsReply, auth="job")
+@endpoint(
+    "A wrapper's events (job token); shared/events.py reads them",
+    body=S.Event, many=1000, body_validated=False, reply=S.EventsReply, auth="job")
 def post_events(job_id):
     token = auth.job_token()
     try:
@@ -102,7 +117,10 @@ def post_events(job_id):
 
 @bp.post("/jobs/<id:job_id>/kill")
 @auth.require(*SUBMITTERS)
-@endpoint("Kill a prepared, submitted or running job, or cancel a final job's scheduled automatic retry (`retry_cancelled`; 409 otherwise)", reply=S.KillReply)
+@endpoint(
+    "Kill a prepared, submitted or running job, or cancel a final job's scheduled automatic retry "
+    "(`retry_cancelled`; 409 otherwise)",
+    reply=S.KillReply)
 def kill(job_id):
     return jsonify(monitor.kill(job_id))
 
@@ -113,21 +131,27 @@ def _optional_body():
 
 @bp.post("/jobs/<id:job_id>/resubmit")
 @auth.require(*SUBMITTERS)
-@endpoint("New attempt for a failed, sys-failed or timeout job (409 otherwise); with `backend`, submitted again", body=S.Resubmit, body_required=False, reply=S.ResubmitOne)
+@endpoint(
+    "New attempt for a failed, sys-failed or timeout job (409 otherwise); with `backend`, submitted again",
+    body=S.Resubmit, body_required=False, reply=S.ResubmitOne)
 def resubmit(job_id):
     return jsonify(monitor.resubmit(job_id, _optional_body()))
 
 
 @bp.post("/jobs/resubmit")
 @auth.require(*SUBMITTERS)
-@endpoint("Resubmit the failed, sys-failed and timeout jobs matching the job monitor's filters (at least one)", body=S.Resubmit, body_required=False, query=S.JobQuery, reply=S.ResubmitMany)
+@endpoint(
+    "Resubmit the failed, sys-failed and timeout jobs matching the job monitor's filters (at least one)",
+    body=S.Resubmit, body_required=False, query=S.JobQuery, reply=S.ResubmitMany)
 def resubmit_many():
     """Resubmit the failed, sys-failed and timeout jobs that match the job monitor's filters (query string)."""
     return jsonify(monitor.resubmit_matching(_optional_body()))
 
 
 @bp.put("/jobs/<id:job_id>/log")
-@endpoint("Upload the log tarball (job token)", body="gzip", body_validated=False, query=S.LogQuery, reply=S.LogStored, auth="job")
+@endpoint(
+    "Upload the log tarball (job token)",
+    body="gzip", body_validated=False, query=S.LogQuery, reply=S.LogStored, auth="job")
 def put_log(job_id):
     attempt = auth.job_attempt(job_id)
     number = query_int("attempt", attempt.number, lo=1, hi=100_000)

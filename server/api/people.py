@@ -26,19 +26,26 @@ def update_me():
 
 
 @bp.get("/tokens")
-@endpoint("The caller's API tokens (a developer's `user` names another's); never their hashes", query=S.UserQuery, reply=S.Tokens)
+@endpoint(
+    "The caller's API tokens (a developer's `user` names another's); never their hashes",
+    query=S.UserQuery, reply=S.Tokens)
 def tokens():
     return jsonify({"tokens": people.list_tokens(auth.current_principal(), query_text("user", 64))})
 
 
 @bp.post("/tokens")
-@endpoint("A new API token for the caller (a developer's `user`: for another); `token` is shown this once", body=S.TokenIn, status=201, reply=S.NewToken, links=(("token_id", "/id"),))
+@endpoint(
+    "A new API token for the caller (a developer's `user`: for another); `token` is shown this once",
+    body=S.TokenIn, status=201, reply=S.NewToken, links=(("token_id", "/id"),))
 def create_token():
     return jsonify(people.create_token(auth.current_principal(), json_body())), 201
 
 
 @bp.delete("/tokens/<id:token_id>")
-@endpoint("Revoke (delete) a token: the caller's own, or anyone's for a developer; recorded as a token-revoked activity", reply=S.TokenRevoked)
+@endpoint(
+    "Revoke (delete) a token: the caller's own, or anyone's for a developer; recorded as a token-revoked "
+    "activity",
+    reply=S.TokenRevoked)
 def revoke_token(token_id):
     return jsonify({"revoked": people.revoke_token(auth.current_principal(), token_id)})
 
@@ -50,7 +57,9 @@ def users():
 
 
 @bp.post("/users")
-@endpoint("Create a user with a first token (Developer group); `token` is shown this once; 409 user-exists", body=S.UserIn, status=201, reply=S.NewUser, links=(("name", "/user/name"),))
+@endpoint(
+    "Create a user with a first token (Developer group); `token` is shown this once; 409 user-exists",
+    body=S.UserIn, status=201, reply=S.NewUser, links=(("name", "/user/name"),))
 def create_user():
     return jsonify(people.create_user(auth.current_principal(), json_body())), 201
 

@@ -37,7 +37,10 @@ def show_production(name):
 
 @bp.post("/productions")
 @auth.require(MANAGER)
-@endpoint("Create a production and its _test twin (create-productions) with a release that is not retired (no revision: the newest not retired); 409 duplicate-production or release-retired", body=S.ProductionIn, status=201, reply=S.Production, links=(("name", "/name"),))
+@endpoint(
+    "Create a production and its _test twin (create-productions) with a release that is not retired (no "
+    "revision: the newest not retired); 409 duplicate-production or release-retired",
+    body=S.ProductionIn, status=201, reply=S.Production, links=(("name", "/name"),))
 def create_production():
     main = productions.create_production(auth.current_principal().user, json_body())
     return jsonify(production_dict(main)), 201
@@ -45,6 +48,8 @@ def create_production():
 
 @bp.patch("/productions/<name>")
 @auth.require(MANAGER)
-@endpoint("Open or close a production and its _test twin, or change its note", body=S.ProductionPatch, reply=S.Production)
+@endpoint(
+    "Open or close a production and its _test twin, or change its note",
+    body=S.ProductionPatch, reply=S.Production)
 def update_production(name):
     return jsonify(production_dict(productions.update_production(name, json_body())))

@@ -45,7 +45,9 @@ def show_request(request_id):
 
 @bp.post("/requests")
 @auth.require(MANAGER)
-@endpoint("Create a request and its test twin", body=S.RequestIn, status=201, reply=S.Request, links=(("request_id", "/id"),))
+@endpoint(
+    "Create a request and its test twin",
+    body=S.RequestIn, status=201, reply=S.Request, links=(("request_id", "/id"),))
 def create_request():
     req, test_req = production_requests.create_request(auth.current_principal().user, json_body())
     return jsonify(request_dict(req, test_req)), 201
@@ -61,7 +63,10 @@ def update_request(request_id):
 
 @bp.delete("/requests/<id:request_id>")
 @auth.require(MANAGER)
-@endpoint("Delete a request that has no jobs (create-requests), with its test request unless that one has jobs; 409 request-has-jobs, test-request (delete its request instead) or production-closed", reply=S.RequestDeleted)
+@endpoint(
+    "Delete a request that has no jobs (create-requests), with its test request unless that one has jobs;"
+    " 409 request-has-jobs, test-request (delete its request instead) or production-closed",
+    reply=S.RequestDeleted)
 def delete_request(request_id):
     """Delete a request that has no jobs (production_requests.delete_request says which go)."""
     return jsonify(production_requests.delete_request(request_id))

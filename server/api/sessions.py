@@ -29,21 +29,27 @@ def show_session(name):
 
 @bp.post("/sessions")
 @auth.require(MANAGER)
-@endpoint("Create a session (create-productions)", body=S.SessionIn, status=201, reply=S.Session, links=(("name", "/name"),))
+@endpoint(
+    "Create a session (create-productions)",
+    body=S.SessionIn, status=201, reply=S.Session, links=(("name", "/name"),))
 def create_session():
     return jsonify(session_dict(sessions.create_session(json_body()), full=True)), 201
 
 
 @bp.patch("/sessions/<name>")
 @auth.require(MANAGER)
-@endpoint("A session's description, payload module and container image (create-productions)", body=S.SessionPatch, reply=S.Session)
+@endpoint(
+    "A session's description, payload module and container image (create-productions)",
+    body=S.SessionPatch, reply=S.Session)
 def update_session(name):
     return jsonify(session_dict(sessions.update_session(name, json_body()), full=True))
 
 
 @bp.post("/sessions/<name>/parameters")
 @auth.require(MANAGER)
-@endpoint("Define a job parameter (201), or replace its allowed values (200)", body=S.ParameterIn, status=201, reply=S.Session, replies=((200, "replaced", S.Session),))
+@endpoint(
+    "Define a job parameter (201), or replace its allowed values (200)",
+    body=S.ParameterIn, status=201, reply=S.Session, replies=((200, "replaced", S.Session),))
 def define_parameter(name):
     """Add a job parameter to a session, or replace its allowed values."""
     session, created = sessions.define_parameter(name, json_body())
@@ -59,14 +65,20 @@ def create_software(name):
 
 @bp.patch("/sessions/<name>/software/<id:software_id>")
 @auth.require(MANAGER)
-@endpoint("Edit a release while no production uses it (409 release-used), retire it while no open production uses it (409 release-in-use), or restore it (`retired` false); create-productions", body=S.SoftwarePatch, reply=S.Software)
+@endpoint(
+    "Edit a release while no production uses it (409 release-used), retire it while no open production "
+    "uses it (409 release-in-use), or restore it (`retired` false); create-productions",
+    body=S.SoftwarePatch, reply=S.Software)
 def update_software(name, software_id):
     return jsonify(software_dict(sessions.update_software(name, software_id, json_body())))
 
 
 @bp.post("/sessions/<name>/steps")
 @auth.require(MANAGER)
-@endpoint("Define a step template (201), or replace one no request chooses (200; 409 step-in-use); create-productions", body=S.StepTemplateIn, status=201, reply=S.Session, replies=((200, "replaced", S.Session),))
+@endpoint(
+    "Define a step template (201), or replace one no request chooses (200; 409 step-in-use); "
+    "create-productions",
+    body=S.StepTemplateIn, status=201, reply=S.Session, replies=((200, "replaced", S.Session),))
 def define_step_template(name):
     """Add a step template to a session, or replace one no request chooses."""
     session, created = sessions.define_step_template(name, json_body())

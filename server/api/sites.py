@@ -91,7 +91,10 @@ def read_check(body, site_name):
 
 @bp.post("/sites/<name>/checks")
 @auth.require(SITE_ADMIN)
-@endpoint("Keep a node's `severus check --report` (expert-submission; body at most 64 KiB); the site shows the newest as `last_check`", body=S.SiteCheckIn, status=201, reply=S.SiteCheck)
+@endpoint(
+    "Keep a node's `severus check --report` (expert-submission; body at most 64 KiB); the site shows the "
+    "newest as `last_check`",
+    body=S.SiteCheckIn, status=201, reply=S.SiteCheck)
 def post_check(name):
     # Tighter than the server-wide body limit. werkzeug cuts a chunked body at max_content_length
     # without a word, so read one byte past the limit to tell "too large" from "bad JSON".

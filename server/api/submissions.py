@@ -14,7 +14,9 @@ bp = Blueprint("submissions", __name__)
 
 @bp.post("/submissions")
 @auth.require("shifter-submission", "expert-submission")
-@endpoint("Plan (dry_run, 200) or prepare jobs (201)", body=S.Submission, status=201, reply=S.Plan, replies=((200, "the plan of a dry run", S.Plan),))
+@endpoint(
+    "Plan (dry_run, 200) or prepare jobs (201)",
+    body=S.Submission, status=201, reply=S.Plan, replies=((200, "the plan of a dry run", S.Plan),))
 def submit():
     plan = submissions.submit(auth.current_principal(), json_body(), base_url(), settings())
     return jsonify(plan), 200 if plan["dry_run"] else 201
@@ -22,7 +24,11 @@ def submit():
 
 @bp.post("/sites/<name>/reset")
 @auth.require("shifter-submission", "expert-submission")
-@endpoint("Reset a site (shifter-submission or expert-submission): its failed threshold counts only failed and sys-failed jobs that end from now on (within 24 h); the jobs are untouched; recorded as a site-reset activity", reply=S.SiteReset)
+@endpoint(
+    "Reset a site (shifter-submission or expert-submission): its failed threshold counts only failed and "
+    "sys-failed jobs that end from now on (within 24 h); the jobs are untouched; recorded as a site-reset"
+    " activity",
+    reply=S.SiteReset)
 def reset_site(name):
     return jsonify(submissions.reset_site(auth.current_principal().user, name))
 
