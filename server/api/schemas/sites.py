@@ -11,10 +11,10 @@ CHECK_STATE = Literal["OK", "WARNING", "CRITICAL", "UNKNOWN"]
 class SiteIn(Body):
     name: str = Name()
     description: str = None
-    threshold_prepared: int = Int(default=None)
-    threshold_running: int = Int(default=None)
-    threshold_failed: int = Int(default=None)
-    bunch_size: int = Int(default=None)
+    threshold_prepared: int = Int(0, 10 ** 7, default=None)
+    threshold_running: int = Int(0, 10 ** 7, default=None)
+    threshold_failed: int = Int(0, 10 ** 7, default=None)
+    bunch_size: int = Int(1, 10 ** 6, default=None)
 
 
 class SessionSwitch(Body):
@@ -28,10 +28,10 @@ class ProductionSwitch(Body):
 
 class SitePatch(Body):
     description: str = None
-    threshold_prepared: int = Int(default=None)
-    threshold_running: int = Int(default=None)
-    threshold_failed: int = Int(default=None)
-    bunch_size: int = Int(default=None)
+    threshold_prepared: int = Int(0, 10 ** 7, default=None)
+    threshold_running: int = Int(0, 10 ** 7, default=None)
+    threshold_failed: int = Int(0, 10 ** 7, default=None)
+    bunch_size: int = Int(1, 10 ** 6, default=None)
     reload_se: bool = None
     sessions: Dict[str, SessionSwitch] = None
     productions: Dict[str, ProductionSwitch] = None
