@@ -42,14 +42,14 @@ class UserQuery(Query):
 
 class UserIn(Body):
     name: str = Field(json_schema_extra={"pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"})
-    groups: List[str] = Field(min_length=1, max_length=32)
+    groups: List[str] = Field(max_length=32, json_schema_extra={"minItems": 1})   # [] is people.py's 400
     label: str = Str(64, default=None)
     expires_in_days: int = Int(1, 3650, default=None)
     expires_at: str = None
 
 
 class GroupsIn(Body):
-    groups: List[str] = Field(min_length=1, max_length=32)
+    groups: List[str] = Field(max_length=32, json_schema_extra={"minItems": 1})   # [] is people.py's 400
 
 
 class User(Reply):
