@@ -16,6 +16,7 @@ try:
 except ImportError:  # Python < 3.11: the pure-Python tomli, bundled in severus.pyz
     import tomli as tomllib
 
+from shared.ce import CeConfig, parse_ce_config
 from shared.errors import SiteConfigError
 from .container import ContainerConfig, parse_container_config
 
@@ -104,20 +105,6 @@ class CredentialsConfig:
     # Where the node keeps the CA certificates, for nodes whose environment names none (X509_CERT_DIR
     # wins): a CE's job environment is often bare.
     cert_dir: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class CeConfig:
-    # [ce]: the grid Compute Element that serves the site (the server's `arc` backend submits
-    # there); the wrapper itself never reads it.
-    url: str                      # the A-REX endpoint, https://host:443/arex
-    queue: Optional[str] = None   # the CE's queue (its batch partition); None: the CE's default
-    # The server delegates its credential to the CE and every job names that delegation: the job
-    # runs with a proxy of the submitter (X509_USER_PROXY). false: the jobs use the node's own.
-    delegate: bool = True
-    # Runtime environments each job asks the CE for, e.g. ["ENV/PROXY"] where the CE copies the
-    # delegated proxy next to the job only on request (worker nodes without the CE's control dir).
-    runtime_environments: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -252,21 +239,8 @@ def parse_site_config(data, source="<site config>"):
         fail("'credentials.cert_dir' must be an absolute path, like /etc/grid-security/certificates")
     credentials = CredentialsConfig(require=require, min_lifetime_s=None if min_life is None else float(min_life),
                                     cert_dir=cert_dir)
-    ce = None
-    if "ce" in data:
-        ce_table = table(data, "ce")
-        known(ce_table, CeConfig.__dataclass_fields__, "ce.")
-        ce_url, queue = ce_table.get("url"), ce_table.get("queue")
-        delegate, rtes = ce_table.get("delegate", True), ce_table.get("runtime_environments", [])
-        if not isinstance(ce_url, str) or not re.fullmatch(r"https://[^\s/]+(/\S*)?", ce_url):
-            fail("'ce.url' must be the CE's https:// endpoint, like https://ce.example.org:443/arex")
-        if queue is not None and (not isinstance(queue, str) or not re.fullmatch(r"[\w.+-]+", queue)):
-            fail("'ce.queue' must be a queue name")
-        if not isinstance(delegate, bool):
-            fail("'ce.delegate' must be true or false")
-        if not isinstance(rtes, list) or not all(isinstance(r, str) and re.fullmatch(r"[\w.+/-]+", r) for r in rtes):
-            fail("'ce.runtime_environments' must be a list of runtime environment names, like [\"ENV/PROXY\"]")
-        ce = CeConfig(url=ce_url.rstrip("/"), queue=queue, delegate=delegate, runtime_environments=tuple(rtes))
+    # [ce] is the server's (its arc backend); checked here so that `severus check` refuses it too
+    ce = parse_ce_config(data["ce"], source) if "ce" in data else None
     container = parse_container_config(table(data, "container"), fail)
     return SiteConfig(
         name=name,

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Optional
 
@@ -44,6 +45,8 @@ import requests
 from .base import (CANCELLED, COMPLETED, FAILED, OUT_OF_MEMORY, PENDING, PYZ_NAME, RUNNING, SITE_CONFIG_NAME,
                    TIMEOUT, UNKNOWN, Backend, BackendError, BackendUnavailable, BatchState, Wrapper, make_sandbox,
                    run_args)
+from shared.ce import parse_ce_config
+from shared.errors import SiteConfigError
 from shared.jobdesc import CREDENTIAL_DELEGATED, CREDENTIAL_ENV
 from .delegation import Delegations
 from .resources import job_resources
@@ -371,18 +374,17 @@ class ArcBackend(Backend):
 
 
 def _site_ce(bunch):
-    """The bunch's site config `[ce]` (CeConfig), read as the wrapper reads the file."""
-    from wrapper.siteconfig import parse_site_config, tomllib
-    from shared.errors import SiteConfigError
+    """The bunch's site config `[ce]` (CeConfig), read by the rule the wrapper's check uses too."""
     try:
-        config = parse_site_config(tomllib.loads(bunch.site_config), f"site config of {bunch.site}")
+        data = tomllib.loads(bunch.site_config)
     except tomllib.TOMLDecodeError as exc:
         raise BackendError(f"site config of {bunch.site} is not valid TOML: {exc}") from None
+    if "ce" not in data:
+        raise BackendError(f"site {bunch.site} names no CE: its site config needs [ce] url = \"https://.../arex\"")
+    try:
+        return parse_ce_config(data["ce"], f"site config of {bunch.site}")
     except SiteConfigError as exc:
         raise BackendError(str(exc)) from None
-    if config.ce is None:
-        raise BackendError(f"site {bunch.site} names no CE: its site config needs [ce] url = \"https://.../arex\"")
-    return config.ce
 
 
 def _short(exc):
