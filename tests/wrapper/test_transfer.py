@@ -1,8 +1,11 @@
 """Transfer implementations against a real XRootD SE (root://, http://, dav://) and POSIX."""
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,8 @@ from wrapper.transfer import (CliTransfer, Gfal2Transfer, PosixTransfer, Transfe
 from wrapper.transfer import commands, interface
 from ..startup import interpreter_startup_s
 from .conftest import adler32, closed_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 IMPLEMENTATIONS = [("gfal2", "root"), ("gfal2", "http"), ("gfal2", "dav"),
                    ("cli", "root"), ("cli", "http"), ("posix", "path")]
@@ -298,3 +303,37 @@ def test_settled_adler32_waits_for_the_whole_file_and_notices_changes(tmp_path):
 def test_operation_expired_is_a_timeout():
     message = "Error on XrdCl::CopyProcess::Run(): [ERROR] Operation expired:  (destination)"
     assert classify_error(message, 116) == "timeout"
+
+
+CANCELLED_BULK = r'''
+import os, signal, sys, threading
+from wrapper.transfer import Gfal2Transfer, TransferError
+root_url, pid, dest = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+items = [(f"{root_url}/bulk/f{i}.bin", f"{dest}/f{i}.bin", "00000001") for i in range(6)]
+cancel = threading.Event()
+threading.Timer(1.0, cancel.set).start()
+try:
+    Gfal2Transfer().copy_in_many(items, 300, parallel=4, sizes=[1000] * 6, cancel=cancel)
+except TransferError as exc:
+    print("raised", exc.kind, flush=True)
+os.kill(pid, signal.SIGCONT)        # the SE answers again: gfal2 2.21's cancelled bulk used to crash here
+os.kill(pid, signal.SIGSTOP)
+os.kill(pid, signal.SIGCONT)
+from wrapper.transfer import Gfal2Transfer as again
+again().stat(root_url + "/")       # the process still works with the SE it gave up on
+print("alive", flush=True)
+'''
+
+
+def test_a_cancelled_gfal2_bulk_from_root_leaves_the_process_alive_once_the_se_answers(fresh_se, tmp_path):
+    """gfal2 2.21's bulk filecopy over root://, cancelled while the SE hangs, crashed the process
+    (SIGSEGV) once the SE answered again: on a node without xrdcp a stop or a stall during stage-in
+    lost the final report. Over root:// the gfal2 mover copies files one by one (each cancel safe)."""
+    os.kill(fresh_se.pid, signal.SIGSTOP)
+    try:
+        proc = subprocess.run([sys.executable, "-c", CANCELLED_BULK, fresh_se.root_url, str(fresh_se.pid),
+                               str(tmp_path / "in")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    finally:
+        os.kill(fresh_se.pid, signal.SIGCONT)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.split("\n")[:2] == ["raised cancelled", "alive"]
