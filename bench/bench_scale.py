@@ -321,8 +321,7 @@ def run(load, tmp):
     from server.auth import add_user
     print(f"bench_scale: {load.jobs:,} jobs, {load.running:,} running, {load.seconds:g} s, heartbeat every "
           f"{load.heartbeat_s:g} s, jobs of {load.job_hours:g} h, {load.managers} managers; "
-          f"{os.cpu_count()} cores; {load_avg()}" + ("  (a busy machine: figures pessimistic)"
-                                                      if os.getloadavg()[0] > 1.0 else ""))
+          f"{os.cpu_count()} cores; {load_avg()}")   # load_avg says when the machine is busy
     cluster = start_postgres()
     server = None
     try:
