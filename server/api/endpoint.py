@@ -17,6 +17,10 @@ from flask import current_app, request
 from ..errors import bad_request
 
 
+# the routes that take a `backend` (server/batch.py raises it)
+BACKEND_UNAVAILABLE = (503, "backend-unavailable: the backend cannot be reached or has no credential here")
+
+
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
     summary: str

@@ -16,7 +16,7 @@ from ..settings import settings
 from .params import json_body, query_int, query_text
 
 from . import schemas as S
-from .endpoint import endpoint
+from .endpoint import BACKEND_UNAVAILABLE, endpoint
 
 bp = Blueprint("jobs", __name__)
 
@@ -133,7 +133,8 @@ def _optional_body():
 @auth.require(*SUBMITTERS)
 @endpoint(
     "New attempt for a failed, sys-failed or timeout job (409 otherwise); with `backend`, submitted again",
-    body=S.Resubmit, body_required=False, reply=S.ResubmitOne)
+    body=S.Resubmit, body_required=False, reply=S.ResubmitOne,
+    errors=(BACKEND_UNAVAILABLE,))
 def resubmit(job_id):
     return jsonify(monitor.resubmit(job_id, _optional_body()))
 
@@ -142,7 +143,8 @@ def resubmit(job_id):
 @auth.require(*SUBMITTERS)
 @endpoint(
     "Resubmit the failed, sys-failed and timeout jobs matching the job monitor's filters (at least one)",
-    body=S.Resubmit, body_required=False, query=S.JobQuery, reply=S.ResubmitMany)
+    body=S.Resubmit, body_required=False, query=S.JobQuery, reply=S.ResubmitMany,
+    errors=(BACKEND_UNAVAILABLE,))
 def resubmit_many():
     """Resubmit the failed, sys-failed and timeout jobs that match the job monitor's filters (query string)."""
     return jsonify(monitor.resubmit_matching(_optional_body()))

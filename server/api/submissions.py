@@ -7,7 +7,7 @@ from ..settings import base_url, settings
 from .params import json_body
 
 from . import schemas as S
-from .endpoint import endpoint
+from .endpoint import BACKEND_UNAVAILABLE, endpoint
 
 bp = Blueprint("submissions", __name__)
 
@@ -16,7 +16,8 @@ bp = Blueprint("submissions", __name__)
 @auth.require("shifter-submission", "expert-submission")
 @endpoint(
     "Plan (dry_run, 200) or prepare jobs (201)",
-    body=S.Submission, status=201, reply=S.Plan, replies=((200, "the plan of a dry run", S.Plan),))
+    body=S.Submission, status=201, reply=S.Plan, replies=((200, "the plan of a dry run", S.Plan),),
+    errors=(BACKEND_UNAVAILABLE,))
 def submit():
     plan = submissions.submit(auth.current_principal(), json_body(), base_url(), settings())
     return jsonify(plan), 200 if plan["dry_run"] else 201
