@@ -22,12 +22,21 @@ RESULTS_ENV = "BENCH_RESULTS"
 BUSY_LOAD = 1.0
 KINDS = (">=", "<=", "over", "max")
 
+# The goals this machine does not meet yet, with the figure a quick run measured on a quiet
+# machine (ratio, or the margin of an `over` goal); issue 17's note holds each gap and what was
+# tried. A quick run (CI) gates such a goal at half that figure instead of half the goal: a
+# change that halves the path's speed still fails CI, and CI is not red for a gap everyone
+# knows. `make bench` holds every goal as the issue states it.
+QUICK_GAPS = {
+}
+
 
 @dataclass(frozen=True)
 class Goal:
     kind: str      # one of KINDS
     bound: float
     quick: bool = False
+    gap: float = None   # a quick run's recorded figure where the goal is not met yet (QUICK_GAPS)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -38,7 +47,9 @@ class Goal:
         """The bound checked: half the goal's speed in a quick run."""
         if not self.quick:
             return self.bound
-        return self.bound / 2 if self.kind == ">=" else self.bound * 2
+        if self.kind == ">=":
+            return min(self.bound, self.gap if self.gap is not None else self.bound) / 2
+        return max(self.bound, self.gap if self.gap is not None else self.bound) * 2
 
     def met(self, ours, reference):
         if ours is None or (isinstance(ours, float) and math.isnan(ours)):
@@ -55,6 +66,8 @@ class Goal:
     def describe(self):
         text = {">=": "ratio >= {:g}", "<=": "ratio <= {:g}", "over": "<= ref + {:g}",
                 "max": "<= {:g}"}[self.kind].format(self.effective)
+        if self.quick and self.gap is not None:
+            return text + f" (goal {self.bound:g}; quick: half the known gap's {self.gap:g})"
         return text + (f" (goal {self.bound:g}, relaxed: quick)" if self.quick else "")
 
 
@@ -109,7 +122,7 @@ class Gate:
         """One goal row. `ours` and `reference` are a value or a list of repeats (best kept, spread
         recorded); `goal` is (kind, bound). Returns whether it is met."""
         kind, bound = goal
-        g = Goal(kind, bound, self.quick)
+        g = Goal(kind, bound, self.quick, QUICK_GAPS.get(f"{self.bench}: {measure}") if self.quick else None)
         if higher_is_better is None:
             higher_is_better = kind == ">="
         ours_v = ours if isinstance(ours, (list, tuple)) else [ours]

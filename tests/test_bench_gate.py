@@ -34,6 +34,20 @@ def test_quick_relaxes_every_goal_to_half_and_says_so():
     assert "quick" not in gate.Goal(">=", 1.2).describe()
 
 
+def test_a_known_gap_is_gated_in_quick_runs_at_half_its_recorded_figure_and_only_there(monkeypatch):
+    """A goal not met yet (QUICK_GAPS): a quick run fails only when the path got twice as slow as
+    recorded; the full run holds the goal as stated."""
+    slow = gate.Goal("<=", 1.5, quick=True, gap=40.0)
+    assert slow.effective == 80.0 and slow.met(70, 1) and not slow.met(90, 1)
+    assert "known gap" in slow.describe() and "goal 1.5" in slow.describe()
+    assert gate.Goal(">=", 0.9, quick=True, gap=0.6).effective == pytest.approx(0.3)
+    assert gate.Goal(">=", 0.9, quick=True, gap=1.2).effective == pytest.approx(0.45)   # met: half the goal
+    monkeypatch.setitem(gate.QUICK_GAPS, "bench_x: page", 40.0)
+    quick, full = gate.Gate("bench_x", quick=True), gate.Gate("bench_x")
+    assert quick.add("page", 60.0, 1.0, ("<=", 1.5)) and not full.add("page", 60.0, 1.0, ("<=", 1.5))
+    assert not quick.add("page", 90.0, 1.0, ("<=", 1.5))
+
+
 def test_unknown_kind_refused():
     with pytest.raises(ValueError):
         gate.Goal("==", 1.0)
