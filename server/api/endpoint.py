@@ -77,8 +77,19 @@ def validate(kind, data, what="field"):
 
 
 def _is_branch(part):
-    """A union member's tag in an error's location ('str', 'StepChoice', 'list[str]'): no field is named so."""
-    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part in _SCALARS)
+    """A union member's tag in an error's location ('str', 'StepChoice', 'list[str]'), not a field or a key."""
+    return isinstance(part, str) and ("[" in part or part in _SCALARS or part in _models())
+
+
+@functools.lru_cache(maxsize=1)
+def _models():
+    """The names of the definitions (a union of models tags its errors with them)."""
+    names, todo = set(), [pydantic.BaseModel]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            names.add(sub.__name__)
+            todo.append(sub)
+    return frozenset(names)
 
 
 _SCALARS = ("str", "int", "float", "bool", "dict", "list", "none")

@@ -18,7 +18,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 
 
 class Body(BaseModel):
-    """A request body: exactly these fields, JSON types only (no "3" for 3)."""
+    """A request body: exactly these fields, JSON types only (no "3" for 3). A field that may be left out
+    is `x: X = None` (an explicit null refused, as shared/schema.py's readers refuse it); `Optional[X]`
+    where the core module takes null for "not given"."""
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 

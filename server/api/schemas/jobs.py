@@ -188,7 +188,7 @@ class RemovalsFiled(Reply):
 
 
 class Resubmit(Body):
-    backend: BACKEND = None
+    backend: Optional[BACKEND] = None
     dry_run: bool = None
 
 

@@ -9,8 +9,8 @@ from .base import Body, Int, Query, Reply, Str
 class TokenIn(Body):
     """expires_in_days (1-3650) or expires_at (ISO 8601, future); neither: never expires."""
     label: str = Str(64, default=None)
-    expires_in_days: int = Int(1, 3650, default=None)
-    expires_at: str = None
+    expires_in_days: Optional[int] = Int(1, 3650, default=None)
+    expires_at: Optional[str] = None
     user: str = Str(64, default=None)
 
 
@@ -44,8 +44,8 @@ class UserIn(Body):
     name: str = Field(json_schema_extra={"pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"})
     groups: List[str] = Field(max_length=32, json_schema_extra={"minItems": 1})   # [] is people.py's 400
     label: str = Str(64, default=None)
-    expires_in_days: int = Int(1, 3650, default=None)
-    expires_at: str = None
+    expires_in_days: Optional[int] = Int(1, 3650, default=None)
+    expires_at: Optional[str] = None
 
 
 class GroupsIn(Body):

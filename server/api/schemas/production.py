@@ -113,7 +113,7 @@ class ProductionIn(Body):
     name: str = Name(123, description="at most 123 characters: its twin is <name>_test")
     session: str = Str(64)
     version: str = Str(64)
-    revision: int = Int(0, 2 ** 31 - 1, default=None)
+    revision: Optional[int] = Int(0, 2 ** 31 - 1, default=None, description="none: the newest not retired")
     note: str = Str(255, default=None)
 
 
@@ -207,7 +207,7 @@ class RequestSettings(Body):
 
 class RequestIn(RequestSettings):
     production: str
-    from_: int = Field(None, alias="from", ge=1, le=MAX_INT, description="copy this request's settings")
+    from_: Optional[int] = Field(None, alias="from", ge=1, le=MAX_INT, description="copy this request's settings")
     parameters: Dict[str, str] = None
 
 
@@ -283,11 +283,11 @@ class SubmissionBulk(Body):
     """A bulk names its request, or (test bulks only) the job parameters of a test request, created if
     missing; input_mode, input_paths and output_sites are that new request's and go only with `parameters`.
     `runs` may be left out on a split request's bulk: one job per pending slice."""
-    request: int = Int(1, default=None)
-    parameters: Dict[str, str] = None
+    request: Optional[int] = Int(1, default=None)
+    parameters: Optional[Dict[str, str]] = None
     test: bool = None
     sites: List[str]
-    runs: int = Int(default=None)
+    runs: Optional[int] = Int(default=None)
     events: int = Int()
     log_to_db: bool = None
     input_mode: INPUT_MODE = None
@@ -307,7 +307,7 @@ class Submission(Body):
     production: str
     dry_run: bool = None
     override_thresholds: bool = None
-    backend: BACKEND = None
+    backend: Optional[BACKEND] = None
     bulks: List[SubmissionBulk]
 
 
