@@ -121,7 +121,7 @@ def _link(paths, app):
             paths[collection]["post"]["responses"][str(declared.status)]["links"] = links
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=4)   # per app (a test makes many; a server one)
 def _build(app):
     components, paths = _Components(), {}
     components.schema(Error)
