@@ -5,8 +5,11 @@
 
 PostgreSQL (durable: fsync on) holding `--jobs` jobs, `--running` of them running, bulk-loaded in
 SQL (INSERT ... SELECT generate_series; the counters' triggers fire as for any insert). The server is
-the production recipe: gunicorn with contrib/gunicorn.conf.py (2 sync workers, the reaper in the
-master, a batch poller per worker, every setting at its default). For `--seconds`, wrk
+the production recipe: gunicorn with contrib/gunicorn.conf.py (the reaper in the master, a batch
+poller per worker, every setting at its default), 2 workers of 4 threads (gthread). Not the file's
+sync workers: a sync worker waits on each connection a client opened until it writes, and wrk's
+paced connections (as wrappers on slow links) open before they write, so pages queued behind them
+(p50 840 ms in a small run; `--worker-class sync` shows it). For `--seconds`, wrk
 (bench/wrk_scale.lua, C, not Python threads) posts what the running jobs' wrappers send at PanDA's
 rate: a heartbeat every `--heartbeat-s` each (1,800 s: ~170/s for 300,000 jobs), and for jobs
 lasting `--job-hours` on average, their ends (a final event each) and as many starts (a submitted
@@ -412,7 +415,8 @@ def report(load, wrk, seen, cpu, rss, machine, elapsed, grown, stored, statuses,
             print(f"  {kind:<8} {len(values):>5} pages, p50 {1000 * percentile(values, 50):.0f} ms, "
                   f"p99 {1000 * percentile(values, 99):.0f} ms")
     print(f"  CPU (cores): gunicorn {cpu['gunicorn']:.2f}, PostgreSQL {cpu['postgres']:.2f}; the machine "
-          f"{machine:.0%} busy (others included); peak RSS MiB: gunicorn {figures['rss_mib']['gunicorn']:.0f}, "
+          f"{machine:.0%} busy (others included); peak RSS MiB summed over processes (shared pages in "
+          f"each): gunicorn {figures['rss_mib']['gunicorn']:.0f}, "
           f"PostgreSQL {figures['rss_mib']['postgres']:.0f}")
     print(f"  database growth: {figures['growth_mib_h']:.0f} MiB/hour; jobs now {statuses}")
     if server_errors:
