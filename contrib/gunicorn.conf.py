@@ -4,7 +4,8 @@
 
 with the server's settings in the environment (SBK_DB, SBK_PUBLIC_URL, SBK_LOG_FORMAT, ...: the
 README's "Running the server"; contrib/sbk.env). A deployment that follows it has:
-- two sync workers on 127.0.0.1:8080 (`-w 4 -b 0.0.0.0:8080` on the command line for others);
+- two workers of four threads each on 127.0.0.1:8080 (`-w 4 -b 0.0.0.0:8080` on the command line
+  for others);
 - the schema created or upgraded once, by the master, before any worker starts (the workers skip it);
 - the reaper (silent jobs -> timeout 100) and the removal requests' cleaner as threads of the master,
   one per server however many workers; each worker runs its own batch poller (batch jobs that ended
@@ -21,9 +22,12 @@ import tempfile
 
 bind = "127.0.0.1:8080"   # the command line's -b and -w win over these two
 workers = 2
-# Sync workers: with the database on the same node, threads only fight over the GIL. With a remote
-# database, `worker_class = "gthread"` and `threads = 4` let each worker wait on several round trips.
-worker_class = "sync"
+# Threaded workers: wrappers report over the WAN, and a sync worker waits on each connection a slow
+# client opened and has not written to yet (make bench-scale, paced clients: pages p50 842 ms with
+# 2 sync workers, 10 ms with 2 x 4 threads). Sync workers are faster on loopback, but only behind a
+# buffering proxy (nginx) that hands them whole requests: there, `worker_class = "sync"`.
+worker_class = "gthread"
+threads = 4
 timeout = 60
 accesslog = None                               # the app logs each request itself, with its request id
 logger_class = "server.logs.GunicornLogger"    # gunicorn's own lines in SBK_LOG_FORMAT
