@@ -185,10 +185,13 @@ def _record(gjids, attempts, name):
     with db.write_transaction():
         for job_id, gjid in gjids.items():
             same = (m.Job.id == job_id) & (m.Job.attempt == attempts[job_id])
-            moved = m.Job.update(status=Status.SUBMITTED.value, gjid=gjid, backend=name, submitted_at=now).where(
-                same & (m.Job.status == Status.PREPARED.value)).execute()
+            # retry_at: a claimed retry's submission lease (server/retries.py) ends here
+            moved = m.Job.update(status=Status.SUBMITTED.value, gjid=gjid, backend=name, submitted_at=now,
+                                 retry_at=None).where(same & (m.Job.status == Status.PREPARED.value)).execute()
             if not moved:   # a fast wrapper reported before this: keep its status
                 m.Job.update(gjid=gjid, backend=name, submitted_at=now).where(same).execute()
+                # the lease ends (an ended attempt's retry_at is its own: its next retry)
+                m.Job.update(retry_at=None).where(same & (m.Job.status == Status.RUNNING.value)).execute()
                 retries.judge_late_hand_off(job_id, attempts[job_id])   # it may even have ended
 
 

@@ -21,6 +21,12 @@ when the failure was blamed on the site or its storage and one is allowed (the s
 own marks: submissions.site_marks), else at the same site; the job is then submitted through
 the backend its last attempt used. A manager's resubmit or kill cancels a scheduled retry
 (jobs.resubmit_job, jobs.kill_job).
+
+The claim commits the new prepared attempt before the backend is called, so it is a lease: the
+prepared attempt keeps `retry_at` = claim + SUBMIT_LEASE_S until it is submitted. A process killed
+in between leaves it so, and once the lease ends a poller claims the lease as it claimed the retry
+and submits the attempt (no new attempt). A submission the backend refused ends the lease: the job
+stays prepared, its message saying why, for a manager.
 """
 import logging
 import time
@@ -47,6 +53,7 @@ ELSEWHERE = ("site", "storage")    # blames that send the retry to another site 
 KILLED = 62
 RETRYABLE_FROM = lifecycle.allowed_from(Trigger.RETRY)
 DUE_PER_PASS = 200                 # jobs one pass retries; the next pass takes the rest
+SUBMIT_LEASE_S = 600.0             # a claimed retry not submitted by then is submitted by another pass
 
 # The request's settings of the policy, with their readers (production_requests.SETTINGS holds them).
 POLICY = {
@@ -145,7 +152,7 @@ def claim(job_id, attempt, now, settings=None):
         max_attempts = job.request.max_attempts
         message = (f"automatic retry {attempt + 1} of {max_attempts} after E{code:03d} at {ended.name}"
                    + (f", moved to {site.name}" if site.id != ended.id else ""))
-        changes = {m.Job.retries: m.Job.retries + 1, m.Job.message: message}
+        changes = {m.Job.retries: m.Job.retries + 1, m.Job.message: message, m.Job.retry_at: now + SUBMIT_LEASE_S}
         if site.id != ended.id:
             changes.update({m.Job.site: site.id, m.Job.search: search_text.job_text(
                 job.production.name, job.user.name if job.user_id else None, job.request.parameters,
@@ -164,6 +171,29 @@ def due_jobs(now, backends=None, limit=DUE_PER_PASS):
     if backends is not None:
         query = query.where(m.Job.backend.in_(list(backends)))
     return list(query.order_by(m.Job.retry_at).limit(limit).tuples())
+
+
+def lapsed_leases(now, backends=None, limit=DUE_PER_PASS):
+    """(job id, attempt, backend) of claimed retries whose process never submitted them."""
+    query = m.Job.select(m.Job.id, m.Job.attempt, m.Job.backend).where(
+        m.Job.retry_at.is_null(False) & (m.Job.retry_at <= now) & (m.Job.status == Status.PREPARED.value)
+        & m.Job.backend.is_null(False))
+    if backends is not None:
+        query = query.where(m.Job.backend.in_(list(backends)))
+    return list(query.order_by(m.Job.retry_at).limit(limit).tuples())
+
+
+def claim_lease(job_id, attempt, now):
+    """Take over a lapsed lease (one conditional UPDATE, as the claim); the attempt's summary or None."""
+    with db.write_transaction():
+        claimed = m.Job.update(retry_at=now + SUBMIT_LEASE_S).where(
+            (m.Job.id == job_id) & (m.Job.attempt == attempt) & (m.Job.status == Status.PREPARED.value)
+            & m.Job.retry_at.is_null(False) & (m.Job.retry_at <= now)).execute()
+        if claimed != 1:
+            return None
+        job = m.Job.select(m.Job.site).where(m.Job.id == job_id).first()
+        return {"id": job_id, "attempt": attempt, "site": job.site.name, "from_site": job.site.name,
+                "old_gjid": None}
 
 
 def run_due(settings, base_url, now=None, backends=None):
@@ -185,6 +215,12 @@ def run_due(settings, base_url, now=None, backends=None):
         if started is not None:
             reply["retried"].append(started)
             by_backend.setdefault(backend, []).append(job_id)
+    for job_id, attempt, backend in lapsed_leases(now, backends):
+        started = claim_lease(job_id, attempt, now)
+        if started is not None:
+            log.warning("job %d: attempt %d was claimed for a retry and never submitted; submitting it", job_id, attempt)
+            reply["retried"].append(started)
+            by_backend.setdefault(backend, []).append(job_id)
     for backend, ids in by_backend.items():
         # A timed-out attempt's batch job may still run (its heartbeats lost, not its node): stopped, as
         # a manager's resubmit stops it; a batch job that ended is left alone by every backend's cancel.
@@ -197,7 +233,8 @@ def run_due(settings, base_url, now=None, backends=None):
         for error in submitted["errors"]:
             reply["errors"].append(error)
             with db.write_transaction():
-                m.Job.update(message=f"automatic retry not submitted to {backend}: {error['error']}"[:4096]).where(
+                m.Job.update(message=f"automatic retry not submitted to {backend}: {error['error']}"[:4096],
+                             retry_at=None).where(
                     m.Job.id.in_(error["jobs"]) & (m.Job.status == Status.PREPARED.value)).execute()
     if reply["retried"]:
         log.info("retried %d job(s) automatically: %s", len(reply["retried"]),

@@ -259,3 +259,23 @@ def test_a_wrapper_that_ended_before_its_hand_off_was_recorded_is_judged_at_the_
         batch._record({job_id: f"local:test:{job_id}"}, {job_id: 1}, "local")
     job = api.get(f"/jobs/{job_id}").json
     assert (job["status"], job["backend"]) == ("sys-failed", "local") and job["retry_at"], job
+
+
+def test_a_retry_claimed_by_a_process_killed_before_it_submitted_is_submitted_once_its_lease_ends(
+        app, api, production):
+    """The claim commits the new prepared attempt before the backend call: a server killed in between
+    left the job prepared for good, nobody to submit it. The claim is a lease: once it ends, a poller
+    submits the attempt (once: the lease is claimed as the retry was), and no new attempt is made."""
+    [(job_id, token)] = handed(app, api, production)
+    end(api, job_id, token, 40)
+    now = time.time() + 601
+    with app.app_context(), db.connection():
+        assert retries.claim(job_id, 1, now)["attempt"] == 2     # ... and the process dies here
+    assert api.get(f"/jobs/{job_id}").json["status"] == "prepared"
+    assert run_due(app, now + 1)["retried"] == []                  # the lease holds: not submitted twice
+    assert api.get(f"/jobs/{job_id}").json["status"] == "prepared"
+    reply = run_due(app, now + retries.SUBMIT_LEASE_S + 1)
+    assert [(r["id"], r["attempt"]) for r in reply["retried"]] == [(job_id, 2)] and reply["errors"] == []
+    job = api.get(f"/jobs/{job_id}").json
+    assert (job["status"], job["attempt"], job["retries"], job["retry_at"]) == ("submitted", 2, 1, None)
+    assert run_due(app, now + 2 * retries.SUBMIT_LEASE_S + 2)["retried"] == []
