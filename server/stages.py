@@ -22,6 +22,7 @@ of its files and the stage's output directory and patterns (jobs.job_description
 import fnmatch
 import logging
 import posixpath
+import time
 
 import peewee as pw
 
@@ -30,7 +31,7 @@ from shared.jobdesc import NAME_RE
 from shared.lifecycle import FINAL
 from shared.states import Status
 
-from . import db, search_text
+from . import db, retries, search_text
 from . import models as m
 from .errors import bad_request
 from .request_rules import check_steps
@@ -237,7 +238,9 @@ def submit_due(settings, base_url, backends=None):
         if not name or (backends is not None and name not in backends):
             continue
         with db.write_transaction():
-            claimed = m.Job.update(backend=name).where(
+            # the claim is a lease (server/retries.py): killed before the hand-off, the job is
+            # submitted by a later poll once it lapses, not left prepared and claimed for good
+            claimed = m.Job.update(backend=name, retry_at=time.time() + retries.SUBMIT_LEASE_S).where(
                 (m.Job.id == job_id) & m.Job.backend.is_null() & (m.Job.status == Status.PREPARED.value)).execute()
         if claimed:
             by_backend.setdefault(name, []).append(job_id)
@@ -251,7 +254,7 @@ def submit_due(settings, base_url, backends=None):
         left = [j for j in ids if j not in reply["submitted"]]
         if left:
             with db.write_transaction():
-                m.Job.update(backend=None).where(m.Job.id.in_(left) & (m.Job.status == Status.PREPARED.value)
+                m.Job.update(backend=None, retry_at=None).where(m.Job.id.in_(left) & (m.Job.status == Status.PREPARED.value)
                                                  & m.Job.gjid.is_null()).execute()
     return submitted
 

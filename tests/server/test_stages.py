@@ -176,3 +176,43 @@ def test_the_poll_looks_only_at_requests_whose_stage_has_no_jobs(api, production
     looked.clear()
     stages.run_due(None, "")
     assert req["id"] not in looked and req["test_request"] in looked
+
+
+def test_a_stage_job_claimed_by_a_process_killed_before_its_hand_off_is_submitted_once_the_lease_ends(
+        api, production, monkeypatch):
+    """The claim (backend set) commits before the backend call: a server killed in between left the stage
+    job claimed and prepared for good (submit_due takes only unclaimed ones). The claim is a lease
+    (retry_at): once it lapses, the retries' pass submits the job, once."""
+    import time
+    from server import batch, retries
+    from server import models as m
+
+    class Killed(BaseException):
+        """The process dies inside the hand-off."""
+
+    req = stage_request(api, {"template": "merge"})
+    ids = submit(api, {"production": "2010_Stage", "request": req}, runs=1)["job_ids"]
+    run_job(api, ids[0])
+    m.Job.update(backend="slurm").where(m.Job.id.in_(ids)).execute()
+    (merge,) = stage_jobs(api, req["id"])
+    handed = []
+
+    def dies(job_ids, name, base_url, settings):
+        raise Killed()
+    monkeypatch.setattr(batch, "submit_jobs", dies)
+    try:
+        stages.submit_due(None, "http://sbk.example.org", backends=["slurm"])
+    except Killed:
+        pass
+    job = m.Job.get_by_id(merge["id"])
+    assert (job.status, job.backend) == ("prepared", "slurm") and job.retry_at > time.time()
+
+    def hands_off(job_ids, name, base_url, settings):
+        handed.append((list(job_ids), name))
+        return {"backend": name, "submitted": {}, "bunches": [], "errors": []}
+    monkeypatch.setattr(batch, "submit_jobs", hands_off)
+    assert retries.run_due(None, "http://sbk.example.org", now=time.time())["retried"] == []   # the lease holds
+    later = time.time() + retries.SUBMIT_LEASE_S + 1
+    assert [r["id"] for r in retries.run_due(None, "http://sbk.example.org", now=later)["retried"]] == [merge["id"]]
+    assert handed == [([merge["id"]], "slurm")]
+    assert retries.run_due(None, "http://sbk.example.org", now=later)["retried"] == []         # once
