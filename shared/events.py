@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Tuple
 from . import schema as s
 from .errors import CODES
 from .lifecycle import COMMANDS
-from .states import Status, Step, REPORTABLE_STATUSES
+from .states import Step, REPORTABLE_STATUSES
 
 KINDS = ("step", "heartbeat", "final", "info")
 MAX_BATCH = 1000
@@ -62,26 +62,44 @@ def parse_events(body):
             for n, item in enumerate(items)]
 
 
+# parse_event's tables, built once: it runs for every event a server receives (the ingest hot path).
+FIELDS = frozenset(("attempt", "seq", "time", "status", "kind", "step", "message", "code", "metrics", "tail",
+                    "report", "ack"))
+_STATUSES = frozenset(st.value for st in REPORTABLE_STATUSES)
+_FINAL = frozenset(st.value for st in REPORTABLE_STATUSES if st.final)
+_STEPS = frozenset(st.value for st in Step)
+
+
 def parse_event(d, where=""):
+    """One event, checked field by field in a fixed order (the first fault is the one named).
+
+    A value of the common shape (a str of the table, an int or a float within its bounds) is taken
+    as it is; anything else goes through shared/schema.py's reader, which accepts it or names the
+    fault. The two take and refuse the same values (tests/test_shared.py, test_schema_parity.py).
+    """
     if not isinstance(d, dict):
         raise s.SchemaError(f"event {where or ''}must be a JSON object".replace(" .", " "))
-    s.refuse_unknown(d, ("attempt", "seq", "time", "status", "kind", "step", "message",
-                         "code", "metrics", "tail", "report", "ack"), where)
-    status = s.text(d, "status", where)
-    if status not in {st.value for st in REPORTABLE_STATUSES}:
-        raise s.SchemaError(f"'{where}status' must be one of running, done, failed, sys-failed, timeout")
-    kind = s.text(d, "kind", where, default="step")
-    if kind not in KINDS:
-        raise s.SchemaError(f"'{where}kind' must be one of {', '.join(KINDS)}")
+    if not FIELDS.issuperset(d):
+        s.refuse_unknown(d, FIELDS, where)
+    status = d.get("status")
+    if type(status) is not str or status not in _STATUSES:
+        status = s.text(d, "status", where)
+        if status not in _STATUSES:
+            raise s.SchemaError(f"'{where}status' must be one of running, done, failed, sys-failed, timeout")
+    kind = d.get("kind", "step")
+    if type(kind) is not str or kind not in KINDS:
+        kind = s.text(d, "kind", where, default="step")
+        if kind not in KINDS:
+            raise s.SchemaError(f"'{where}kind' must be one of {', '.join(KINDS)}")
     step = d.get("step")
-    if step is not None and step not in {st.value for st in Step}:
+    if step is not None and step not in _STEPS:
         raise s.SchemaError(f"'{where}step' must be one of RUNNING-01 ... RUNNING-07")
     code = d.get("code")
     if code is not None:
         code = s.integer(d, "code", where, hi=999)
         if code not in CODES:
             raise s.SchemaError(f"'{where}code' {code} is not a known error code")
-    final = Status(status).final
+    final = status in _FINAL
     if (kind == "final") != final:
         raise s.SchemaError(f"'{where}kind' final goes with a final status, and only with one")
     if final and code is None:
@@ -90,9 +108,11 @@ def parse_event(d, where=""):
     if not isinstance(metrics, dict) or len(metrics) > 100:
         raise s.SchemaError(f"'{where}metrics' must be an object of at most 100 numbers")
     for k, v in metrics.items():
-        s.number(metrics, k, f"{where}metrics.", lo=-1e18, hi=1e18)
+        # in bounds means finite too (NaN and infinities compare outside); bool is not exactly int
+        if not ((type(v) is float or type(v) is int) and -1e18 <= v <= 1e18):
+            s.number(metrics, k, f"{where}metrics.", lo=-1e18, hi=1e18)
     tail = s.text_list(d, "tail", where, default=(), max_items=MAX_TAIL_LINES, max_len=4096,
-                       empty=True)
+                       empty=True) if "tail" in d else ()
     report = d.get("report")
     if report is not None:
         if not isinstance(report, dict):
@@ -102,11 +122,17 @@ def parse_event(d, where=""):
     ack = d.get("ack")
     if ack is not None and ack not in COMMANDS:
         raise s.SchemaError(f"'{where}ack' must be one of {', '.join(COMMANDS)}")
-    return Event(
-        attempt=s.integer(d, "attempt", where, lo=1, hi=100000),
-        seq=s.integer(d, "seq", where, lo=1),
-        time=s.number(d, "time", where, lo=0, hi=1e11),
-        status=status, kind=kind, step=step,
-        message=s.text(d, "message", where, default="", max_len=4096, empty=True),
-        code=code, metrics=dict(metrics), tail=tail, report=report, ack=ack,
-    )
+    attempt = d.get("attempt")
+    if not (type(attempt) is int and 1 <= attempt <= 100000):
+        attempt = s.integer(d, "attempt", where, lo=1, hi=100000)
+    seq = d.get("seq")
+    if not (type(seq) is int and 1 <= seq <= s.MAX_INT):
+        seq = s.integer(d, "seq", where, lo=1)
+    time = d.get("time")
+    if (type(time) is float or type(time) is int) and 0 <= time <= 1e11:
+        time = float(time)
+    else:
+        time = s.number(d, "time", where, lo=0, hi=1e11)
+    message = s.text(d, "message", where, default="", max_len=4096, empty=True) if "message" in d else ""
+    return Event(attempt=attempt, seq=seq, time=time, status=status, kind=kind, step=step, message=message,
+                 code=code, metrics=dict(metrics), tail=tail, report=report, ack=ack)
