@@ -333,9 +333,14 @@ def _event_rows(job_id, new):
     JSON columns are the one conversion left (tests/server/test_event_rows.py holds the two equal).
     """
     received = m.utcnow()
-    to_json = m.Event.metrics.db_value
     return [[job_id, e.attempt, e.seq, e.time, received, e.status, e.kind, e.step, e.message, e.code,
-             to_json(dict(e.metrics) or None), to_json(list(e.tail) or None)] for e in new]
+             _to_json(dict(e.metrics)) if e.metrics else None, _to_json(list(e.tail)) if e.tail else None]
+            for e in new]
+
+
+# models.JSONField.db_value's json.dumps(value, sort_keys=True, separators=(",", ":")), its encoder
+# made once rather than for every value (json.dumps makes one per call when given settings)
+_to_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def _insert_events(job_id, new):
@@ -377,23 +382,13 @@ def record_running(job_id, token_hash, events):
     # what the events set, every one of them new (the UPDATE's condition makes it so)
     job = _RunningJob(status=Status.RUNNING.value, last_seq=new[0].seq - 1, started_at=None)
     _apply(job, new)
-    p = db.database.param
-    sets, values = [], []
-    for name, value in job.changed.items():
-        field = getattr(m.Job, name)
-        # started_at is set once, by the first report
-        sets.append(f"{field.column_name} = COALESCE({field.column_name}, {p})" if name == "started_at"
-                    else f"{field.column_name} = {p}")
-        values.append(field.db_value(value))
-    reporting = lifecycle.allowed_from(Trigger.REPORT)
-    move = (f"UPDATE {m.Job._meta.table_name} SET {', '.join(sets)} WHERE id = {p} AND attempt = {p} "
-            f"AND last_seq < {p} AND status IN ({', '.join([p] * len(reporting))}) "
-            f"AND EXISTS (SELECT 1 FROM {m.Attempt._meta.table_name} WHERE job_id = {p} AND number = {p} "
-            f"AND token_hash = {p} AND (command IS NULL OR command_delivered_at IS NOT NULL))")
+    sqlite = db.is_sqlite()
+    fields, move, reporting = _running_statement(tuple(job.changed), db.database.param, sqlite)
     number = numbers.pop()
-    values += [job_id, number, new[0].seq] + list(reporting) + [job_id, number, token_hash]
+    values = [f.db_value(v) for f, v in zip(fields, job.changed.values())]
+    values += [job_id, number, new[0].seq, *reporting, job_id, number, token_hash]
     reply = {"accepted": len(new), "duplicates": 0, "status": Status.RUNNING.value, "command": None}
-    if db.is_sqlite():
+    if sqlite:
         # no UPDATE inside WITH in SQLite: two statements in one (in-process, cheap) transaction
         with db.write_transaction():
             if db.database.execute_sql(move, values).rowcount != 1:
@@ -403,16 +398,39 @@ def record_running(job_id, token_hash, events):
     # PostgreSQL: one statement, atomic by itself, instead of BEGIN, UPDATE, INSERT, COMMIT:
     # a quarter of the round trips. The events travel as one JSON array that the event
     # table's own row type reads (json_populate_recordset), so every column keeps its type.
-    columns = [f.column_name for f in EVENT_FIELDS[1:]]
-    rows = json.dumps([dict(zip(columns, [v.isoformat() if isinstance(v, datetime.datetime) else v
-                                          for v in row[1:]])) for row in _event_rows(job_id, new)])
-    table = m.Event._meta.table_name
-    stored = db.database.execute_sql(
-        f"WITH moved AS ({move} RETURNING id) "
-        f"INSERT INTO {table} ({EVENT_FIELDS[0].column_name}, {', '.join(columns)}) "
-        f"SELECT moved.id, {', '.join('r.' + c for c in columns)} "
-        f"FROM moved, json_populate_recordset(NULL::{table}, {p}) r", values + [rows])
+    rows = json.dumps([dict(zip(_EVENT_COLUMNS, [v.isoformat() if isinstance(v, datetime.datetime) else v
+                                                 for v in row[1:]])) for row in _event_rows(job_id, new)])
+    stored = db.database.execute_sql(move, values + [rows])
     return reply if stored.rowcount == len(new) else None
+
+
+_EVENT_COLUMNS = [f.column_name for f in EVENT_FIELDS[1:]]
+
+
+@functools.lru_cache(maxsize=64)
+def _running_statement(names, p, sqlite):
+    """(the Job fields of `names`, record_running's statement setting them, the reporting statuses).
+
+    Built once for each set of columns _apply changes (a handful: heartbeats, steps, a first
+    report): the SQL text of a statement costs more to make than the database takes to run it.
+    SQLite's is the UPDATE; PostgreSQL's the UPDATE and the events' INSERT as one statement.
+    """
+    fields = tuple(getattr(m.Job, name) for name in names)
+    # started_at is set once, by the first report
+    sets = [f"{f.column_name} = COALESCE({f.column_name}, {p})" if f.name == "started_at"
+            else f"{f.column_name} = {p}" for f in fields]
+    reporting = lifecycle.allowed_from(Trigger.REPORT)
+    move = (f"UPDATE {m.Job._meta.table_name} SET {', '.join(sets)} WHERE id = {p} AND attempt = {p} "
+            f"AND last_seq < {p} AND status IN ({', '.join([p] * len(reporting))}) "
+            f"AND EXISTS (SELECT 1 FROM {m.Attempt._meta.table_name} WHERE job_id = {p} AND number = {p} "
+            f"AND token_hash = {p} AND (command IS NULL OR command_delivered_at IS NOT NULL))")
+    if sqlite:
+        return fields, move, reporting
+    table = m.Event._meta.table_name
+    return fields, (f"WITH moved AS ({move} RETURNING id) "
+                     f"INSERT INTO {table} ({EVENT_FIELDS[0].column_name}, {', '.join(_EVENT_COLUMNS)}) "
+                     f"SELECT moved.id, {', '.join('r.' + c for c in _EVENT_COLUMNS)} "
+                     f"FROM moved, json_populate_recordset(NULL::{table}, {p}) r"), reporting
 
 
 def _chunks(items, size):
