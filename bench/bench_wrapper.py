@@ -32,12 +32,14 @@ from tests.wrapper.test_report import EventServer
 
 GOALS = {"start": ("over", 0.15), "rss": ("max", 40.0), "cpu": ("max", 0.2)}
 MARK_ENV = "BENCH_PAYLOAD_START"
-# Imported by every interpreter started with this PYTHONPATH: only the toy payload's marks.
-SITECUSTOMIZE = f'''import os, time
+# Imported by every interpreter started with this PYTHONPATH: only the toy payload's marks. The
+# payload is the interpreter running the script PacProduction (sys.argv[0]); the bare reference's
+# own interpreter has that path among its arguments too (`python -c ... PacProduction`) and must not
+# mark: it would put the bare start before the payload's interpreter had even begun.
+SITECUSTOMIZE = f'''import os, sys, time
 _mark = os.environ.get("{MARK_ENV}")
 if _mark:
-    with open("/proc/self/cmdline", "rb") as _fh:
-        _payload = b"PacProduction" in _fh.read()
+    _payload = os.path.basename(getattr(sys, "argv", [""])[0]) == "PacProduction"
     if _payload:
         try:
             with open(_mark, "x") as _fh:
