@@ -19,17 +19,26 @@ mover for many small files.
 (`sbk demo`'s toy release, a release manager's script): it stays as it is documented here,
 whatever the rest of this package becomes.
 """
+import importlib
 import shutil
 
-from .attempts import attempt_record, copy_with_retries
-from .commands import CliTransfer
-from .errors import TransferError, classify_error
-from .gfal2 import Gfal2Transfer, gfal2_available
-from .interface import RemoteStat, Transfer, part_path
-from .posix import PosixTransfer
-from .progress import Progress, watched
-from .timeouts import copies_left_behind
-from .urls import is_local, is_root
+# Each export is imported from its module at its first use (PEP 562's module __getattr__): a job
+# whose software is cached and has no input starts its payload without the modules of the
+# implementations and retries (the time from `severus run` to the payload, bench_wrapper).
+_EXPORTS = {"attempt_record": "attempts", "copy_with_retries": "attempts", "CliTransfer": "commands",
+            "TransferError": "errors", "classify_error": "errors", "Gfal2Transfer": "gfal2",
+            "gfal2_available": "gfal2", "RemoteStat": "interface", "Transfer": "interface",
+            "part_path": "interface", "PosixTransfer": "posix", "Progress": "progress", "watched": "progress",
+            "copies_left_behind": "timeouts", "is_local": "urls", "is_root": "urls"}
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value   # once: later reads are plain module attributes
+    return value
+
 
 __all__ = ["CliTransfer", "Gfal2Transfer", "PosixTransfer", "RemoteStat", "Transfer", "TransferError",
            "attempt_record", "bulk_transfer_for", "classify_error", "copies_left_behind", "copy_with_retries",
@@ -39,6 +48,11 @@ __all__ = ["CliTransfer", "Gfal2Transfer", "PosixTransfer", "RemoteStat", "Trans
 def make_transfer(url, tool="auto"):
     """The implementation for `url`: POSIX for paths; else gfal2 bindings unless `tool` is
     "cli" or the bindings are missing."""
+    from .commands import CliTransfer
+    from .errors import TransferError
+    from .gfal2 import Gfal2Transfer, gfal2_available
+    from .posix import PosixTransfer
+    from .urls import is_local, is_root
     if is_local(url):
         return PosixTransfer()
     if tool in ("auto", "gfal2") and gfal2_available():
@@ -55,6 +69,8 @@ def bulk_transfer_for(transfer, url):
     """The mover for many small files from `url`: for root://, one `xrdcp --parallel` process
     when xrdcp is installed (here ~1,830 files/s against ~1,000-1,440 for gfal2's bulk copy,
     which also spends ~1.5x the CPU); otherwise `transfer` itself."""
+    from .commands import CliTransfer
+    from .urls import is_root
     if isinstance(transfer, CliTransfer) or not is_root(url) or not shutil.which("xrdcp"):
         return transfer
     return CliTransfer()
@@ -67,5 +83,6 @@ def upload(path, url, adler32=None, *, env=None, timeout=60.0):
     `env`: the command-line tools do it, in exactly that environment (another identity's proxy
     or token: gfal2 and XrdCl in this process read credentials from os.environ once); without
     it, the implementation `make_transfer` chooses. `timeout`: the seconds the copy may take."""
+    from .commands import CliTransfer
     transfer = make_transfer(url) if env is None else CliTransfer(env)
     return transfer.copy_out(str(path), url, timeout, adler32=adler32)
