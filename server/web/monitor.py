@@ -165,7 +165,7 @@ def resubmit_job(job_id):
     return _after_action(job_id, reply, error, lambda r: f"Job {job_id} resubmitted: attempt {r['attempt']}.")
 
 
-@bp.get("/jobs/<id:job_id>/log/<int:attempt>")
+@bp.get("/jobs/<id:job_id>/log/<id:attempt>")
 def job_log(job_id, attempt):
     row = m.JobLog.get_or_none((m.JobLog.job == job_id) & (m.JobLog.attempt == attempt))
     if row is None:

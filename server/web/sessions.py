@@ -153,12 +153,12 @@ def _release_page(name, software_id, values=None, error=None, status=200):
                            manager=MANAGER), status
 
 
-@bp.get("/sessions/<name>/software/<int:software_id>")
+@bp.get("/sessions/<name>/software/<id:software_id>")
 def session_release_detail(name, software_id):
     return _release_page(name, software_id)[0]
 
 
-@bp.post("/sessions/<name>/software/<int:software_id>")
+@bp.post("/sessions/<name>/software/<id:software_id>")
 @action(MANAGER)
 def session_release_edit(name, software_id):
     sw, error = attempt(lambda: core.update_software(name, software_id, form_body(EDIT_RELEASE_FIELDS)))
@@ -167,7 +167,7 @@ def session_release_edit(name, software_id):
     return _done(name, f"Release {sw.name} {sw.version} rev {sw.revision} saved.")
 
 
-@bp.post("/sessions/<name>/software/<int:software_id>/retired")
+@bp.post("/sessions/<name>/software/<id:software_id>/retired")
 @action(MANAGER)
 def session_release_retire(name, software_id):
     """retire | restore."""
