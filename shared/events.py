@@ -92,7 +92,7 @@ def parse_event(d, where=""):
         if kind not in KINDS:
             raise s.SchemaError(f"'{where}kind' must be one of {', '.join(KINDS)}")
     step = d.get("step")
-    if step is not None and step not in _STEPS:
+    if step is not None and (type(step) is not str or step not in _STEPS):   # a list or object: no hash
         raise s.SchemaError(f"'{where}step' must be one of RUNNING-01 ... RUNNING-07")
     code = d.get("code")
     if code is not None:

@@ -57,7 +57,9 @@ def number(data, key, where="", default=_MISSING, lo=0.0, hi=float(MAX_INT)):
     value = _get(data, key, where, default)
     if value is default and default is not _MISSING:
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # an int is finite however large (math.isfinite of 10**400 raises OverflowError): the bounds say no
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
         raise SchemaError(f"'{where}{key}' must be a number")
     if not lo <= value <= hi:
         raise SchemaError(f"'{where}{key}' must be between {lo:g} and {hi:g}")
