@@ -44,8 +44,10 @@ def test_a_known_gap_is_gated_in_quick_runs_at_half_its_recorded_figure_and_only
     assert gate.Goal(">=", 0.9, quick=True, gap=1.2).effective == pytest.approx(0.45)   # met: half the goal
     monkeypatch.setitem(gate.QUICK_GAPS, "bench_x: page", 40.0)
     quick, full = gate.Gate("bench_x", quick=True), gate.Gate("bench_x")
-    assert quick.add("page", 60.0, 1.0, ("<=", 1.5)) and not full.add("page", 60.0, 1.0, ("<=", 1.5))
-    assert not quick.add("page", 90.0, 1.0, ("<=", 1.5))
+    assert quick.add("page 1 (worst: text)", 60.0, 1.0, ("<=", 1.5))     # a row starting with the key
+    assert not full.add("page 1 (worst: text)", 60.0, 1.0, ("<=", 1.5))
+    assert not quick.add("page 1 (worst: site)", 90.0, 1.0, ("<=", 1.5))
+    assert quick.add("other", 2.0, 1.0, ("<=", 1.5))                      # no gap: half the goal
 
 
 def test_unknown_kind_refused():
