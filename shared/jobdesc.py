@@ -184,7 +184,7 @@ def _parse(d):
     if not isinstance(d, dict):
         raise s.SchemaError("a job description must be a JSON object")
     version = d.get("schema")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:   # true == 1 in Python, not in JSON
         raise s.SchemaError(f"unknown schema {version!r} (this wrapper reads schema {SCHEMA_VERSION})")
     s.refuse_unknown(d, ("schema", "job", "server", "software", "payload", "input",
                          "output", "log", "limits", "container"))

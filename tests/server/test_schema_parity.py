@@ -138,13 +138,13 @@ DESCRIPTIONS = [
     ("a container image climbing out", changed(container={"image": "/images/../x"})),
     ("a container without an image", changed(container={})),
     ("an unknown section", changed(surprise=1)),
+    ("schema true (equal to 1 in Python)", changed(schema=True)),
     ("a list", [job_description_dict()]),
 ]
 
 # What JSON Schema cannot say: (what, a message the document and shared/ judge differently, shared's verdict)
 KNOWN_GAPS_DESCRIPTIONS = [
     ("1.0 is an integer to JSON Schema", changed(job={"runnum": 1.0}), False),
-    ("`schema: true` equals 1 in Python (shared/ takes it)", changed(schema=True), True),
     ("step names are unique in a job", changed(payload={"module": DROP, "steps": [STEPS[0], STEPS[0]]}), False),
     ("a relative path may go down and up again (the document refuses any '..')",
      changed(software={"exe": "bin/../bin/PacProduction"}), True),
