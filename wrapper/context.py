@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List
 
 from shared.jobdesc import JobDescription
 from .client import ServerClient
-from .siteconfig import SiteConfig, find_site_config
+from .siteconfig import SiteConfig, find_other_site
 from .transfer import Progress
 
 
@@ -99,12 +99,7 @@ class JobContext:
 
     def find_site(self, name) -> SiteConfig:
         """Another site's configuration (fallback stage-out, remote replicas)."""
-        if name == self.site.name:
-            return self.site
-        dirs = self.site_config_dirs
-        if self.site.source and Path(self.site.source).is_file():
-            dirs = (str(Path(self.site.source).parent),) + tuple(dirs)
-        return find_site_config(name, dirs)
+        return find_other_site(self.site, name, self.site_config_dirs)
 
     @property
     def scratch(self) -> Path:
