@@ -193,8 +193,28 @@ def read_voms(path, cert_dir=None, now=None):
     return vo, tuple(fqans), (min(ends) if ends else None)
 
 
+# The last proxy read, by its file's identity: every transfer stage discovers the credentials again
+# (a site's agent may renew the proxy meanwhile), and reading an unchanged file again would run
+# openssl and voms-proxy-info each time. A renewal changes the file's mtime, size or inode.
+_LAST_READ = {}
+
+
 def read_proxy(path, cert_dir=None):
     """ProxyInfo of a proxy file; ValueError with the reason when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read the proxy {path}: {exc}") from None
+    key = (path, cert_dir, st.st_ino, st.st_size, st.st_mtime_ns)
+    info = _LAST_READ.get(key)
+    if info is None:
+        info = _read_proxy(path, cert_dir)
+        _LAST_READ.clear()
+        _LAST_READ[key] = info
+    return info
+
+
+def _read_proxy(path, cert_dir):
     try:
         subject, not_after = _decode_first_cert(path)
         has_key = b"PRIVATE KEY-----" in Path(path).read_bytes()

@@ -63,6 +63,25 @@ def test_a_voms_proxy_says_who_and_which_vo_and_how_long(grid_pki, use_cred):
     assert plain.voms_known and plain.vo is None and plain.fqans == ()
 
 
+def test_each_stage_reads_the_proxy_again_only_when_its_file_changed(grid_pki, use_cred, monkeypatch, tmp_path):
+    """Every transfer stage discovers the credentials again (a site agent may renew the proxy meanwhile);
+    reading an unchanged file again ran openssl and voms-proxy-info each time (~0.1 s a stage)."""
+    import shutil
+    proxy = tmp_path / "x509up"
+    shutil.copy(grid_pki.voms_proxy, proxy)
+    proxy.chmod(0o600)
+    use_cred(proxy=proxy)
+    calls = []
+    real = cr.read_voms
+    monkeypatch.setattr(cr, "read_voms", lambda *a, **k: calls.append(a) or real(*a, **k))
+    first, again = cr.discover().proxy, cr.discover().proxy
+    assert again == first and len(calls) == 1
+    shutil.copy(grid_pki.proxy, proxy)            # renewed in place: another proxy, no VOMS attributes
+    os.utime(proxy, ns=(time.time_ns(), time.time_ns() + 10**9))
+    renewed = cr.discover().proxy
+    assert len(calls) == 2 and renewed.vo is None and first.vo == "testvo"
+
+
 def test_the_proxy_falls_back_to_tmp_x509up_and_a_missing_named_file_is_unset(grid_pki, use_cred, monkeypatch,
                                                                               tmp_path):
     uid = 400000 + os.getpid() % 10000   # a uid of our own: /tmp/x509up_u<uid> is nobody else's
