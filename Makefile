@@ -20,7 +20,7 @@ demo: venv
 	$(VENV)/bin/sbk demo
 
 test: venv
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
 
 pack: venv
 	$(VENV)/bin/severus pack -o severus.pyz
