@@ -279,3 +279,32 @@ def test_a_retry_claimed_by_a_process_killed_before_it_submitted_is_submitted_on
     job = api.get(f"/jobs/{job_id}").json
     assert (job["status"], job["attempt"], job["retries"], job["retry_at"]) == ("submitted", 2, 1, None)
     assert run_due(app, now + 2 * retries.SUBMIT_LEASE_S + 2)["retried"] == []
+
+
+def test_a_killed_job_holding_a_submission_lease_is_never_submitted_nor_retried(app, api, production):
+    """A manager kills the new attempt while its claim's lease holds (the claiming process died): the
+    kill ends it (062), the lease goes with it, and no pass submits or retries it afterwards."""
+    [(job_id, token)] = handed(app, api, production)
+    end(api, job_id, token, 40)
+    now = time.time() + 601
+    with app.app_context(), db.connection():
+        retries.claim(job_id, 1, now)
+    assert api.post(f"/jobs/{job_id}/kill").status_code == 200
+    job = api.get(f"/jobs/{job_id}").json
+    assert (job["status"], job["error_code"], job["retry_at"]) == (CODES[62].status, 62, None)
+    assert run_due(app, now + 10 * retries.SUBMIT_LEASE_S)["retried"] == []
+    assert api.get(f"/jobs/{job_id}").json["attempt"] == 2
+
+
+def test_a_lapsed_lease_is_taken_over_by_one_pass_only(app, api, production):
+    """Two pollers find the same lapsed lease: the conditional UPDATE gives it to one."""
+    [(job_id, token)] = handed(app, api, production)
+    end(api, job_id, token, 40)
+    now = time.time() + 601
+    later = now + retries.SUBMIT_LEASE_S + 1
+    with app.app_context(), db.connection():
+        retries.claim(job_id, 1, now)
+        assert [j for j, _, _ in retries.lapsed_leases(later)] == [job_id]
+        assert retries.claim_lease(job_id, 2, later)["id"] == job_id
+        assert retries.claim_lease(job_id, 2, later) is None          # the second pass: the lease is held again
+        assert retries.lapsed_leases(later) == []
